@@ -1,0 +1,1 @@
+//! Helpers shared by the criterion benches: locating model files and benchmark data.

@@ -1,0 +1,1 @@
+//! Authentication and authorization for isa: JWTs, API keys, axum layers.

@@ -1,0 +1,355 @@
+//! Tools: what a plugin implements, and the values that cross a tool call.
+
+use std::{fmt, future::Future, pin::Pin, sync::Arc};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::{Result, UserId};
+
+/// JSON object, as used for tool arguments and JSON Schemas.
+pub type JsonObject = Map<String, Value>;
+
+/// Hints about a tool's behaviour, as in MCP's `ToolAnnotations`. All optional; clients treat them
+/// as hints, never as guarantees.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolAnnotations {
+    /// A human-readable title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// The tool does not change its environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only_hint: Option<bool>,
+    /// The tool may make destructive changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destructive_hint: Option<bool>,
+    /// Calling the tool twice with the same arguments has no further effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotent_hint: Option<bool>,
+    /// The tool talks to an open world (the web), not a closed domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_world_hint: Option<bool>,
+}
+
+/// Everything a client and a selector need to know about a tool.
+///
+/// Serialises in the shape of an MCP `Tool` (`inputSchema`, `outputSchema`), plus `tags` used for
+/// filtering and `requiredScope`, the scope a caller must hold to see or call it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolSpec {
+    /// Unique name within a registry, such as `web_search` or `github/create_issue`.
+    pub name: String,
+    /// What the tool does, written for a model choosing among tools.
+    #[serde(default)]
+    pub description: String,
+    /// JSON Schema of the arguments; always an object schema.
+    #[serde(default = "empty_object_schema")]
+    pub input_schema: JsonObject,
+    /// JSON Schema of `structuredContent`, when the tool returns structured results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<JsonObject>,
+    /// Behaviour hints.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub annotations: ToolAnnotations,
+    /// Free-form categories for filtering (`web`, `files`, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// The scope a caller needs to see and call this tool; `None` means any authenticated caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_scope: Option<String>,
+}
+
+fn is_default(a: &ToolAnnotations) -> bool {
+    a == &ToolAnnotations::default()
+}
+
+fn empty_object_schema() -> JsonObject {
+    let mut schema = JsonObject::new();
+    schema.insert("type".into(), Value::String("object".into()));
+    schema
+}
+
+impl ToolSpec {
+    /// A spec with a name, a description and an empty object input schema.
+    ///
+    /// ```
+    /// use isa_core::ToolSpec;
+    /// let spec = ToolSpec::new("echo", "Repeats its input")
+    ///     .with_input_schema(serde_json::json!({
+    ///         "type": "object",
+    ///         "properties": {"text": {"type": "string", "description": "What to repeat"}},
+    ///         "required": ["text"]
+    ///     }))
+    ///     .with_tags(["demo"]);
+    /// assert_eq!(spec.parameters().collect::<Vec<_>>(), vec![("text", "What to repeat")]);
+    /// ```
+    pub fn new(name: impl Into<String>, description: impl Into<String>) -> Self {
+        ToolSpec {
+            name: name.into(),
+            description: description.into(),
+            input_schema: empty_object_schema(),
+            output_schema: None,
+            annotations: ToolAnnotations::default(),
+            tags: Vec::new(),
+            required_scope: None,
+        }
+    }
+
+    /// Sets the input schema. A value that is not a JSON object is replaced by an empty object
+    /// schema, since MCP requires an object.
+    pub fn with_input_schema(mut self, schema: Value) -> Self {
+        self.input_schema = match schema {
+            Value::Object(map) => map,
+            _ => empty_object_schema(),
+        };
+        self
+    }
+
+    /// Sets the output schema that `structuredContent` must satisfy.
+    pub fn with_output_schema(mut self, schema: Value) -> Self {
+        self.output_schema = match schema {
+            Value::Object(map) => Some(map),
+            _ => None,
+        };
+        self
+    }
+
+    /// Sets the tags.
+    pub fn with_tags<I: IntoIterator<Item = S>, S: Into<String>>(mut self, tags: I) -> Self {
+        self.tags = tags.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the annotations.
+    pub fn with_annotations(mut self, annotations: ToolAnnotations) -> Self {
+        self.annotations = annotations;
+        self
+    }
+
+    /// Requires a scope to see and call the tool.
+    pub fn with_required_scope(mut self, scope: impl Into<String>) -> Self {
+        self.required_scope = Some(scope.into());
+        self
+    }
+
+    /// The top-level parameters of the input schema as `(name, description)` pairs, in schema
+    /// order. Selectors index them; a missing description is the empty string.
+    pub fn parameters(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.input_schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flat_map(|props| props.iter())
+            .map(|(name, schema)| {
+                let description = schema
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                (name.as_str(), description)
+            })
+    }
+}
+
+/// One piece of a tool's result, in the content kinds MCP defines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Content {
+    /// Plain text or markdown.
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// An image, base64-encoded as MCP carries it.
+    Image {
+        /// Base64 of the image bytes.
+        data: String,
+        /// `image/png`, `image/jpeg`, …
+        #[serde(rename = "mimeType")]
+        mime_type: String,
+    },
+    /// A resource embedded in the result.
+    Resource {
+        /// The resource's URI.
+        uri: String,
+        /// Its media type, when known.
+        #[serde(rename = "mimeType", skip_serializing_if = "Option::is_none")]
+        mime_type: Option<String>,
+        /// Text content (for text resources).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+        /// Base64 content (for binary resources).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        blob: Option<String>,
+    },
+}
+
+impl Content {
+    /// A text content item.
+    pub fn text(text: impl Into<String>) -> Self {
+        Content::Text { text: text.into() }
+    }
+}
+
+/// The result of a tool call that reached the tool.
+///
+/// A tool that fails in a way the model should see (a 404 from a fetched page, a search that found
+/// nothing usable) returns `ToolOutput` with `is_error: true`: the model reads it and can try
+/// something else. A call that never reached the tool (unknown tool, invalid arguments, overload)
+/// is an [`Error`](crate::Error) instead, which MCP reports as a protocol error.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolOutput {
+    /// The content shown to the model.
+    pub content: Vec<Content>,
+    /// Structured result; checked against the tool's output schema when one is declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub structured_content: Option<Value>,
+    /// Whether this is an error result.
+    #[serde(default)]
+    pub is_error: bool,
+}
+
+impl ToolOutput {
+    /// A successful result with one text item.
+    pub fn text(text: impl Into<String>) -> Self {
+        ToolOutput {
+            content: vec![Content::text(text)],
+            ..Default::default()
+        }
+    }
+
+    /// A successful result carrying JSON both as structured content and as its text rendering,
+    /// so clients that ignore `structuredContent` still see it.
+    pub fn json(value: Value) -> Self {
+        ToolOutput {
+            content: vec![Content::text(value.to_string())],
+            structured_content: Some(value),
+            is_error: false,
+        }
+    }
+
+    /// An error result with a message for the model.
+    pub fn error(message: impl Into<String>) -> Self {
+        ToolOutput {
+            content: vec![Content::text(message)],
+            structured_content: None,
+            is_error: true,
+        }
+    }
+}
+
+/// Who is calling a tool, passed to every call.
+#[derive(Debug, Clone, Default)]
+pub struct CallContext {
+    /// The authenticated user, when the call is authenticated.
+    pub user: Option<UserId>,
+    /// Scopes the caller holds.
+    pub scopes: Vec<String>,
+    /// An id for logs and idempotency, unique per request.
+    pub request_id: Option<String>,
+}
+
+impl CallContext {
+    /// Whether the caller holds `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}
+
+/// A tool: the unit a plugin implements.
+///
+/// The server validates arguments against [`ToolSpec::input_schema`] before calling, applies the
+/// per-tool timeout and concurrency limit, and turns an `Err` into an error result, so a tool only
+/// does its work.
+///
+/// ```
+/// use isa_core::{async_trait, CallContext, JsonObject, Result, Tool, ToolOutput, ToolSpec};
+///
+/// struct Shout {
+///     spec: ToolSpec,
+/// }
+///
+/// #[async_trait]
+/// impl Tool for Shout {
+///     fn spec(&self) -> &ToolSpec {
+///         &self.spec
+///     }
+///     async fn call(&self, args: JsonObject, _ctx: &CallContext) -> Result<ToolOutput> {
+///         let text = args.get("text").and_then(|v| v.as_str()).unwrap_or_default();
+///         Ok(ToolOutput::text(text.to_uppercase()))
+///     }
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let tool = Shout { spec: ToolSpec::new("shout", "Upper-cases text") };
+/// let mut args = JsonObject::new();
+/// args.insert("text".into(), "hi".into());
+/// let out = tool.call(args, &CallContext::default()).await.unwrap();
+/// assert_eq!(out, ToolOutput::text("HI"));
+/// # });
+/// ```
+#[async_trait]
+pub trait Tool: Send + Sync {
+    /// The tool's specification. Must not change while the tool is registered; register a new
+    /// tool to change it.
+    fn spec(&self) -> &ToolSpec;
+
+    /// Runs the tool with arguments that already passed schema validation.
+    async fn call(&self, args: JsonObject, ctx: &CallContext) -> Result<ToolOutput>;
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type ToolFnBody = dyn Fn(JsonObject, CallContext) -> BoxFuture<Result<ToolOutput>> + Send + Sync;
+
+/// A tool made from a spec and an async closure; see [`tool_fn`].
+pub struct FnTool {
+    spec: ToolSpec,
+    body: Box<ToolFnBody>,
+}
+
+impl fmt::Debug for FnTool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FnTool").field("spec", &self.spec).finish()
+    }
+}
+
+/// Makes a [`Tool`] from a spec and an async closure, for tools too small for their own type.
+///
+/// ```
+/// use isa_core::{tool_fn, CallContext, JsonObject, Tool, ToolOutput, ToolSpec};
+/// let add = tool_fn(ToolSpec::new("add", "Adds a and b"), |args, _ctx| async move {
+///     let a = args.get("a").and_then(|v| v.as_f64()).unwrap_or(0.0);
+///     let b = args.get("b").and_then(|v| v.as_f64()).unwrap_or(0.0);
+///     Ok(ToolOutput::json(serde_json::json!({ "sum": a + b })))
+/// });
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let args: JsonObject = serde_json::from_str(r#"{"a": 2, "b": 3}"#).unwrap();
+/// let out = add.call(args, &CallContext::default()).await.unwrap();
+/// assert_eq!(out.structured_content, Some(serde_json::json!({"sum": 5.0})));
+/// # });
+/// ```
+pub fn tool_fn<F, Fut>(spec: ToolSpec, body: F) -> Arc<FnTool>
+where
+    F: Fn(JsonObject, CallContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<ToolOutput>> + Send + 'static,
+{
+    Arc::new(FnTool {
+        spec,
+        body: Box::new(move |args, ctx| Box::pin(body(args, ctx))),
+    })
+}
+
+#[async_trait]
+impl Tool for FnTool {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+
+    async fn call(&self, args: JsonObject, ctx: &CallContext) -> Result<ToolOutput> {
+        (self.body)(args, ctx.clone()).await
+    }
+}

@@ -1,0 +1,288 @@
+//! The local ONNX sentence embedder.
+
+mod config;
+mod stats;
+mod worker;
+
+use std::{
+    num::NonZeroUsize,
+    path::{Path, PathBuf},
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use crossbeam_channel::{Sender, TrySendError};
+use isa_core::{Embedder, Error, Result, TextKind};
+use lru::LruCache;
+use ort::{
+    environment::Environment,
+    session::{Session, builder::GraphOptimizationLevel},
+};
+use parking_lot::Mutex;
+use tokenizers::{Tokenizer, TruncationParams};
+use tokio::sync::oneshot;
+
+pub use config::{EmbedderConfig, Pooling, default_cache_dir};
+use stats::Counters;
+pub use stats::EmbedderStats;
+use worker::{Encoder, Job, ModelInputs};
+
+/// How long an overloaded caller is told to wait before retrying.
+const RETRY_AFTER: Duration = Duration::from_millis(200);
+
+/// Sentence embeddings computed locally with ONNX Runtime: all-MiniLM-L6-v2 by default, any
+/// BERT-style sentence-transformers export by configuration.
+///
+/// Inference runs on dedicated OS threads behind a bounded queue; a full queue answers
+/// [`Error::Overloaded`] at once. Query embeddings are cached (LRU) with hit and miss counters.
+///
+/// ```no_run
+/// use isa_core::{Embedder, TextKind};
+/// use isa_models::{EmbedderConfig, OrtEmbedder};
+///
+/// # async fn demo() -> isa_core::Result<()> {
+/// let embedder = OrtEmbedder::new(EmbedderConfig::from_env()?)?;
+/// let v = embedder.embed_one("find me a flight to Lisbon", TextKind::Query).await?;
+/// assert_eq!(v.len(), 384);
+/// # Ok(()) }
+/// ```
+pub struct OrtEmbedder {
+    queue: Sender<Job>,
+    tokenizer: Arc<Tokenizer>,
+    config: Arc<EmbedderConfig>,
+    cache: Option<Mutex<LruCache<String, Arc<[f32]>>>>,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for OrtEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrtEmbedder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// ONNX Runtime allows one environment per process; it is made on first use and shared.
+static ENVIRONMENT: Mutex<Option<(PathBuf, Environment)>> = Mutex::new(None);
+
+fn environment(library: &Path) -> Result<Environment> {
+    let mut slot = ENVIRONMENT.lock();
+    if let Some((loaded, env)) = slot.as_ref() {
+        if loaded != library {
+            return Err(Error::Config(format!(
+                "ONNX Runtime is already loaded from {} in this process; cannot also load {}",
+                loaded.display(),
+                library.display()
+            )));
+        }
+        return Ok(env.clone());
+    }
+    if !library.is_file() {
+        return Err(Error::Config(format!(
+            "ONNX Runtime library not found at {}; run deploy/dev/setup-models.sh or set ISA_ONNXRUNTIME_LIB",
+            library.display()
+        )));
+    }
+    let env = ort::init_from(library)
+        .map_err(|e| {
+            Error::Config(format!(
+                "could not load ONNX Runtime from {}: {e}",
+                library.display()
+            ))
+        })?
+        .with_name("isa")
+        .build()
+        .map_err(|e| Error::Config(format!("could not start ONNX Runtime: {e}")))?;
+    *slot = Some((library.to_path_buf(), env.clone()));
+    Ok(env)
+}
+
+fn load_tokenizer(config: &EmbedderConfig) -> Result<Tokenizer> {
+    let path = &config.tokenizer_file;
+    if !path.is_file() {
+        return Err(Error::Config(format!(
+            "tokenizer file not found: {}; run deploy/dev/setup-models.sh or set ISA_EMBEDDING_MODEL_DIR",
+            path.display()
+        )));
+    }
+    let mut tokenizer = Tokenizer::from_file(path)
+        .map_err(|e| Error::Config(format!("{} is not a valid tokenizer: {e}", path.display())))?;
+    // The model's max_seq_length wins over whatever the tokenizer file says; padding is ours.
+    tokenizer
+        .with_truncation(Some(TruncationParams {
+            max_length: config.max_seq_length,
+            ..Default::default()
+        }))
+        .map_err(|e| Error::Config(format!("cannot set truncation: {e}")))?;
+    tokenizer.with_padding(None);
+    Ok(tokenizer)
+}
+
+fn load_session(env: &Environment, config: &EmbedderConfig) -> Result<Session> {
+    let path = &config.model_file;
+    if !path.is_file() {
+        return Err(Error::Config(format!(
+            "embedding model not found: {}; run deploy/dev/setup-models.sh or set ISA_EMBEDDING_MODEL_DIR",
+            path.display()
+        )));
+    }
+    let setup = |e: ort::Error| Error::Config(format!("cannot configure ONNX Runtime: {e}"));
+    Session::builder(env)
+        .map_err(setup)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(|e| setup(e.into()))?
+        .with_intra_threads(config.intra_threads.max(1))
+        .map_err(|e| setup(e.into()))?
+        .with_inter_threads(1)
+        .map_err(|e| setup(e.into()))?
+        .commit_from_file(path)
+        .map_err(|e| {
+            Error::Config(format!(
+                "could not load the ONNX model {}: {e}",
+                path.display()
+            ))
+        })
+}
+
+impl OrtEmbedder {
+    /// Loads the runtime, tokenizer and model, checks the output dimension with one warm-up
+    /// inference, and starts the worker threads.
+    pub fn new(config: EmbedderConfig) -> Result<Self> {
+        let config = Arc::new(config);
+        let env = environment(&config.runtime_library)?;
+        let tokenizer = Arc::new(load_tokenizer(&config)?);
+        let counters = Arc::new(Counters::default());
+        let (queue, jobs) = crossbeam_channel::bounded(config.queue_capacity.max(1));
+        for n in 0..config.workers.max(1) {
+            let session = load_session(&env, &config)?;
+            let mut encoder = Encoder {
+                inputs: ModelInputs::of(&session)?,
+                session,
+                tokenizer: tokenizer.clone(),
+                config: config.clone(),
+                counters: counters.clone(),
+            };
+            // Warm-up: the first run allocates; this also proves the output shape matches.
+            encoder.encode(&["warm up"])?;
+            let jobs = jobs.clone();
+            std::thread::Builder::new()
+                .name(format!("isa-embed-{n}"))
+                .spawn(move || encoder.serve(jobs))
+                .map_err(|e| Error::internal(format!("cannot start an embedding thread: {e}")))?;
+        }
+        let cache = NonZeroUsize::new(config.cache_capacity).map(|n| Mutex::new(LruCache::new(n)));
+        Ok(OrtEmbedder {
+            queue,
+            tokenizer,
+            config,
+            cache,
+            counters,
+        })
+    }
+
+    /// Loads the embedder from [`EmbedderConfig::from_env`].
+    pub fn from_env() -> Result<Self> {
+        Self::new(EmbedderConfig::from_env()?)
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &EmbedderConfig {
+        &self.config
+    }
+
+    /// The token ids the model sees for `text` (with special tokens, truncated, unpadded).
+    pub fn token_ids(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .tokenizer
+            .encode_fast(text, true)
+            .map_err(|e| Error::invalid(format!("cannot tokenize: {e}")))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> EmbedderStats {
+        self.counters.snapshot(self.queue.len())
+    }
+
+    async fn compute(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            texts,
+            reply,
+            enqueued: Instant::now(),
+        };
+        match self.queue.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.counters.overloaded.fetch_add(1, Ordering::Relaxed);
+                return Err(Error::Overloaded {
+                    retry_after: RETRY_AFTER,
+                });
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(Error::Unavailable(
+                    "the embedding workers have stopped".into(),
+                ));
+            }
+        }
+        answer
+            .await
+            .map_err(|_| Error::Unavailable("an embedding worker stopped mid-request".into()))?
+    }
+}
+
+#[async_trait]
+impl Embedder for OrtEmbedder {
+    fn dimensions(&self) -> usize {
+        self.config.dimensions
+    }
+
+    async fn embed(&self, texts: &[String], kind: TextKind) -> Result<Vec<Vec<f32>>> {
+        let prefix = match kind {
+            TextKind::Query => &self.config.query_prefix,
+            TextKind::Document => &self.config.document_prefix,
+        };
+        let prefixed = |t: &String| {
+            if prefix.is_empty() {
+                t.clone()
+            } else {
+                format!("{prefix}{t}")
+            }
+        };
+        let cache = match (&self.cache, kind) {
+            (Some(cache), TextKind::Query) => cache,
+            _ => return self.compute(texts.iter().map(prefixed).collect()).await,
+        };
+
+        let mut found: Vec<Option<Arc<[f32]>>> = {
+            let mut cache = cache.lock();
+            texts.iter().map(|t| cache.get(t).cloned()).collect()
+        };
+        let missing: Vec<usize> = (0..texts.len()).filter(|&i| found[i].is_none()).collect();
+        self.counters
+            .cache_hits
+            .fetch_add((texts.len() - missing.len()) as u64, Ordering::Relaxed);
+        self.counters
+            .cache_misses
+            .fetch_add(missing.len() as u64, Ordering::Relaxed);
+        if !missing.is_empty() {
+            let computed = self
+                .compute(missing.iter().map(|&i| prefixed(&texts[i])).collect())
+                .await?;
+            let mut cache = cache.lock();
+            for (&i, vector) in missing.iter().zip(computed) {
+                let vector: Arc<[f32]> = vector.into();
+                cache.put(texts[i].clone(), vector.clone());
+                found[i] = Some(vector);
+            }
+        }
+        Ok(found
+            .into_iter()
+            .map(|v| v.map(|v| v.to_vec()).unwrap_or_default())
+            .collect())
+    }
+}

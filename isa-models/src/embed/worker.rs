@@ -1,0 +1,282 @@
+//! The inference side of the embedder: runs on its own OS threads, never on the async runtime.
+//!
+//! Each worker owns one ONNX Runtime session. It takes a request from the bounded queue, gathers
+//! whatever else is already waiting (up to [`MAX_TEXTS_PER_ROUND`] texts), tokenizes everything,
+//! sorts by length and cuts batches by a token budget, so short texts are not padded to the
+//! length of long ones and one caller's long batch cannot change another's vectors.
+
+use std::{
+    borrow::Cow,
+    sync::{Arc, atomic::Ordering},
+    time::Instant,
+};
+
+use crossbeam_channel::Receiver;
+use isa_core::{Error, Result};
+use ort::{
+    session::{Session, SessionInputValue},
+    value::Tensor,
+};
+use tokenizers::Tokenizer;
+use tokio::sync::oneshot;
+
+use super::{EmbedderConfig, Pooling, stats::Counters};
+use crate::error::ort_error;
+
+/// Most texts one worker gathers from the queue for one round of batches.
+const MAX_TEXTS_PER_ROUND: usize = 512;
+
+/// A request waiting for a worker.
+pub(super) struct Job {
+    pub texts: Vec<String>,
+    pub reply: oneshot::Sender<Result<Vec<Vec<f32>>>>,
+    pub enqueued: Instant,
+}
+
+/// Which optional inputs the model takes.
+#[derive(Clone, Copy)]
+pub(super) struct ModelInputs {
+    pub attention_mask: bool,
+    pub token_type_ids: bool,
+}
+
+impl ModelInputs {
+    pub fn of(session: &Session) -> Result<Self> {
+        let has = |name: &str| session.inputs().iter().any(|i| i.name() == name);
+        if !has("input_ids") {
+            return Err(Error::Config(
+                "the embedding model has no `input_ids` input; it is not a BERT-style text encoder"
+                    .into(),
+            ));
+        }
+        Ok(ModelInputs {
+            attention_mask: has("attention_mask"),
+            token_type_ids: has("token_type_ids"),
+        })
+    }
+}
+
+/// One session plus what it needs to turn texts into vectors.
+pub(super) struct Encoder {
+    pub session: Session,
+    pub tokenizer: Arc<Tokenizer>,
+    pub inputs: ModelInputs,
+    pub config: Arc<EmbedderConfig>,
+    pub counters: Arc<Counters>,
+}
+
+struct Tokenized {
+    ids: Vec<u32>,
+    type_ids: Vec<u32>,
+}
+
+impl Encoder {
+    /// Serves jobs until the queue's sender is dropped.
+    pub fn serve(mut self, queue: Receiver<Job>) {
+        while let Ok(first) = queue.recv() {
+            let mut jobs = vec![first];
+            let mut count = jobs[0].texts.len();
+            while count < MAX_TEXTS_PER_ROUND {
+                match queue.try_recv() {
+                    Ok(job) => {
+                        count += job.texts.len();
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let started = Instant::now();
+            for job in &jobs {
+                let waited = started.duration_since(job.enqueued).as_nanos() as u64;
+                self.counters.queue_ns.fetch_add(waited, Ordering::Relaxed);
+            }
+            let texts: Vec<&str> = jobs
+                .iter()
+                .flat_map(|j| j.texts.iter().map(String::as_str))
+                .collect();
+            match self.encode(&texts) {
+                Ok(mut vectors) => {
+                    // Hand each job its share, in order.
+                    for job in jobs {
+                        let rest = vectors.split_off(job.texts.len());
+                        let mine = std::mem::replace(&mut vectors, rest);
+                        let _ = job.reply.send(Ok(mine));
+                    }
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    for job in jobs {
+                        let _ = job.reply.send(Err(Error::Internal(message.clone())));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Embeds texts, batching them by length under the token budget.
+    pub fn encode(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let started = Instant::now();
+        let tokenized = texts
+            .iter()
+            .map(|t| {
+                let encoding = self
+                    .tokenizer
+                    .encode_fast(*t, true)
+                    .map_err(|e| ort_error("tokenization failed", e))?;
+                Ok(Tokenized {
+                    ids: encoding.get_ids().to_vec(),
+                    type_ids: encoding.get_type_ids().to_vec(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.counters
+            .tokenize_ns
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| tokenized[i].ids.len());
+
+        let started = Instant::now();
+        let mut vectors = vec![Vec::new(); texts.len()];
+        let budget = self.config.batch_token_budget.max(1);
+        let mut start = 0;
+        while start < order.len() {
+            let mut end = start + 1;
+            while end < order.len() && (end + 1 - start) * tokenized[order[end]].ids.len() <= budget
+            {
+                end += 1;
+            }
+            let batch: Vec<&Tokenized> = order[start..end].iter().map(|&i| &tokenized[i]).collect();
+            for (slot, vector) in order[start..end].iter().zip(self.run_batch(&batch)?) {
+                vectors[*slot] = vector;
+            }
+            start = end;
+        }
+        self.counters
+            .inference_ns
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.counters
+            .texts
+            .fetch_add(texts.len() as u64, Ordering::Relaxed);
+        Ok(vectors)
+    }
+
+    /// One inference call over texts padded to the longest among them.
+    fn run_batch(&mut self, batch: &[&Tokenized]) -> Result<Vec<Vec<f32>>> {
+        let rows = batch.len();
+        let width = batch.iter().map(|t| t.ids.len()).max().unwrap_or(0).max(1);
+        let mut ids = vec![0i64; rows * width];
+        let mut mask = vec![0i64; rows * width];
+        let mut types = vec![0i64; rows * width];
+        for (r, t) in batch.iter().enumerate() {
+            for (c, (&id, &ty)) in t.ids.iter().zip(&t.type_ids).enumerate() {
+                ids[r * width + c] = i64::from(id);
+                mask[r * width + c] = 1;
+                types[r * width + c] = i64::from(ty);
+            }
+        }
+        let shape = [rows, width];
+        let tensor = |data: Vec<i64>| -> Result<SessionInputValue<'static>> {
+            Ok(Tensor::from_array((shape, data))
+                .map_err(|e| ort_error("building an input tensor", e))?
+                .into())
+        };
+        let mut inputs: Vec<(Cow<'static, str>, SessionInputValue<'static>)> =
+            vec![("input_ids".into(), tensor(ids)?)];
+        if self.inputs.attention_mask {
+            inputs.push(("attention_mask".into(), tensor(mask.clone())?));
+        }
+        if self.inputs.token_type_ids {
+            inputs.push(("token_type_ids".into(), tensor(types)?));
+        }
+        let outputs = self
+            .session
+            .run(inputs)
+            .map_err(|e| ort_error("ONNX Runtime inference failed", e))?;
+        let (out_shape, data) = outputs[0]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| ort_error("reading the model output", e))?;
+        let dims = self.config.dimensions;
+        let pooled: Vec<Vec<f32>> = match **out_shape {
+            // Token states: pool them.
+            [r, w, d] if r as usize == rows && w as usize == width && d as usize == dims => (0
+                ..rows)
+                .map(|r| {
+                    pool(
+                        &data[r * width * dims..(r + 1) * width * dims],
+                        &mask[r * width..(r + 1) * width],
+                        dims,
+                        self.config.pooling,
+                    )
+                })
+                .collect(),
+            // Already one vector per text.
+            [r, d] if r as usize == rows && d as usize == dims => {
+                data.chunks_exact(dims).map(<[f32]>::to_vec).collect()
+            }
+            ref other => {
+                return Err(Error::Config(format!(
+                    "the embedding model's output has shape {other:?}, expected [{rows}, {width}, {dims}] or [{rows}, {dims}]; \
+                     is `dimensions` ({dims}) right for this model?"
+                )));
+            }
+        };
+        Ok(if self.config.normalize {
+            pooled.into_iter().map(normalize).collect()
+        } else {
+            pooled
+        })
+    }
+}
+
+/// Pools one text's token states (`width x dims`, row-major) into one vector.
+fn pool(states: &[f32], mask: &[i64], dims: usize, pooling: Pooling) -> Vec<f32> {
+    match pooling {
+        Pooling::Cls => states[..dims].to_vec(),
+        Pooling::Mean => {
+            let mut sum = vec![0f32; dims];
+            let mut count = 0f32;
+            for (token, &m) in states.chunks_exact(dims).zip(mask) {
+                if m != 0 {
+                    for (s, x) in sum.iter_mut().zip(token) {
+                        *s += x;
+                    }
+                    count += 1.0;
+                }
+            }
+            let count = count.max(1.0);
+            sum.iter_mut().for_each(|s| *s /= count);
+            sum
+        }
+    }
+}
+
+/// Scales a vector to unit length (a zero vector stays zero).
+pub(crate) fn normalize(mut v: Vec<f32>) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_pooling_ignores_padding() {
+        // Two tokens of dims 2, then one padding token with large values.
+        let states = [1.0, 2.0, 3.0, 4.0, 100.0, 100.0];
+        let pooled = pool(&states, &[1, 1, 0], 2, Pooling::Mean);
+        assert_eq!(pooled, vec![2.0, 3.0]);
+        assert_eq!(pool(&states, &[1, 1, 0], 2, Pooling::Cls), vec![1.0, 2.0]);
+    }
+
+    #[test]
+    fn normalize_gives_unit_length() {
+        let v = normalize(vec![3.0, 4.0]);
+        assert!((v[0] - 0.6).abs() < 1e-6 && (v[1] - 0.8).abs() < 1e-6);
+        assert_eq!(normalize(vec![0.0, 0.0]), vec![0.0, 0.0]);
+    }
+}

@@ -1,0 +1,9 @@
+//! # isa-models
+//!
+//! Model access for isa: the local ONNX sentence embedder [`OrtEmbedder`] (all-MiniLM-L6-v2 by
+//! default) that powers tool selection without any remote API.
+
+mod embed;
+mod error;
+
+pub use embed::{EmbedderConfig, EmbedderStats, OrtEmbedder, Pooling, default_cache_dir};

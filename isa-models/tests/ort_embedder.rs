@@ -1,0 +1,234 @@
+//! `OrtEmbedder` against reference embeddings computed by an independent fp32 implementation.
+
+mod common;
+
+use std::sync::Arc;
+
+use isa_core::{Embedder, Error, TextKind};
+use isa_models::OrtEmbedder;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Reference {
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    text: String,
+    input_ids: Vec<u32>,
+    embedding: Vec<f32>,
+}
+
+fn reference() -> anyhow::Result<Reference> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures/minilm_reference.json"
+    );
+    Ok(serde_json::from_str(&std::fs::read_to_string(path)?)?)
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb)
+}
+
+fn embedder() -> Option<OrtEmbedder> {
+    let config = common::installed_model()?;
+    Some(OrtEmbedder::new(config).expect("the installed model loads"))
+}
+
+#[tokio::test]
+async fn matches_the_reference_token_ids_and_embeddings() -> anyhow::Result<()> {
+    let Some(embedder) = embedder() else {
+        return Ok(());
+    };
+    let reference = reference()?;
+    assert_eq!(reference.cases.len(), 40);
+    let texts: Vec<String> = reference.cases.iter().map(|c| c.text.clone()).collect();
+    let vectors = embedder.embed(&texts, TextKind::Document).await?;
+    let mut total = 0.0;
+    for (case, vector) in reference.cases.iter().zip(&vectors) {
+        assert_eq!(
+            embedder.token_ids(&case.text)?,
+            case.input_ids,
+            "token ids of {:?}",
+            case.text
+        );
+        assert_eq!(vector.len(), 384);
+        let norm: f32 = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "not unit length: {norm}");
+        let similarity = cosine(vector, &case.embedding);
+        assert!(
+            similarity >= 0.995,
+            "cosine {similarity} for {:?}",
+            case.text
+        );
+        total += similarity;
+    }
+    let mean = total / reference.cases.len() as f32;
+    assert!(mean >= 0.999, "mean cosine {mean}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_text_gets_the_same_vector_alone_and_in_a_batch_of_longer_texts() -> anyhow::Result<()> {
+    let Some(embedder) = embedder() else {
+        return Ok(());
+    };
+    let short = "weather in Paris".to_string();
+    let alone = embedder
+        .embed(std::slice::from_ref(&short), TextKind::Document)
+        .await?;
+    let long = "a much longer text about many things ".repeat(30);
+    let batch = vec![
+        long.clone(),
+        short.clone(),
+        long,
+        "medium length text about flights".into(),
+    ];
+    let together = embedder.embed(&batch, TextKind::Document).await?;
+    let diff = alone[0]
+        .iter()
+        .zip(&together[1])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(diff < 1e-5, "max difference {diff}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_callers_get_what_one_caller_gets() -> anyhow::Result<()> {
+    let Some(embedder) = embedder() else {
+        return Ok(());
+    };
+    let embedder = Arc::new(embedder);
+    let texts: Vec<String> = reference()?.cases.into_iter().map(|c| c.text).collect();
+    let expected = embedder.embed(&texts, TextKind::Document).await?;
+    let mut tasks = Vec::new();
+    for caller in 0..16 {
+        let (embedder, texts) = (embedder.clone(), texts.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut results = Vec::new();
+            for i in (caller..texts.len()).step_by(3) {
+                let v = embedder
+                    .embed(std::slice::from_ref(&texts[i]), TextKind::Document)
+                    .await;
+                results.push((i, v));
+            }
+            results
+        }));
+    }
+    for task in tasks {
+        for (i, got) in task.await? {
+            let got = got?;
+            let diff = got[0]
+                .iter()
+                .zip(&expected[i])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(diff < 1e-5, "text {i}: max difference {diff}");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn repeated_queries_come_from_the_cache() -> anyhow::Result<()> {
+    let Some(embedder) = embedder() else {
+        return Ok(());
+    };
+    let before = embedder.stats();
+    let first = embedder
+        .embed_one("book a table for two", TextKind::Query)
+        .await?;
+    let second = embedder
+        .embed_one("book a table for two", TextKind::Query)
+        .await?;
+    let after = embedder.stats();
+    assert_eq!(first, second);
+    assert_eq!(after.cache_misses - before.cache_misses, 1);
+    assert_eq!(after.cache_hits - before.cache_hits, 1);
+    // Documents are never cached.
+    embedder
+        .embed_one("book a table for two", TextKind::Document)
+        .await?;
+    assert_eq!(embedder.stats().cache_hits, after.cache_hits);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_queue_answers_overloaded_at_once() -> anyhow::Result<()> {
+    let Some(mut config) = common::installed_model() else {
+        return Ok(());
+    };
+    config.queue_capacity = 1;
+    config.cache_capacity = 0;
+    let embedder = Arc::new(OrtEmbedder::new(config)?);
+    let long = vec!["a long text that takes a while to embed ".repeat(20); 64];
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (embedder, long) = (embedder.clone(), long.clone());
+        tasks.push(tokio::spawn(async move {
+            embedder.embed(&long, TextKind::Document).await
+        }));
+    }
+    let (mut ok, mut overloaded) = (0, 0);
+    for task in tasks {
+        match task.await? {
+            Ok(v) => {
+                assert_eq!(v.len(), 64);
+                ok += 1;
+            }
+            Err(Error::Overloaded { retry_after }) => {
+                assert!(retry_after.as_millis() > 0);
+                overloaded += 1;
+            }
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert!(
+        ok >= 1 && overloaded >= 1,
+        "ok {ok}, overloaded {overloaded}"
+    );
+    assert_eq!(embedder.stats().overloaded, overloaded);
+    Ok(())
+}
+
+#[test]
+fn missing_corrupt_and_mismatched_models_give_clear_errors() -> anyhow::Result<()> {
+    let Some(config) = common::installed_model() else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+
+    let mut missing = config.clone();
+    missing.model_file = dir.path().join("nope.onnx");
+    let err = OrtEmbedder::new(missing).unwrap_err().to_string();
+    assert!(
+        err.contains("embedding model not found") && err.contains("nope.onnx"),
+        "{err}"
+    );
+
+    let mut corrupt = config.clone();
+    corrupt.model_file = dir.path().join("corrupt.onnx");
+    std::fs::write(&corrupt.model_file, b"this is not an onnx model")?;
+    let err = OrtEmbedder::new(corrupt).unwrap_err().to_string();
+    assert!(
+        err.contains("could not load the ONNX model") && err.contains("corrupt.onnx"),
+        "{err}"
+    );
+
+    let mut wrong_dims = config.clone();
+    wrong_dims.dimensions = 768;
+    let err = OrtEmbedder::new(wrong_dims).unwrap_err().to_string();
+    assert!(err.contains("768") && err.contains("shape"), "{err}");
+
+    let mut no_tokenizer = config;
+    no_tokenizer.tokenizer_file = dir.path().join("tokenizer.json");
+    let err = OrtEmbedder::new(no_tokenizer).unwrap_err().to_string();
+    assert!(err.contains("tokenizer file not found"), "{err}");
+    Ok(())
+}

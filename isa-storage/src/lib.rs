@@ -1,0 +1,1 @@
+//! File stores, databases, event sinks and the pgvector tool index for isa.

@@ -1,0 +1,1 @@
+//! Tool selectors, built-in tools and the plugin API for isa.

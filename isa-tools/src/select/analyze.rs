@@ -1,0 +1,95 @@
+//! Text analysis for lexical retrieval: splitting identifiers and prose into terms.
+
+/// Words too common in tool descriptions and requests to tell tools apart.
+const STOP_WORDS: &[&str] = &[
+    "a", "an", "and", "are", "as", "at", "be", "by", "can", "do", "for", "from", "get", "has",
+    "have", "help", "i", "in", "is", "it", "its", "me", "my", "of", "on", "or", "please", "that",
+    "the", "this", "to", "use", "user", "users", "want", "what", "which", "with", "you", "your",
+    "will", "would", "could", "should", "about", "some", "any", "also", "more", "like", "need",
+    "tool", "tools", "provides", "allows", "using",
+];
+
+/// Splits text into lower-case terms: on anything that is not a letter or digit, on `_`, `-`,
+/// `.` and `/`, and at camelCase boundaries (`getWeatherNow` gives `get`, `weather`, `now`;
+/// `HTTPServer` gives `http`, `server`). Drops stop words and one-letter terms, and folds
+/// simple English plurals (`flights` to `flight`).
+///
+/// ```
+/// use isa_tools::select::terms;
+/// assert_eq!(terms("searchFlights_v2"), vec!["search", "flight", "v2"]);
+/// assert_eq!(terms("HTTPServer.get-status"), vec!["http", "server", "status"]);
+/// ```
+pub fn terms(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for word in text.split(|c: char| !c.is_alphanumeric()) {
+        for part in split_camel(word) {
+            let lower = part.to_lowercase();
+            if lower.chars().count() < 2 || STOP_WORDS.contains(&lower.as_str()) {
+                continue;
+            }
+            out.push(fold_plural(lower));
+        }
+    }
+    out
+}
+
+/// Splits `getHTTPResponse2` into `get`, `HTTP`, `Response2`.
+fn split_camel(word: &str) -> Vec<&str> {
+    let chars: Vec<(usize, char)> = word.char_indices().collect();
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for i in 1..chars.len() {
+        let (pos, c) = chars[i];
+        let prev = chars[i - 1].1;
+        let next_lower = chars.get(i + 1).is_some_and(|(_, n)| n.is_lowercase());
+        let boundary = (c.is_uppercase() && prev.is_lowercase())
+            || (c.is_uppercase() && prev.is_uppercase() && next_lower);
+        if boundary {
+            parts.push(&word[start..pos]);
+            start = pos;
+        }
+    }
+    if start < word.len() {
+        parts.push(&word[start..]);
+    }
+    parts
+}
+
+/// A deliberately small plural folding: `-ies` to `-y`, `-sses`/`-xes`/`-ches`/`-shes` drop
+/// `-es`, other `-s` (not `-ss`, `-us`, `-is`) drop `-s`. Enough to match `flights` with
+/// `flight` without a full stemmer's surprises.
+fn fold_plural(word: String) -> String {
+    let len = word.len();
+    if len <= 3 || !word.is_ascii() {
+        return word;
+    }
+    if let Some(stem) = word.strip_suffix("ies") {
+        return format!("{stem}y");
+    }
+    for suffix in ["sses", "xes", "ches", "shes"] {
+        if word.ends_with(suffix) {
+            return word[..len - 2].to_string();
+        }
+    }
+    if word.ends_with('s') && !word.ends_with("ss") && !word.ends_with("us") && !word.ends_with("is")
+    {
+        return word[..len - 1].to_string();
+    }
+    word
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_identifiers_and_folds_plurals() {
+        assert_eq!(terms("get_current_weather"), vec!["current", "weather"]);
+        assert_eq!(terms("listGitHubIssues"), vec!["list", "git", "hub", "issue"]);
+        assert_eq!(terms("Companies and boxes"), vec!["company", "box"]);
+        assert_eq!(terms("status analysis"), vec!["status", "analysis"]);
+        assert_eq!(terms("web.fetch-page/v2"), vec!["web", "fetch", "page", "v2"]);
+        assert!(terms("").is_empty());
+        assert_eq!(terms("日本語 テキスト"), vec!["日本語", "テキスト"]);
+    }
+}

@@ -1,0 +1,111 @@
+//! BM25 over a tool's name, description and parameters.
+
+use std::collections::HashMap;
+
+use isa_core::IndexItem;
+
+use super::analyze::terms;
+
+/// BM25's term-frequency saturation.
+const K1: f32 = 1.2;
+/// BM25's length normalisation.
+const B: f32 = 0.75;
+/// Name terms count this many times: a tool's name is its most precise description.
+const NAME_WEIGHT: usize = 2;
+
+/// An immutable BM25 index; rebuilt on change (building 10k tools takes milliseconds).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Bm25Index {
+    /// term -> (document, term frequency)
+    postings: HashMap<String, Vec<(u32, f32)>>,
+    doc_len: Vec<f32>,
+    avg_len: f32,
+}
+
+/// The terms of an item, with name terms repeated [`NAME_WEIGHT`] times.
+fn item_terms(item: &IndexItem) -> Vec<String> {
+    let mut all = Vec::new();
+    let name_terms = terms(&item.name);
+    for _ in 0..NAME_WEIGHT {
+        all.extend(name_terms.iter().cloned());
+    }
+    all.extend(terms(&item.description));
+    for (name, description) in &item.params {
+        all.extend(terms(name));
+        all.extend(terms(description));
+    }
+    all
+}
+
+impl Bm25Index {
+    pub fn build(items: &[IndexItem]) -> Self {
+        let mut postings: HashMap<String, Vec<(u32, f32)>> = HashMap::new();
+        let mut doc_len = Vec::with_capacity(items.len());
+        for (doc, item) in items.iter().enumerate() {
+            let item_terms = item_terms(item);
+            doc_len.push(item_terms.len() as f32);
+            let mut tf: HashMap<String, f32> = HashMap::new();
+            for t in item_terms {
+                *tf.entry(t).or_default() += 1.0;
+            }
+            for (t, f) in tf {
+                postings.entry(t).or_default().push((doc as u32, f));
+            }
+        }
+        let avg_len = if doc_len.is_empty() {
+            0.0
+        } else {
+            doc_len.iter().sum::<f32>() / doc_len.len() as f32
+        };
+        Bm25Index {
+            postings,
+            doc_len,
+            avg_len,
+        }
+    }
+
+    /// BM25 score of every document for `query` (zero where no term matches).
+    pub fn scores(&self, query: &str) -> Vec<f32> {
+        let mut scores = vec![0f32; self.doc_len.len()];
+        let n = self.doc_len.len() as f32;
+        let mut query_terms = terms(query);
+        query_terms.sort();
+        query_terms.dedup();
+        for term in query_terms {
+            let Some(posting) = self.postings.get(&term) else {
+                continue;
+            };
+            let df = posting.len() as f32;
+            let idf = ((n - df + 0.5) / (df + 0.5) + 1.0).ln();
+            for &(doc, tf) in posting {
+                let len_norm = 1.0 - B + B * self.doc_len[doc as usize] / self.avg_len.max(1.0);
+                scores[doc as usize] += idf * tf * (K1 + 1.0) / (tf + K1 * len_norm);
+            }
+        }
+        scores
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use isa_core::ToolSpec;
+
+    #[test]
+    fn ranks_by_matching_terms_and_weighs_names() {
+        let items: Vec<IndexItem> = [
+            ToolSpec::new("get_weather", "Current conditions for a city"),
+            ToolSpec::new("search_flights", "Find flights between airports"),
+            ToolSpec::new("news", "Headlines, including weather news"),
+        ]
+        .iter()
+        .map(IndexItem::from_tool)
+        .collect();
+        let index = Bm25Index::build(&items);
+        let s = index.scores("weather in Paris");
+        assert!(s[0] > s[2] && s[2] > 0.0 && s[1] == 0.0, "{s:?}");
+        let s = index.scores("cheap flights");
+        assert!(s[1] > 0.0 && s[0] == 0.0 && s[2] == 0.0, "{s:?}");
+        assert!(index.scores("zzz").iter().all(|&x| x == 0.0));
+    }
+}

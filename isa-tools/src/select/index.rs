@@ -1,0 +1,200 @@
+//! The in-memory index shared by the dense, lexical and hybrid selectors.
+
+use std::collections::HashMap;
+
+use isa_core::{IndexItem, Result, Scored, SelectionQuery};
+
+use super::{bm25::Bm25Index, kernel::dot_rows};
+
+/// One immutable version of the index. Updates build a new snapshot and swap it in whole, so a
+/// reader holds either the old or the new version, never half of one.
+#[derive(Debug, Default)]
+pub(crate) struct Snapshot {
+    pub items: Vec<IndexItem>,
+    /// Row `i` is item `i`'s unit vector; empty when the selector has no dense part.
+    pub vectors: Vec<f32>,
+    pub dims: usize,
+    pub bm25: Option<Bm25Index>,
+    pub positions: HashMap<String, usize>,
+}
+
+impl Snapshot {
+    /// A new snapshot: `self` minus `removed` ids, with `added` items (and their vectors, when
+    /// dense) replacing any with the same id.
+    pub fn updated(
+        &self,
+        removed: &[String],
+        added: Vec<IndexItem>,
+        added_vectors: Vec<Vec<f32>>,
+        lexical: bool,
+    ) -> Snapshot {
+        let replaced: std::collections::HashSet<&str> = removed
+            .iter()
+            .map(String::as_str)
+            .chain(added.iter().map(|i| i.id.as_str()))
+            .collect();
+        let mut items = Vec::with_capacity(self.items.len() + added.len());
+        let mut vectors = Vec::with_capacity(self.vectors.len() + added_vectors.len() * self.dims);
+        let dims = added_vectors.first().map_or(self.dims, Vec::len);
+        for (i, item) in self.items.iter().enumerate() {
+            if !replaced.contains(item.id.as_str()) {
+                items.push(item.clone());
+                if self.dims > 0 {
+                    vectors.extend_from_slice(&self.vectors[i * self.dims..(i + 1) * self.dims]);
+                }
+            }
+        }
+        items.extend(added);
+        for v in added_vectors {
+            vectors.extend(v);
+        }
+        let positions = items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| (item.id.clone(), i))
+            .collect();
+        let bm25 = lexical.then(|| Bm25Index::build(&items));
+        Snapshot {
+            items,
+            vectors,
+            dims,
+            bm25,
+            positions,
+        }
+    }
+}
+
+/// How dense and lexical scores combine.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Strategy {
+    /// Cosine similarity of unit vectors.
+    Dense,
+    /// BM25, divided by the query's best BM25 score so it lies in `[0, 1]`.
+    Lexical,
+    /// `dense_weight x dense + (1 - dense_weight) x lexical`, both normalised per query.
+    Hybrid {
+        /// Weight of the dense score in `[0, 1]`.
+        dense_weight: f32,
+    },
+}
+
+/// Scores every admitted item and returns the best `top_k` at or above `min_score`.
+pub(crate) fn rank(
+    snapshot: &Snapshot,
+    strategy: Strategy,
+    query: &SelectionQuery,
+    query_vector: Option<&[f32]>,
+) -> Result<Vec<Scored>> {
+    let n = snapshot.items.len();
+    if n == 0 || query.top_k == 0 {
+        return Ok(Vec::new());
+    }
+    let dense = query_vector.map(|q| {
+        let mut scores = vec![0f32; n];
+        dot_rows(&snapshot.vectors, q, &mut scores);
+        scores
+    });
+    let lexical = snapshot.bm25.as_ref().map(|bm25| {
+        let mut scores = bm25.scores(&query.text);
+        let max = scores.iter().copied().fold(0f32, f32::max);
+        if max > 0.0 {
+            scores.iter_mut().for_each(|s| *s /= max);
+        }
+        scores
+    });
+    let admitted = |i: usize| query.admits(&snapshot.items[i]);
+    let scores: Vec<f32> = match (strategy, dense, lexical) {
+        (Strategy::Dense, Some(d), _) => d.into_iter().map(|s| s.clamp(0.0, 1.0)).collect(),
+        (Strategy::Lexical, _, Some(l)) => l,
+        (Strategy::Hybrid { dense_weight }, Some(d), Some(l)) => {
+            let w = dense_weight.clamp(0.0, 1.0);
+            let d = min_max(d, admitted);
+            d.iter().zip(&l).map(|(d, l)| w * d + (1.0 - w) * l).collect()
+        }
+        _ => {
+            return Err(isa_core::Error::internal(
+                "selector index lacks the scores its strategy needs",
+            ));
+        }
+    };
+    let min_score = query.min_score.unwrap_or(f32::MIN);
+    Ok(top_k(
+        scores
+            .iter()
+            .enumerate()
+            .filter(|&(i, &s)| s >= min_score && s > 0.0 && admitted(i)),
+        query.top_k,
+    )
+    .into_iter()
+    .map(|(i, score)| Scored {
+        id: snapshot.items[i].id.clone(),
+        kind: snapshot.items[i].kind,
+        score,
+    })
+    .collect())
+}
+
+/// Rescales scores of admitted items to `[0, 1]` by the query's lowest and highest.
+fn min_max(mut scores: Vec<f32>, admitted: impl Fn(usize) -> bool) -> Vec<f32> {
+    let (mut lo, mut hi) = (f32::MAX, f32::MIN);
+    for (i, &s) in scores.iter().enumerate() {
+        if admitted(i) {
+            lo = lo.min(s);
+            hi = hi.max(s);
+        }
+    }
+    let range = hi - lo;
+    for s in &mut scores {
+        *s = if range > f32::EPSILON { ((*s - lo) / range).clamp(0.0, 1.0) } else { 1.0 };
+    }
+    scores
+}
+
+/// The `k` highest `(index, score)` pairs, best first; ties go to the lower index so results are
+/// deterministic.
+fn top_k<'a>(scores: impl Iterator<Item = (usize, &'a f32)>, k: usize) -> Vec<(usize, f32)> {
+    use std::{cmp::Reverse, collections::BinaryHeap};
+
+    #[derive(PartialEq)]
+    struct Entry(f32, Reverse<usize>);
+    impl Eq for Entry {}
+    impl PartialOrd for Entry {
+        fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+            Some(self.cmp(other))
+        }
+    }
+    impl Ord for Entry {
+        fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+            self.0.total_cmp(&other.0).then(self.1.cmp(&other.1))
+        }
+    }
+
+    // A min-heap of the best k so far: the root is the weakest kept entry.
+    let mut heap: BinaryHeap<Reverse<Entry>> = BinaryHeap::with_capacity(k + 1);
+    for (i, &s) in scores {
+        let entry = Entry(s, Reverse(i));
+        if heap.len() < k {
+            heap.push(Reverse(entry));
+        } else if heap.peek().is_some_and(|Reverse(weakest)| entry > *weakest) {
+            heap.pop();
+            heap.push(Reverse(entry));
+        }
+    }
+    let mut best: Vec<(usize, f32)> = heap.into_iter().map(|Reverse(Entry(s, Reverse(i)))| (i, s)).collect();
+    best.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_keeps_the_best_in_order_with_stable_ties() {
+        let scores = [0.1, 0.9, 0.5, 0.9, 0.3];
+        let best = top_k(scores.iter().enumerate(), 3);
+        assert_eq!(best, vec![(1, 0.9), (3, 0.9), (2, 0.5)]);
+        assert!(top_k(scores.iter().enumerate(), 0).is_empty());
+        assert_eq!(top_k(scores.iter().enumerate(), 10).len(), 5);
+    }
+}

@@ -1,0 +1,3 @@
+//! `isa-mcp`: the smart MCP server and its command-line tools.
+
+fn main() {}
