@@ -1,1 +1,36 @@
-//! Helpers shared by the criterion benches: locating model files and benchmark data.
+//! Helpers shared by the criterion benches: the MetaTool data and the installed model.
+
+use std::path::PathBuf;
+
+use isa_core::{IndexItem, Result};
+use isa_models::{EmbedderConfig, OrtEmbedder};
+
+/// `../shared/bench/metatool`, relative to the workspace root.
+pub fn metatool_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/metatool")
+}
+
+/// The MetaTool catalog as index items.
+pub fn metatool_catalog() -> Result<Vec<IndexItem>> {
+    isa_tools::select::eval::load_catalog(&metatool_dir().join("catalog.json"))
+}
+
+/// The first `n` single-tool MetaTool queries.
+pub fn metatool_queries(n: usize) -> Result<Vec<String>> {
+    let path = metatool_dir().join("queries-single.jsonl");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| isa_core::Error::invalid(format!("{}: {e}", path.display())))?;
+    Ok(text
+        .lines()
+        .take(n)
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["query"].as_str().map(str::to_string))
+        .collect())
+}
+
+/// The installed embedder with its query cache off, so every iteration runs the model.
+pub fn uncached_embedder() -> Result<OrtEmbedder> {
+    let mut config = EmbedderConfig::from_env()?;
+    config.cache_capacity = 0;
+    OrtEmbedder::new(config)
+}

@@ -115,20 +115,29 @@ impl IndexItem {
         }
     }
 
-    /// The text a dense embedder sees for this item: its name with separators turned into spaces,
-    /// then its description.
+    /// The text a dense embedder sees for this item: its name made readable (separators become
+    /// spaces, camelCase is split, so `getFlightStatus` reads `get Flight Status`), then its
+    /// description.
+    ///
+    /// ```
+    /// use isa_core::{IndexItem, ToolSpec};
+    /// let item = IndexItem::from_tool(&ToolSpec::new("FinanceTool", "Stock quotes"));
+    /// assert_eq!(item.document_text(), "Finance Tool: Stock quotes");
+    /// ```
     pub fn document_text(&self) -> String {
-        let readable_name: String = self
-            .name
-            .chars()
-            .map(|c| {
-                if matches!(c, '_' | '-' | '.' | '/') {
-                    ' '
-                } else {
-                    c
+        let mut readable_name = String::with_capacity(self.name.len() + 8);
+        let mut previous: Option<char> = None;
+        for c in self.name.chars() {
+            if matches!(c, '_' | '-' | '.' | '/') {
+                readable_name.push(' ');
+            } else {
+                if c.is_uppercase() && previous.is_some_and(char::is_lowercase) {
+                    readable_name.push(' ');
                 }
-            })
-            .collect();
+                readable_name.push(c);
+            }
+            previous = Some(c);
+        }
         if self.description.is_empty() {
             readable_name
         } else {

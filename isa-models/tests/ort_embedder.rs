@@ -1,5 +1,7 @@
 //! `OrtEmbedder` against reference embeddings computed by an independent fp32 implementation.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::sync::Arc;

@@ -1,1 +1,6 @@
-//! Tool selectors, built-in tools and the plugin API for isa.
+//! # isa-tools
+//!
+//! Tool selection for isa: [`select::LocalSelector`] ranks tools, prompts and resources for a
+//! request with exact dense retrieval, BM25, or a hybrid of both.
+
+pub mod select;

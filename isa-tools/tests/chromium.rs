@@ -1,5 +1,7 @@
 //! Proves Debian's Chromium starts headless and loads a page served by this test.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::{
     io::{Read, Write},
     net::TcpListener,

@@ -1,5 +1,7 @@
 //! Helpers shared by the embedder tests.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use isa_models::EmbedderConfig;
 
 /// The configuration of the model that `deploy/dev/setup-models.sh` installs, or `None` (test

@@ -71,7 +71,10 @@ fn fold_plural(word: String) -> String {
             return word[..len - 2].to_string();
         }
     }
-    if word.ends_with('s') && !word.ends_with("ss") && !word.ends_with("us") && !word.ends_with("is")
+    if word.ends_with('s')
+        && !word.ends_with("ss")
+        && !word.ends_with("us")
+        && !word.ends_with("is")
     {
         return word[..len - 1].to_string();
     }
@@ -85,10 +88,16 @@ mod tests {
     #[test]
     fn splits_identifiers_and_folds_plurals() {
         assert_eq!(terms("get_current_weather"), vec!["current", "weather"]);
-        assert_eq!(terms("listGitHubIssues"), vec!["list", "git", "hub", "issue"]);
+        assert_eq!(
+            terms("listGitHubIssues"),
+            vec!["list", "git", "hub", "issue"]
+        );
         assert_eq!(terms("Companies and boxes"), vec!["company", "box"]);
         assert_eq!(terms("status analysis"), vec!["status", "analysis"]);
-        assert_eq!(terms("web.fetch-page/v2"), vec!["web", "fetch", "page", "v2"]);
+        assert_eq!(
+            terms("web.fetch-page/v2"),
+            vec!["web", "fetch", "page", "v2"]
+        );
         assert!(terms("").is_empty());
         assert_eq!(terms("日本語 テキスト"), vec!["日本語", "テキスト"]);
     }

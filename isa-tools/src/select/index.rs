@@ -71,7 +71,8 @@ pub enum Strategy {
     Dense,
     /// BM25, divided by the query's best BM25 score so it lies in `[0, 1]`.
     Lexical,
-    /// `dense_weight x dense + (1 - dense_weight) x lexical`, both normalised per query.
+    /// `dense_weight x dense + (1 - dense_weight) x lexical`, both normalised per query (dense
+    /// by min-max over the admitted items, lexical by the best score).
     Hybrid {
         /// Weight of the dense score in `[0, 1]`.
         dense_weight: f32,
@@ -109,7 +110,10 @@ pub(crate) fn rank(
         (Strategy::Hybrid { dense_weight }, Some(d), Some(l)) => {
             let w = dense_weight.clamp(0.0, 1.0);
             let d = min_max(d, admitted);
-            d.iter().zip(&l).map(|(d, l)| w * d + (1.0 - w) * l).collect()
+            d.iter()
+                .zip(&l)
+                .map(|(d, l)| w * d + (1.0 - w) * l)
+                .collect()
         }
         _ => {
             return Err(isa_core::Error::internal(
@@ -145,7 +149,11 @@ fn min_max(mut scores: Vec<f32>, admitted: impl Fn(usize) -> bool) -> Vec<f32> {
     }
     let range = hi - lo;
     for s in &mut scores {
-        *s = if range > f32::EPSILON { ((*s - lo) / range).clamp(0.0, 1.0) } else { 1.0 };
+        *s = if range > f32::EPSILON {
+            ((*s - lo) / range).clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
     }
     scores
 }
@@ -180,7 +188,10 @@ fn top_k<'a>(scores: impl Iterator<Item = (usize, &'a f32)>, k: usize) -> Vec<(u
             heap.push(Reverse(entry));
         }
     }
-    let mut best: Vec<(usize, f32)> = heap.into_iter().map(|Reverse(Entry(s, Reverse(i)))| (i, s)).collect();
+    let mut best: Vec<(usize, f32)> = heap
+        .into_iter()
+        .map(|Reverse(Entry(s, Reverse(i)))| (i, s))
+        .collect();
     best.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     best
 }

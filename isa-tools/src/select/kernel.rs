@@ -71,7 +71,9 @@ mod tests {
             let matrix: Vec<f32> = (0..rows * dims)
                 .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
                 .collect();
-            let query: Vec<f32> = (0..dims).map(|i| ((i * 104729) % 997) as f32 / 997.0 - 0.5).collect();
+            let query: Vec<f32> = (0..dims)
+                .map(|i| ((i * 104729) % 997) as f32 / 997.0 - 0.5)
+                .collect();
             let mut fast = vec![0.0; rows];
             let mut portable = vec![0.0; rows];
             dot_rows(&matrix, &query, &mut fast);
@@ -80,7 +82,10 @@ mod tests {
                 let naive: f64 = (0..dims)
                     .map(|d| f64::from(matrix[r * dims + d]) * f64::from(query[d]))
                     .sum();
-                assert!((f64::from(fast[r]) - naive).abs() < 1e-4, "dims {dims} row {r}");
+                assert!(
+                    (f64::from(fast[r]) - naive).abs() < 1e-4,
+                    "dims {dims} row {r}"
+                );
                 assert!((fast[r] - portable[r]).abs() < 1e-4, "dims {dims} row {r}");
             }
         }

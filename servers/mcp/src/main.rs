@@ -1,3 +1,37 @@
 //! `isa-mcp`: the smart MCP server and its command-line tools.
 
-fn main() {}
+mod eval;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "isa-mcp", version, about = "The isa smart MCP server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(serve::ServeArgs),
+    /// Work with tool catalogs: rank and evaluate selection.
+    #[command(subcommand)]
+    Tools(eval::ToolsCommand),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ISA_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Tools(command) => eval::run(command).await,
+    }
+}

@@ -1,0 +1,268 @@
+//! Evaluation of selectors: the catalog and query file formats, and retrieval metrics.
+//!
+//! Catalog: `{"tools": [{"id", "name", "description", "inputSchema", "server"}]}` (`id` defaults
+//! to `name`). Queries: JSON lines `{"id", "query", "gold": [tool ids]}`.
+
+use std::{collections::HashSet, path::Path};
+
+use isa_core::{Error, IndexItem, ItemKind, Result, ToolSpec};
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Deserialize)]
+struct CatalogFile {
+    tools: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+struct CatalogEntry {
+    id: Option<String>,
+    #[serde(flatten)]
+    spec: ToolSpec,
+}
+
+/// Reads a catalog file into index items. Fails naming the entry for a malformed tool, and for an
+/// empty catalog or a repeated id.
+pub fn load_catalog(path: &Path) -> Result<Vec<IndexItem>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::invalid(format!("cannot read catalog {}: {e}", path.display())))?;
+    let file: CatalogFile = serde_json::from_str(&text).map_err(|e| {
+        Error::invalid(format!(
+            "{}:{}: not a catalog ({{\"tools\": [...]}}): {e}",
+            path.display(),
+            e.line()
+        ))
+    })?;
+    if file.tools.is_empty() {
+        return Err(Error::invalid(format!(
+            "{}: the catalog has no tools",
+            path.display()
+        )));
+    }
+    let mut ids = HashSet::new();
+    let mut items = Vec::with_capacity(file.tools.len());
+    for (n, raw) in file.tools.into_iter().enumerate() {
+        let entry: CatalogEntry = serde_json::from_value(raw).map_err(|e| {
+            Error::invalid(format!(
+                "{}: tool #{} is malformed: {e}",
+                path.display(),
+                n + 1
+            ))
+        })?;
+        let mut item = IndexItem::from_tool(&entry.spec);
+        if let Some(id) = entry.id {
+            item.id = id;
+        }
+        if !ids.insert(item.id.clone()) {
+            return Err(Error::invalid(format!(
+                "{}: tool #{} repeats the id {:?}",
+                path.display(),
+                n + 1,
+                item.id
+            )));
+        }
+        item.kind = ItemKind::Tool;
+        items.push(item);
+    }
+    Ok(items)
+}
+
+/// One evaluation query.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct EvalQuery {
+    /// Its id.
+    pub id: Value,
+    /// The request text.
+    pub query: String,
+    /// Ids of the tools that answer it.
+    pub gold: Vec<String>,
+}
+
+/// Reads a queries file, checking each gold id against the catalog; errors name the line.
+pub fn load_queries(path: &Path, catalog: &[IndexItem]) -> Result<Vec<EvalQuery>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::invalid(format!("cannot read queries {}: {e}", path.display())))?;
+    let known: HashSet<&str> = catalog.iter().map(|i| i.id.as_str()).collect();
+    let mut queries = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || format!("{}:{}", path.display(), n + 1);
+        let query: EvalQuery = serde_json::from_str(line).map_err(|e| {
+            Error::invalid(format!(
+                "{}: not a query line ({{\"id\", \"query\", \"gold\"}}): {e}",
+                at()
+            ))
+        })?;
+        if query.gold.is_empty() {
+            return Err(Error::invalid(format!(
+                "{}: the query has no gold tools",
+                at()
+            )));
+        }
+        if let Some(missing) = query.gold.iter().find(|g| !known.contains(g.as_str())) {
+            return Err(Error::invalid(format!(
+                "{}: gold tool {missing:?} is not in the catalog",
+                at()
+            )));
+        }
+        queries.push(query);
+    }
+    if queries.is_empty() {
+        return Err(Error::invalid(format!("{}: no queries", path.display())));
+    }
+    Ok(queries)
+}
+
+/// Retrieval metrics for one query, with binary relevance.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct QueryMetrics {
+    /// NDCG@5.
+    pub ndcg5: f64,
+    /// NDCG@10.
+    pub ndcg10: f64,
+    /// Recall@5: share of gold tools in the top 5.
+    pub recall5: f64,
+    /// Recall@10.
+    pub recall10: f64,
+    /// 1 when the first result is gold.
+    pub hit1: f64,
+    /// 1 when every gold tool is in the top 5.
+    pub complete5: f64,
+}
+
+impl QueryMetrics {
+    /// Scores a ranking (best first) against the gold ids.
+    ///
+    /// ```
+    /// use isa_tools::select::eval::QueryMetrics;
+    /// let m = QueryMetrics::of(&["b", "a"], &["a".to_string()]);
+    /// assert_eq!(m.hit1, 0.0);
+    /// assert!((m.ndcg5 - 1.0 / 3f64.log2()).abs() < 1e-12);
+    /// ```
+    pub fn of<S: AsRef<str>>(ranked: &[S], gold: &[String]) -> Self {
+        let gold: HashSet<&str> = gold.iter().map(String::as_str).collect();
+        let relevant = |k: usize| -> Vec<bool> {
+            ranked
+                .iter()
+                .take(k)
+                .map(|id| gold.contains(id.as_ref()))
+                .collect()
+        };
+        let ndcg = |k: usize| {
+            let dcg: f64 = relevant(k)
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| **r)
+                .map(|(rank, _)| 1.0 / ((rank + 2) as f64).log2())
+                .sum();
+            let ideal: f64 = (0..gold.len().min(k))
+                .map(|rank| 1.0 / ((rank + 2) as f64).log2())
+                .sum();
+            if ideal > 0.0 { dcg / ideal } else { 0.0 }
+        };
+        let found = |k: usize| relevant(k).iter().filter(|r| **r).count() as f64;
+        let total = gold.len().max(1) as f64;
+        QueryMetrics {
+            ndcg5: ndcg(5),
+            ndcg10: ndcg(10),
+            recall5: found(5) / total,
+            recall10: found(10) / total,
+            hit1: if relevant(1).first() == Some(&true) {
+                1.0
+            } else {
+                0.0
+            },
+            complete5: if found(5) == gold.len() as f64 {
+                1.0
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_follow_the_benchmark_definitions() {
+        let gold = vec!["a".to_string(), "b".to_string()];
+        let perfect = QueryMetrics::of(&["a", "b", "c"], &gold);
+        assert_eq!(
+            (
+                perfect.ndcg5,
+                perfect.recall5,
+                perfect.hit1,
+                perfect.complete5
+            ),
+            (1.0, 1.0, 1.0, 1.0)
+        );
+        let half = QueryMetrics::of(&["x", "a", "y", "z", "w", "b"], &gold);
+        assert_eq!(
+            (half.recall5, half.recall10, half.hit1, half.complete5),
+            (0.5, 1.0, 0.0, 0.0)
+        );
+        let ideal = 1.0 + 1.0 / 3f64.log2();
+        assert!((half.ndcg5 - (1.0 / 3f64.log2()) / ideal).abs() < 1e-12);
+        assert!((half.ndcg10 - (1.0 / 3f64.log2() + 1.0 / 7f64.log2()) / ideal).abs() < 1e-12);
+        assert_eq!(
+            QueryMetrics::of::<&str>(&[], &gold),
+            QueryMetrics::default()
+        );
+    }
+
+    #[test]
+    fn loaders_name_the_bad_line() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let catalog = dir.path().join("catalog.json");
+        std::fs::write(
+            &catalog,
+            r#"{"tools": [{"name": "a", "description": "x"}, {"id": "b2", "name": "b"}]}"#,
+        )?;
+        let items = load_catalog(&catalog)?;
+        assert_eq!(
+            items.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+            ["a", "b2"]
+        );
+
+        let queries = dir.path().join("q.jsonl");
+        std::fs::write(
+            &queries,
+            "{\"id\": 1, \"query\": \"q\", \"gold\": [\"a\"]}\n\n{\"id\": 2, \"query\": \"q\", \"gold\": [\"b\"]}\n",
+        )?;
+        let err = load_queries(&queries, &items).unwrap_err().to_string();
+        assert!(
+            err.contains("q.jsonl:3") && err.contains("\"b\" is not in the catalog"),
+            "{err}"
+        );
+
+        std::fs::write(
+            &queries,
+            "{\"id\": 1, \"query\": \"q\", \"gold\": [\"a\"]}\n{oops\n",
+        )?;
+        let err = load_queries(&queries, &items).unwrap_err().to_string();
+        assert!(
+            err.contains("q.jsonl:2") && err.contains("not a query line"),
+            "{err}"
+        );
+
+        std::fs::write(&catalog, r#"{"tools": []}"#)?;
+        assert!(
+            load_catalog(&catalog)
+                .unwrap_err()
+                .to_string()
+                .contains("no tools")
+        );
+        std::fs::write(&catalog, r#"{"tools": [{"description": "no name"}]}"#)?;
+        assert!(
+            load_catalog(&catalog)
+                .unwrap_err()
+                .to_string()
+                .contains("tool #1 is malformed")
+        );
+        Ok(())
+    }
+}

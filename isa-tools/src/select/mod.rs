@@ -1,0 +1,190 @@
+//! Tool selection in memory: exact dense, BM25 and hybrid, over tools, prompts and resources.
+
+mod analyze;
+mod bm25;
+pub mod eval;
+mod index;
+mod kernel;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use isa_core::{
+    Embedder, Error, IndexItem, Result, Scored, SelectionQuery, TextKind, ToolSelector,
+};
+use parking_lot::RwLock;
+
+pub use analyze::terms;
+pub use index::Strategy;
+use index::{Snapshot, rank};
+
+/// The dense weight of [`Strategy::Hybrid`] by default, chosen on the tuning half of MetaTool's
+/// single-tool queries (see `docs/selection.md`).
+pub const DEFAULT_DENSE_WEIGHT: f32 = 0.8;
+
+/// Indexes above this many floats are scored on a blocking thread, not the async runtime.
+const INLINE_SCORING_LIMIT: usize = 200_000;
+
+/// An in-memory [`ToolSelector`].
+///
+/// Each update builds a new immutable snapshot and swaps it in, so concurrent selections see the
+/// index before or after an update, never during it, and a removed item is never returned once
+/// [`ToolSelector::remove`] has returned. Document vectors are computed once per upsert.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use isa_core::{IndexItem, SelectionQuery, ToolSelector, ToolSpec};
+/// use isa_tools::select::LocalSelector;
+///
+/// # async fn demo(embedder: Arc<dyn isa_core::Embedder>) -> isa_core::Result<()> {
+/// let selector = LocalSelector::hybrid(embedder);
+/// selector.upsert(vec![IndexItem::from_tool(&ToolSpec::new("get_weather", "Weather for a city"))]).await?;
+/// let best = selector.select(&SelectionQuery::new("is it raining in Oslo?", 5)).await?;
+/// # Ok(()) }
+/// ```
+pub struct LocalSelector {
+    strategy: Strategy,
+    embedder: Option<Arc<dyn Embedder>>,
+    current: RwLock<Arc<Snapshot>>,
+    /// Serialises writers so two updates cannot lose each other's changes.
+    writer: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for LocalSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalSelector")
+            .field("strategy", &self.strategy)
+            .field("items", &self.len())
+            .finish()
+    }
+}
+
+impl LocalSelector {
+    /// Exact dense selection: cosine similarity against every item.
+    pub fn dense(embedder: Arc<dyn Embedder>) -> Self {
+        Self::with_strategy(Strategy::Dense, Some(embedder))
+    }
+
+    /// Lexical selection with BM25; needs no model.
+    pub fn lexical() -> Self {
+        Self::with_strategy(Strategy::Lexical, None)
+    }
+
+    /// Hybrid selection with [`DEFAULT_DENSE_WEIGHT`].
+    pub fn hybrid(embedder: Arc<dyn Embedder>) -> Self {
+        Self::with_strategy(
+            Strategy::Hybrid {
+                dense_weight: DEFAULT_DENSE_WEIGHT,
+            },
+            Some(embedder),
+        )
+    }
+
+    /// Any strategy; dense and hybrid strategies need an embedder (a missing one is reported by
+    /// the first update or selection).
+    pub fn with_strategy(strategy: Strategy, embedder: Option<Arc<dyn Embedder>>) -> Self {
+        LocalSelector {
+            strategy,
+            embedder,
+            current: RwLock::new(Arc::new(Snapshot::default())),
+            writer: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The strategy in use.
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    /// Number of indexed items.
+    pub fn len(&self) -> usize {
+        self.current.read().items.len()
+    }
+
+    /// Whether the index is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The indexed item with this id.
+    pub fn item(&self, id: &str) -> Option<IndexItem> {
+        let snapshot = self.current.read().clone();
+        snapshot
+            .positions
+            .get(id)
+            .map(|&i| snapshot.items[i].clone())
+    }
+
+    fn uses_dense(&self) -> bool {
+        !matches!(self.strategy, Strategy::Lexical)
+    }
+
+    fn uses_lexical(&self) -> bool {
+        !matches!(self.strategy, Strategy::Dense)
+    }
+
+    fn embedder(&self) -> Result<&Arc<dyn Embedder>> {
+        self.embedder.as_ref().ok_or_else(|| {
+            Error::Config(format!("{:?} selection needs an embedder", self.strategy))
+        })
+    }
+
+    async fn update(&self, removed: Vec<String>, added: Vec<IndexItem>) -> Result<()> {
+        let vectors = if self.uses_dense() && !added.is_empty() {
+            let texts: Vec<String> = added.iter().map(IndexItem::document_text).collect();
+            self.embedder()?.embed(&texts, TextKind::Document).await?
+        } else {
+            Vec::new()
+        };
+        let _writer = self.writer.lock().await;
+        let base = self.current.read().clone();
+        let lexical = self.uses_lexical();
+        let next =
+            tokio::task::spawn_blocking(move || base.updated(&removed, added, vectors, lexical))
+                .await
+                .map_err(|e| Error::internal(format!("index update failed: {e}")))?;
+        *self.current.write() = Arc::new(next);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ToolSelector for LocalSelector {
+    async fn upsert(&self, items: Vec<IndexItem>) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = items.iter().find(|i| !seen.insert(i.id.as_str())) {
+            return Err(Error::invalid(format!(
+                "item id {:?} appears twice in one upsert",
+                dup.id
+            )));
+        }
+        self.update(Vec::new(), items).await
+    }
+
+    async fn remove(&self, ids: &[String]) -> Result<()> {
+        self.update(ids.to_vec(), Vec::new()).await
+    }
+
+    async fn select(&self, query: &SelectionQuery) -> Result<Vec<Scored>> {
+        let query_vector = if self.uses_dense() {
+            Some(
+                self.embedder()?
+                    .embed_one(&query.text, TextKind::Query)
+                    .await?,
+            )
+        } else {
+            None
+        };
+        let snapshot = self.current.read().clone();
+        let strategy = self.strategy;
+        if snapshot.vectors.len() <= INLINE_SCORING_LIMIT {
+            return rank(&snapshot, strategy, query, query_vector.as_deref());
+        }
+        let query = query.clone();
+        tokio::task::spawn_blocking(move || {
+            rank(&snapshot, strategy, &query, query_vector.as_deref())
+        })
+        .await
+        .map_err(|e| Error::internal(format!("selection failed: {e}")))?
+    }
+}
