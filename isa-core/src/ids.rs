@@ -116,6 +116,17 @@ pub fn sanitize_file_name(name: &str) -> String {
     safe
 }
 
+/// Whether a key's last segment is what [`FileKey::new`] produces: non-empty, no leading dot,
+/// only letters, digits, `.`, `-` and `_`, and not longer than an id, a dash and a sanitised name.
+fn is_safe_name_segment(segment: &str) -> bool {
+    !segment.is_empty()
+        && !segment.starts_with('.')
+        && segment.len() <= 64 + 1 + MAX_FILE_NAME_LEN
+        && segment
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
 /// The object key of a user file: `users/{user_id}/files/{YYYY}/{MM}/{unique id}-{sanitised name}`.
 ///
 /// Built only from a validated [`UserId`] and a sanitised name, so it cannot leave the user's
@@ -138,12 +149,14 @@ pub struct FileKey {
 }
 
 impl FileKey {
-    /// Builds the key for a new file stored on `date`. `unique_id` must be alphanumeric (a UUID's
+    /// Builds the key for a new file stored on `date`. `unique_id` keeps only its first 64
+    /// alphanumeric characters (a UUID's
     /// simple form, say); `name` is sanitised with [`sanitize_file_name`].
     pub fn new(user: &UserId, date: NaiveDate, unique_id: &str, name: &str) -> Self {
         let unique: String = unique_id
             .chars()
             .filter(char::is_ascii_alphanumeric)
+            .take(64)
             .collect();
         let key = format!(
             "{}/{:04}/{:02}/{}-{}",
@@ -183,8 +196,7 @@ impl FileKey {
             || *files != "files"
             || !year_ok
             || !month_ok
-            || name.is_empty()
-            || sanitize_file_name(name) != *name
+            || !is_safe_name_segment(name)
         {
             return Err(bad());
         }
