@@ -33,6 +33,51 @@ pub fn terms(text: &str) -> Vec<String> {
     out
 }
 
+/// The clauses of a request that asks for several things: split at `and`, `also`, `then`,
+/// `as well as`, `plus`, `;` and `,`. Returns nothing when the request has fewer than two clauses
+/// with at least two terms each, so single-intent requests are scored once.
+///
+/// ```
+/// use isa_tools::select::clauses;
+/// assert_eq!(clauses("latest news about Tesla and its stock price"), vec!["latest news about Tesla", "its stock price"]);
+/// assert!(clauses("salt and pepper").is_empty());
+/// ```
+pub fn clauses(text: &str) -> Vec<String> {
+    const JOINERS: &[&str] = &["and", "also", "then", "plus"];
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let bare = |w: &str| {
+        w.trim_matches(|c: char| !c.is_alphanumeric())
+            .to_lowercase()
+    };
+    let mut pieces: Vec<Vec<&str>> = vec![Vec::new()];
+    let mut i = 0;
+    while i < words.len() {
+        let as_well_as = i + 2 < words.len()
+            && bare(words[i]) == "as"
+            && bare(words[i + 1]) == "well"
+            && bare(words[i + 2]) == "as";
+        if as_well_as || JOINERS.contains(&bare(words[i]).as_str()) {
+            pieces.push(Vec::new());
+            i += if as_well_as { 3 } else { 1 };
+            continue;
+        }
+        let word = words[i].trim_end_matches([',', ';']);
+        if let Some(piece) = pieces.last_mut() {
+            piece.push(word);
+        }
+        if word.len() < words[i].len() {
+            pieces.push(Vec::new());
+        }
+        i += 1;
+    }
+    let pieces: Vec<String> = pieces
+        .into_iter()
+        .map(|p| p.join(" "))
+        .filter(|p| terms(p).len() >= 2)
+        .collect();
+    if pieces.len() < 2 { Vec::new() } else { pieces }
+}
+
 /// Splits `getHTTPResponse2` into `get`, `HTTP`, `Response2`.
 fn split_camel(word: &str) -> Vec<&str> {
     let chars: Vec<(usize, char)> = word.char_indices().collect();
@@ -84,6 +129,22 @@ fn fold_plural(word: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clauses_split_multi_intent_requests_only() {
+        assert_eq!(
+            clauses("Find hotels in Rome, and also check the weather there"),
+            vec!["Find hotels in Rome", "check the weather there"]
+        );
+        assert_eq!(
+            clauses("stock prices as well as recent company news"),
+            vec!["stock prices", "recent company news"]
+        );
+        // One intent, or a conjunction inside a short phrase: scored once.
+        assert!(clauses("What is the weather in Paris?").is_empty());
+        assert!(clauses("rock and roll concerts").is_empty());
+        assert!(clauses("").is_empty());
+    }
 
     #[test]
     fn splits_identifiers_and_folds_plurals() {

@@ -79,24 +79,22 @@ pub enum Strategy {
     },
 }
 
-/// Scores every admitted item and returns the best `top_k` at or above `min_score`.
-pub(crate) fn rank(
+/// Scores every item for one query text (zero for items the query does not admit).
+pub(crate) fn score_all(
     snapshot: &Snapshot,
     strategy: Strategy,
     query: &SelectionQuery,
+    text: &str,
     query_vector: Option<&[f32]>,
-) -> Result<Vec<Scored>> {
+) -> Result<Vec<f32>> {
     let n = snapshot.items.len();
-    if n == 0 || query.top_k == 0 {
-        return Ok(Vec::new());
-    }
     let dense = query_vector.map(|q| {
         let mut scores = vec![0f32; n];
         dot_rows(&snapshot.vectors, q, &mut scores);
         scores
     });
     let lexical = snapshot.bm25.as_ref().map(|bm25| {
-        let mut scores = bm25.scores(&query.text);
+        let mut scores = bm25.scores(text);
         let max = scores.iter().copied().fold(0f32, f32::max);
         if max > 0.0 {
             scores.iter_mut().for_each(|s| *s /= max);
@@ -104,7 +102,7 @@ pub(crate) fn rank(
         scores
     });
     let admitted = |i: usize| query.admits(&snapshot.items[i]);
-    let scores: Vec<f32> = match (strategy, dense, lexical) {
+    let mut scores: Vec<f32> = match (strategy, dense, lexical) {
         (Strategy::Dense, Some(d), _) => d.into_iter().map(|s| s.clamp(0.0, 1.0)).collect(),
         (Strategy::Lexical, _, Some(l)) => l,
         (Strategy::Hybrid { dense_weight }, Some(d), Some(l)) => {
@@ -121,12 +119,22 @@ pub(crate) fn rank(
             ));
         }
     };
+    for (i, s) in scores.iter_mut().enumerate() {
+        if !admitted(i) {
+            *s = 0.0;
+        }
+    }
+    Ok(scores)
+}
+
+/// The best `top_k` items with a positive score at or above the query's `min_score`.
+pub(crate) fn best(snapshot: &Snapshot, query: &SelectionQuery, scores: &[f32]) -> Vec<Scored> {
     let min_score = query.min_score.unwrap_or(f32::MIN);
-    Ok(top_k(
+    top_k(
         scores
             .iter()
             .enumerate()
-            .filter(|&(i, &s)| s >= min_score && s > 0.0 && admitted(i)),
+            .filter(|&(_, &s)| s >= min_score && s > 0.0),
         query.top_k,
     )
     .into_iter()
@@ -135,7 +143,48 @@ pub(crate) fn rank(
         kind: snapshot.items[i].kind,
         score,
     })
-    .collect())
+    .collect()
+}
+
+/// A clause's score counts this much against the whole request's, so clauses fill the ranks
+/// below a strong match for the whole request instead of displacing it.
+const CLAUSE_DISCOUNT: f32 = 0.8;
+
+/// Scores the whole request and each of its clauses, and keeps each item's best (clauses
+/// discounted), so a request that asks for two things finds tools for both. `texts[0]` is the
+/// whole request.
+pub(crate) fn rank(
+    snapshot: &Snapshot,
+    strategy: Strategy,
+    query: &SelectionQuery,
+    texts: &[String],
+    vectors: &[Vec<f32>],
+) -> Result<Vec<Scored>> {
+    if snapshot.items.is_empty() || query.top_k == 0 {
+        return Ok(Vec::new());
+    }
+    let mut combined: Option<Vec<f32>> = None;
+    for (i, text) in texts.iter().enumerate() {
+        let scores = score_all(
+            snapshot,
+            strategy,
+            query,
+            text,
+            vectors.get(i).map(Vec::as_slice),
+        )?;
+        combined = Some(match combined {
+            None => scores,
+            Some(mut c) => {
+                c.iter_mut()
+                    .zip(&scores)
+                    .for_each(|(c, s)| *c = c.max(CLAUSE_DISCOUNT * s));
+                c
+            }
+        });
+    }
+    Ok(combined
+        .map(|c| best(snapshot, query, &c))
+        .unwrap_or_default())
 }
 
 /// Rescales scores of admitted items to `[0, 1]` by the query's lowest and highest.

@@ -14,7 +14,7 @@ use isa_core::{
 };
 use parking_lot::RwLock;
 
-pub use analyze::terms;
+pub use analyze::{clauses, terms};
 pub use index::Strategy;
 use index::{Snapshot, rank};
 
@@ -166,25 +166,25 @@ impl ToolSelector for LocalSelector {
     }
 
     async fn select(&self, query: &SelectionQuery) -> Result<Vec<Scored>> {
-        let query_vector = if self.uses_dense() {
-            Some(
-                self.embedder()?
-                    .embed_one(&query.text, TextKind::Query)
-                    .await?,
-            )
+        let mut texts = vec![query.text.clone()];
+        // Clauses help embeddings, which average a request's meaning; BM25 already sums over every
+        // term of the whole request, so lexical selection scores it once.
+        if self.uses_dense() {
+            texts.extend(clauses(&query.text));
+        }
+        let vectors = if self.uses_dense() {
+            self.embedder()?.embed(&texts, TextKind::Query).await?
         } else {
-            None
+            Vec::new()
         };
         let snapshot = self.current.read().clone();
         let strategy = self.strategy;
         if snapshot.vectors.len() <= INLINE_SCORING_LIMIT {
-            return rank(&snapshot, strategy, query, query_vector.as_deref());
+            return rank(&snapshot, strategy, query, &texts, &vectors);
         }
         let query = query.clone();
-        tokio::task::spawn_blocking(move || {
-            rank(&snapshot, strategy, &query, query_vector.as_deref())
-        })
-        .await
-        .map_err(|e| Error::internal(format!("selection failed: {e}")))?
+        tokio::task::spawn_blocking(move || rank(&snapshot, strategy, &query, &texts, &vectors))
+            .await
+            .map_err(|e| Error::internal(format!("selection failed: {e}")))?
     }
 }
