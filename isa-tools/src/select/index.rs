@@ -80,7 +80,7 @@ pub enum Strategy {
 }
 
 /// Scores every item for one query text (zero for items the query does not admit).
-pub(crate) fn score_all(
+fn score_all(
     snapshot: &Snapshot,
     strategy: Strategy,
     query: &SelectionQuery,
@@ -128,7 +128,7 @@ pub(crate) fn score_all(
 }
 
 /// The best `top_k` items with a positive score at or above the query's `min_score`.
-pub(crate) fn best(snapshot: &Snapshot, query: &SelectionQuery, scores: &[f32]) -> Vec<Scored> {
+fn best(snapshot: &Snapshot, query: &SelectionQuery, scores: &[f32]) -> Vec<Scored> {
     let min_score = query.min_score.unwrap_or(f32::MIN);
     top_k(
         scores

@@ -169,10 +169,8 @@ impl ToolSelector for LocalSelector {
         let mut texts = vec![query.text.clone()];
         // Clauses help embeddings, which average a request's meaning; BM25 already sums over every
         // term of the whole request, so lexical selection scores it once.
-        if self.uses_dense() {
-            texts.extend(clauses(&query.text));
-        }
         let vectors = if self.uses_dense() {
+            texts.extend(clauses(&query.text));
             self.embedder()?.embed(&texts, TextKind::Query).await?
         } else {
             Vec::new()
