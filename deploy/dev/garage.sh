@@ -13,9 +13,14 @@ BUCKET=isa-test
 KEY_NAME=isa-test-key
 g() { "$GARAGE_BIN" -c "$CONF" "$@"; }
 
+port_in_use() { (exec 3<>/dev/tcp/127.0.0.1/3900) 2>/dev/null; }
+
 stop() {
   if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
-    kill "$(cat "$PIDFILE")"; note "garage stopped"
+    local pid; pid=$(cat "$PIDFILE")
+    kill "$pid"
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    note "garage stopped (pid $pid)"
   fi
   rm -f "$PIDFILE"
 }
@@ -44,7 +49,9 @@ root_domain = ".s3.garage.localhost"
 api_bind_addr = "127.0.0.1:3903"
 CONF
   fi
-  g server > "$STATE/garage.log" 2>&1 &
+  port_in_use && die "127.0.0.1:3900 is already in use by another process; stop it first"
+  # The binary itself, not the g() wrapper: $! must be the server's pid for stop() to work.
+  "$GARAGE_BIN" -c "$CONF" server > "$STATE/garage.log" 2>&1 &
   echo $! > "$PIDFILE"
   for _ in $(seq 50); do g status >/dev/null 2>&1 && break; sleep 0.2; done
   g status >/dev/null 2>&1 || die "garage did not start; see $STATE/garage.log"
