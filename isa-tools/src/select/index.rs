@@ -101,13 +101,17 @@ fn score_all(
         }
         scores
     });
-    let admitted = |i: usize| query.admits(&snapshot.items[i]);
+    let admitted: Vec<bool> = snapshot
+        .items
+        .iter()
+        .map(|item| query.admits(item))
+        .collect();
     let mut scores: Vec<f32> = match (strategy, dense, lexical) {
         (Strategy::Dense, Some(d), _) => d.into_iter().map(|s| s.clamp(0.0, 1.0)).collect(),
         (Strategy::Lexical, _, Some(l)) => l,
         (Strategy::Hybrid { dense_weight }, Some(d), Some(l)) => {
             let w = dense_weight.clamp(0.0, 1.0);
-            let d = min_max(d, admitted);
+            let d = min_max(d, &admitted);
             d.iter()
                 .zip(&l)
                 .map(|(d, l)| w * d + (1.0 - w) * l)
@@ -119,8 +123,8 @@ fn score_all(
             ));
         }
     };
-    for (i, s) in scores.iter_mut().enumerate() {
-        if !admitted(i) {
+    for (s, &admitted) in scores.iter_mut().zip(&admitted) {
+        if !admitted {
             *s = 0.0;
         }
     }
@@ -188,10 +192,10 @@ pub(crate) fn rank(
 }
 
 /// Rescales scores of admitted items to `[0, 1]` by the query's lowest and highest.
-fn min_max(mut scores: Vec<f32>, admitted: impl Fn(usize) -> bool) -> Vec<f32> {
+fn min_max(mut scores: Vec<f32>, admitted: &[bool]) -> Vec<f32> {
     let (mut lo, mut hi) = (f32::MAX, f32::MIN);
-    for (i, &s) in scores.iter().enumerate() {
-        if admitted(i) {
+    for (&s, &admitted) in scores.iter().zip(admitted) {
+        if admitted {
             lo = lo.min(s);
             hi = hi.max(s);
         }
