@@ -41,3 +41,5 @@ RUSTDOCFLAGS="-D warnings" cargo doc -q --workspace --no-deps || die "documentat
 
 step "cargo test --workspace (unit, integration and doc tests)"
 cargo test --workspace --release 2>&1 || die "tests failed"
+
+"$DEV/conformance.sh"

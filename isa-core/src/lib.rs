@@ -21,7 +21,10 @@ mod error;
 mod event;
 mod file;
 mod ids;
+pub mod mcp;
 mod model;
+mod prompt;
+mod resource;
 mod selection;
 mod tool;
 
@@ -32,5 +35,7 @@ pub use event::*;
 pub use file::*;
 pub use ids::*;
 pub use model::*;
+pub use prompt::*;
+pub use resource::*;
 pub use selection::*;
 pub use tool::*;

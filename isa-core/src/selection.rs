@@ -68,6 +68,11 @@ pub trait Embedder: Send + Sync {
             .pop()
             .ok_or_else(|| crate::Error::internal("embedder returned no vector"))
     }
+
+    /// Counters for `/stats` and `/metrics`, when the embedder keeps them.
+    fn stats(&self) -> Option<EmbedderStats> {
+        None
+    }
 }
 
 /// The three kinds of things an MCP server offers, all of which are selected.
@@ -289,4 +294,37 @@ pub trait ToolSelector: Send + Sync {
     /// Returns at most `query.top_k` admitted items, best first, each scoring at least
     /// `query.min_score`.
     async fn select(&self, query: &SelectionQuery) -> Result<Vec<Scored>>;
+}
+
+/// A snapshot of the embedder's counters since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct EmbedderStats {
+    /// Query embeddings answered from the cache.
+    pub cache_hits: u64,
+    /// Query embeddings that had to be computed.
+    pub cache_misses: u64,
+    /// Requests refused because the queue was full.
+    pub overloaded: u64,
+    /// Texts embedded by the model.
+    pub texts_embedded: u64,
+    /// Requests waiting for a worker right now.
+    pub queue_depth: usize,
+    /// Total time spent tokenizing, in milliseconds.
+    pub tokenize_ms: f64,
+    /// Total time requests waited in the queue, in milliseconds.
+    pub queue_ms: f64,
+    /// Total time spent in inference and pooling, in milliseconds.
+    pub inference_ms: f64,
+}
+
+impl EmbedderStats {
+    /// Share of query lookups answered by the cache, in `[0, 1]` (0 before any lookup).
+    pub fn cache_hit_rate(&self) -> f64 {
+        let total = self.cache_hits + self.cache_misses;
+        if total == 0 {
+            0.0
+        } else {
+            self.cache_hits as f64 / total as f64
+        }
+    }
 }

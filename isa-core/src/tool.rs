@@ -171,6 +171,14 @@ pub enum Content {
         #[serde(rename = "mimeType")]
         mime_type: String,
     },
+    /// Audio, base64-encoded.
+    Audio {
+        /// Base64 of the audio bytes.
+        data: String,
+        /// `audio/wav`, `audio/mpeg`, …
+        #[serde(rename = "mimeType")]
+        mime_type: String,
+    },
     /// A resource embedded in the result.
     Resource {
         /// The resource's URI.
@@ -243,7 +251,7 @@ impl ToolOutput {
 }
 
 /// Who is calling a tool, passed to every call.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct CallContext {
     /// The authenticated user, when the call is authenticated.
     pub user: Option<UserId>,
@@ -251,6 +259,18 @@ pub struct CallContext {
     pub scopes: Vec<String>,
     /// An id for logs and idempotency, unique per request.
     pub request_id: Option<String>,
+    /// Where progress and log messages go (the MCP client, when it asked for them).
+    pub reporter: Option<Arc<dyn Reporter>>,
+}
+
+impl fmt::Debug for CallContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallContext")
+            .field("user", &self.user)
+            .field("scopes", &self.scopes)
+            .field("request_id", &self.request_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl CallContext {
@@ -258,6 +278,36 @@ impl CallContext {
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)
     }
+
+    /// Whether the caller may see and call a tool that requires `scope` (`None`: anyone may).
+    pub fn may_use(&self, required_scope: Option<&str>) -> bool {
+        required_scope.is_none_or(|scope| self.has_scope(scope))
+    }
+
+    /// Reports progress to the caller, if it asked for progress; otherwise does nothing.
+    pub async fn progress(&self, progress: f64, total: Option<f64>, message: Option<&str>) {
+        if let Some(reporter) = &self.reporter {
+            reporter.progress(progress, total, message).await;
+        }
+    }
+
+    /// Sends a log message to the caller (levels as in syslog: `debug`, `info`, `warning`,
+    /// `error`, …); does nothing when no client listens.
+    pub async fn log(&self, level: &str, message: &str) {
+        if let Some(reporter) = &self.reporter {
+            reporter.log(level, message).await;
+        }
+    }
+}
+
+/// Receives a running tool's progress and log messages; the MCP service forwards them to the
+/// client as notifications.
+#[async_trait]
+pub trait Reporter: Send + Sync {
+    /// Progress so far, out of `total` when known.
+    async fn progress(&self, progress: f64, total: Option<f64>, message: Option<&str>);
+    /// A log message.
+    async fn log(&self, level: &str, message: &str);
 }
 
 /// A tool: the unit a plugin implements.

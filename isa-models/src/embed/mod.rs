@@ -24,8 +24,8 @@ use tokenizers::{Tokenizer, TruncationParams};
 use tokio::sync::oneshot;
 
 pub use config::{EmbedderConfig, Pooling, default_cache_dir};
+pub use isa_core::EmbedderStats;
 use stats::Counters;
-pub use stats::EmbedderStats;
 use worker::{Encoder, Job, ModelInputs};
 
 /// How long an overloaded caller is told to wait before retrying.
@@ -239,6 +239,10 @@ impl OrtEmbedder {
 impl Embedder for OrtEmbedder {
     fn dimensions(&self) -> usize {
         self.config.dimensions
+    }
+
+    fn stats(&self) -> Option<EmbedderStats> {
+        Some(OrtEmbedder::stats(self))
     }
 
     async fn embed(&self, texts: &[String], kind: TextKind) -> Result<Vec<Vec<f32>>> {

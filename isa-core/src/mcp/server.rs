@@ -1,0 +1,628 @@
+//! [`McpServer`]: the registry, the selector and the call path, independent of any transport.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    HealthCheck, McpConfig, ServerMode,
+    registry::{ListChanged, Registry, ToolEntry, ToolLimits},
+    stats::Stats,
+};
+use crate::{
+    CallContext, Embedder, Error, IndexItem, ItemKind, JsonObject, Prompt, PromptMessage, Resource,
+    ResourceContent, Result, SelectionQuery, Tool, ToolOutput, ToolSelector, ToolSpec,
+};
+
+/// Name of the meta-tool that finds tools for a request.
+pub const DISCOVER_TOOLS: &str = "discover_tools";
+/// Name of the meta-tool that calls any tool by name (listed in `discover` mode).
+pub const CALL_TOOL: &str = "call_tool";
+
+/// The smart MCP server: tools, prompts and resources, selection over them, and the call path
+/// with validation, limits and statistics. Cheap to clone; clones share everything.
+///
+/// Mount it with [`McpServer::router`], or call it in process with [`McpServer::call_tool`]
+/// and [`McpServer::discover`].
+///
+/// ```
+/// use isa_core::{mcp::{McpConfig, McpServer}, tool_fn, CallContext, ToolOutput, ToolSpec};
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let server = McpServer::builder(McpConfig::default()).build();
+/// server.add_tool(tool_fn(ToolSpec::new("ping", "Answers pong"), |_, _| async {
+///     Ok(ToolOutput::text("pong"))
+/// })).await.unwrap();
+/// let out = server.call_tool("ping", None, &CallContext::default()).await.unwrap();
+/// assert_eq!(out, ToolOutput::text("pong"));
+/// let app: axum::Router = server.router();
+/// # drop(app);
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct McpServer {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub config: McpConfig,
+    pub registry: Registry,
+    pub selector: Option<Arc<dyn ToolSelector>>,
+    pub embedder: Option<Arc<dyn Embedder>>,
+    pub health: Vec<Arc<dyn HealthCheck>>,
+    pub stats: Stats,
+    /// Serialises registry changes so the selector and the registry change in the same order.
+    writes: tokio::sync::Mutex<()>,
+    pub shutdown: CancellationToken,
+    in_flight: AtomicUsize,
+    drained: Notify,
+}
+
+/// Builds an [`McpServer`].
+pub struct McpServerBuilder {
+    config: McpConfig,
+    selector: Option<Arc<dyn ToolSelector>>,
+    embedder: Option<Arc<dyn Embedder>>,
+    health: Vec<Arc<dyn HealthCheck>>,
+}
+
+impl McpServerBuilder {
+    /// The selector behind `discover_tools`, `/discover` and `/search`. Without one, discovery
+    /// answers that it is not configured.
+    pub fn selector(mut self, selector: Arc<dyn ToolSelector>) -> Self {
+        self.selector = Some(selector);
+        self
+    }
+
+    /// The embedder whose cache statistics `/stats` and `/metrics` report.
+    pub fn embedder(mut self, embedder: Arc<dyn Embedder>) -> Self {
+        self.embedder = Some(embedder);
+        self
+    }
+
+    /// A readiness check reported by `/health` (embedder, database, object store, upstreams).
+    pub fn health_check(mut self, check: Arc<dyn HealthCheck>) -> Self {
+        self.health.push(check);
+        self
+    }
+
+    /// Builds the server.
+    pub fn build(self) -> McpServer {
+        McpServer {
+            inner: Arc::new(Inner {
+                config: self.config,
+                registry: Registry::new(),
+                selector: self.selector,
+                embedder: self.embedder,
+                health: self.health,
+                stats: Stats::default(),
+                writes: tokio::sync::Mutex::new(()),
+                shutdown: CancellationToken::new(),
+                in_flight: AtomicUsize::new(0),
+                drained: Notify::new(),
+            }),
+        }
+    }
+}
+
+/// One item found by [`McpServer::discover`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Discovered {
+    /// Tool, prompt or resource.
+    pub kind: ItemKind,
+    /// Its id: tool or prompt name, resource URI.
+    pub id: String,
+    /// Its score in `[0, 1]`.
+    pub score: f32,
+    /// Its full spec as clients see it in the corresponding list.
+    pub spec: Value,
+}
+
+impl McpServer {
+    /// Starts building a server with `config`.
+    pub fn builder(config: McpConfig) -> McpServerBuilder {
+        McpServerBuilder {
+            config,
+            selector: None,
+            embedder: None,
+            health: Vec::new(),
+        }
+    }
+
+    /// The configuration the server was built with.
+    pub fn config(&self) -> &McpConfig {
+        &self.inner.config
+    }
+
+    /// Adds (or replaces) a tool with the default limits.
+    pub async fn add_tool(&self, tool: Arc<dyn Tool>) -> Result<()> {
+        self.add_tools(vec![(tool, self.inner.config.default_limits)])
+            .await
+    }
+
+    /// Adds (or replaces) many tools at once: one selector update, one `list_changed`. Each
+    /// tool's schemas are checked first; if any is invalid nothing is added.
+    pub async fn add_tools(&self, tools: Vec<(Arc<dyn Tool>, ToolLimits)>) -> Result<()> {
+        let entries = tools
+            .into_iter()
+            .map(|(tool, limits)| ToolEntry::new(tool, limits).map(Arc::new))
+            .collect::<Result<Vec<_>>>()?;
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let _writing = self.inner.writes.lock().await;
+        let started = Instant::now();
+        if let Some(selector) = &self.inner.selector {
+            let items = entries
+                .iter()
+                .map(|e| IndexItem::from_tool(e.tool.spec()))
+                .collect();
+            selector.upsert(items).await?;
+        }
+        {
+            let mut registry = self.inner.registry.tools.write();
+            for entry in entries {
+                registry.insert(entry.tool.spec().name.clone(), entry);
+            }
+        }
+        self.record_index_build(started);
+        self.inner.registry.announce(ListChanged::Tools);
+        Ok(())
+    }
+
+    /// Removes a tool; returns whether it was there. It disappears from the list before the
+    /// selector forgets it, so discovery never offers a tool that cannot be called.
+    pub async fn remove_tool(&self, name: &str) -> Result<bool> {
+        let _writing = self.inner.writes.lock().await;
+        let removed = self.inner.registry.tools.write().remove(name).is_some();
+        if removed {
+            if let Some(selector) = &self.inner.selector {
+                selector.remove(&[name.to_owned()]).await?;
+            }
+            self.inner.registry.announce(ListChanged::Tools);
+        }
+        Ok(removed)
+    }
+
+    /// Adds (or replaces) a prompt.
+    pub async fn add_prompt(&self, prompt: Arc<dyn Prompt>) -> Result<()> {
+        let _writing = self.inner.writes.lock().await;
+        if let Some(selector) = &self.inner.selector {
+            selector.upsert(vec![prompt.spec().index_item()]).await?;
+        }
+        let name = prompt.spec().name.clone();
+        self.inner.registry.prompts.write().insert(name, prompt);
+        self.inner.registry.announce(ListChanged::Prompts);
+        Ok(())
+    }
+
+    /// Adds (or replaces) a resource or resource template, keyed by its URI.
+    pub async fn add_resource(&self, resource: Arc<dyn Resource>) -> Result<()> {
+        let _writing = self.inner.writes.lock().await;
+        if let Some(selector) = &self.inner.selector {
+            selector.upsert(vec![resource.spec().index_item()]).await?;
+        }
+        let uri = resource.spec().uri.clone();
+        self.inner.registry.resources.write().insert(uri, resource);
+        self.inner.registry.announce(ListChanged::Resources);
+        Ok(())
+    }
+
+    fn record_index_build(&self, started: Instant) {
+        let ms = started.elapsed().as_millis().min(u64::MAX as u128) as u64;
+        self.inner
+            .stats
+            .index_build_ms
+            .fetch_add(ms, Ordering::Relaxed);
+    }
+
+    /// Specs of the tools `ctx` may use, in name order.
+    pub fn tool_specs(&self, ctx: &CallContext) -> Vec<ToolSpec> {
+        self.inner
+            .registry
+            .tools
+            .read()
+            .values()
+            .filter(|e| ctx.may_use(e.tool.spec().required_scope.as_deref()))
+            .map(|e| e.tool.spec().clone())
+            .collect()
+    }
+
+    /// The meta-tools this server lists: `discover_tools` when a selector is configured, and
+    /// `call_tool` in `discover` mode.
+    pub(crate) fn meta_tools(&self) -> Vec<ToolSpec> {
+        let mut tools = Vec::new();
+        if self.inner.selector.is_some() {
+            tools.push(discover_tools_spec(self.inner.config.max_discover));
+        }
+        if self.inner.config.mode == ServerMode::Discover {
+            tools.push(call_tool_spec());
+        }
+        tools
+    }
+
+    /// Calls a tool as `ctx`.
+    ///
+    /// Returns `Err` only when the call cannot reach a tool: an unknown name, or a tool the
+    /// caller may not use (both answered as if the tool did not exist). Everything that goes
+    /// wrong once the tool is found (invalid arguments, a timeout, the tool's own failure or
+    /// panic, output that contradicts its schema) is an error *result*, which the model reads.
+    pub async fn call_tool(
+        &self,
+        name: &str,
+        args: Option<JsonObject>,
+        ctx: &CallContext,
+    ) -> Result<ToolOutput> {
+        if let Some(entry) = self.inner.registry.tool(name) {
+            return self.call_entry(entry, args.unwrap_or_default(), ctx).await;
+        }
+        match name {
+            DISCOVER_TOOLS if self.inner.selector.is_some() => Ok(self
+                .discover_tools_call(args.unwrap_or_default(), ctx)
+                .await),
+            CALL_TOOL if self.inner.config.mode == ServerMode::Discover => {
+                let mut args = args.unwrap_or_default();
+                let Some(Value::String(target)) = args.remove("name") else {
+                    return Ok(ToolOutput::error(
+                        "call_tool needs `name`, the tool to call, as a string",
+                    ));
+                };
+                let inner_args = match args.remove("arguments") {
+                    None | Some(Value::Null) => JsonObject::new(),
+                    Some(Value::Object(map)) => map,
+                    Some(_) => {
+                        return Ok(ToolOutput::error(
+                            "call_tool: `arguments` must be an object",
+                        ));
+                    }
+                };
+                match self.inner.registry.tool(&target) {
+                    Some(entry) => self.call_entry(entry, inner_args, ctx).await,
+                    None => Ok(ToolOutput::error(format!(
+                        "no tool named {target:?}; use discover_tools to find one"
+                    ))),
+                }
+            }
+            _ => Err(Error::NotFound(format!("tool {name:?}"))),
+        }
+    }
+
+    async fn call_entry(
+        &self,
+        entry: Arc<ToolEntry>,
+        args: JsonObject,
+        ctx: &CallContext,
+    ) -> Result<ToolOutput> {
+        let spec = entry.tool.spec();
+        if !ctx.may_use(spec.required_scope.as_deref()) {
+            return Err(Error::NotFound(format!("tool {:?}", spec.name)));
+        }
+        let output = self.run_checked(&entry, args, ctx).await;
+        self.inner.stats.record_call(&spec.name, output.is_error);
+        Ok(output)
+    }
+
+    async fn run_checked(
+        &self,
+        entry: &ToolEntry,
+        args: JsonObject,
+        ctx: &CallContext,
+    ) -> ToolOutput {
+        let spec = entry.tool.spec();
+        let args_value = Value::Object(args);
+        let problems: Vec<String> = entry
+            .input_validator
+            .iter_errors(&args_value)
+            .take(5)
+            .map(|e| describe_schema_error(&e))
+            .collect();
+        if !problems.is_empty() {
+            return ToolOutput::error(format!(
+                "invalid arguments for {}: {}",
+                spec.name,
+                problems.join("; ")
+            ));
+        }
+        let Value::Object(args) = args_value else {
+            return ToolOutput::error("arguments must be an object");
+        };
+        let Ok(_permit) = entry.permits.clone().try_acquire_owned() else {
+            return ToolOutput::error(format!(
+                "{} is busy ({} calls running); try again shortly",
+                spec.name, entry.limits.max_concurrent
+            ));
+        };
+        let _in_flight = InFlight::enter(&self.inner);
+        // The call runs in its own task so that a panicking tool becomes an error result
+        // instead of taking the request (or a session) down with it.
+        let tool = entry.tool.clone();
+        let call_ctx = ctx.clone();
+        let task = tokio::spawn(async move { tool.call(args, &call_ctx).await });
+        let abort = task.abort_handle();
+        let output = match tokio::time::timeout(entry.limits.timeout, task).await {
+            Err(_) => {
+                abort.abort();
+                return ToolOutput::error(format!(
+                    "{} did not finish within {:?}",
+                    spec.name, entry.limits.timeout
+                ));
+            }
+            Ok(Err(join_error)) => {
+                tracing::error!(tool = %spec.name, error = %join_error, "tool panicked");
+                return ToolOutput::error(format!("{} failed unexpectedly", spec.name));
+            }
+            Ok(Ok(Err(error))) => return tool_error_output(&spec.name, error),
+            Ok(Ok(Ok(output))) => output,
+        };
+        let Some(validator) = entry.output_validator.as_ref().filter(|_| !output.is_error) else {
+            return output;
+        };
+        let problem = match &output.structured_content {
+            None => Some(
+                "returned no structured content although it declares an output schema".to_owned(),
+            ),
+            Some(structured) => validator.iter_errors(structured).next().map(|e| {
+                format!(
+                    "returned structured content that does not match its output schema: {}",
+                    describe_schema_error(&e)
+                )
+            }),
+        };
+        match problem {
+            Some(problem) => ToolOutput::error(format!("{} {problem}", spec.name)),
+            None => output,
+        }
+    }
+
+    async fn discover_tools_call(&self, args: JsonObject, ctx: &CallContext) -> ToolOutput {
+        let Some(query) = args
+            .get("query")
+            .and_then(Value::as_str)
+            .filter(|q| !q.trim().is_empty())
+        else {
+            return ToolOutput::error(
+                "discover_tools needs `query`: what you want to do, in words",
+            );
+        };
+        let top_k = match args.get("top_k") {
+            None | Some(Value::Null) => 5,
+            Some(v) => match v.as_u64() {
+                Some(k) if k >= 1 => k as usize,
+                _ => {
+                    return ToolOutput::error("discover_tools: `top_k` must be a positive integer");
+                }
+            },
+        };
+        match self.discover(query, top_k, &[ItemKind::Tool], ctx).await {
+            Ok(found) => {
+                let tools: Vec<Value> = found
+                    .into_iter()
+                    .map(|d| {
+                        let mut spec = d.spec;
+                        if let Value::Object(map) = &mut spec {
+                            map.insert("score".into(), json!(d.score));
+                        }
+                        spec
+                    })
+                    .collect();
+                ToolOutput::json(json!({ "tools": tools }))
+            }
+            Err(error) => tool_error_output(DISCOVER_TOOLS, error),
+        }
+    }
+
+    /// Finds the tools, prompts and resources (restricted to `kinds`, all when empty) that best
+    /// match `request`, best first, among those `ctx` may use. Never returns an item that is not
+    /// registered. `top_k` is capped by [`McpConfig::max_discover`].
+    pub async fn discover(
+        &self,
+        request: &str,
+        top_k: usize,
+        kinds: &[ItemKind],
+        ctx: &CallContext,
+    ) -> Result<Vec<Discovered>> {
+        let Some(selector) = &self.inner.selector else {
+            return Err(Error::Unsupported(
+                "this server has no tool selector configured".into(),
+            ));
+        };
+        if request.trim().is_empty() {
+            return Err(Error::invalid("the request is empty"));
+        }
+        let top_k = top_k.clamp(1, self.inner.config.max_discover);
+        let hidden: Vec<String> = self
+            .inner
+            .registry
+            .tools
+            .read()
+            .values()
+            .filter(|e| !ctx.may_use(e.tool.spec().required_scope.as_deref()))
+            .map(|e| e.tool.spec().name.clone())
+            .collect();
+        let query = SelectionQuery::new(request, top_k)
+            .kinds(kinds.iter().copied())
+            .exclude(hidden);
+        let started = Instant::now();
+        let scored = selector.select(&query).await?;
+        let registry = &self.inner.registry;
+        let found: Vec<Discovered> = scored
+            .into_iter()
+            .filter_map(|s| {
+                let spec = match s.kind {
+                    ItemKind::Tool => serde_json::to_value(registry.tool(&s.id)?.tool.spec()),
+                    ItemKind::Prompt => {
+                        serde_json::to_value(registry.prompts.read().get(&s.id)?.spec())
+                    }
+                    ItemKind::Resource => {
+                        serde_json::to_value(registry.resources.read().get(&s.id)?.spec())
+                    }
+                }
+                .ok()?;
+                Some(Discovered {
+                    kind: s.kind,
+                    id: s.id,
+                    score: s.score,
+                    spec,
+                })
+            })
+            .collect();
+        self.inner
+            .stats
+            .record_selection(started.elapsed(), found.iter().map(|d| d.id.clone()));
+        Ok(found)
+    }
+
+    /// Renders a prompt; `Err(NotFound)` for an unknown name, `Err(InvalidInput)` for a missing
+    /// required argument.
+    pub async fn get_prompt(
+        &self,
+        name: &str,
+        args: JsonObject,
+        ctx: &CallContext,
+    ) -> Result<(String, Vec<PromptMessage>)> {
+        let prompt = self
+            .inner
+            .registry
+            .prompts
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("prompt {name:?}")))?;
+        for argument in &prompt.spec().arguments {
+            if argument.required && !args.contains_key(&argument.name) {
+                return Err(Error::invalid(format!(
+                    "prompt {name} needs the argument {:?}",
+                    argument.name
+                )));
+            }
+        }
+        let messages = prompt.render(args, ctx).await?;
+        Ok((prompt.spec().description.clone(), messages))
+    }
+
+    /// Reads a resource by URI (fixed, or matched by a template).
+    pub async fn read_resource(
+        &self,
+        uri: &str,
+        ctx: &CallContext,
+    ) -> Result<Vec<ResourceContent>> {
+        let (resource, vars) = self
+            .inner
+            .registry
+            .resource_for(uri)
+            .ok_or_else(|| Error::NotFound(format!("resource {uri:?}")))?;
+        resource.read(uri.to_owned(), vars, ctx).await
+    }
+
+    /// Cancelled when the server shuts down; long-lived streams end when it fires.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    /// Waits until no tool call is running (or `grace` has passed), then cancels
+    /// [`McpServer::shutdown_token`], which closes open streams. Call it after the listener
+    /// stopped accepting connections.
+    pub async fn drain(&self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let notified = self.inner.drained.notified();
+            if self.inner.in_flight.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                tracing::warn!(
+                    running = self.inner.in_flight.load(Ordering::Acquire),
+                    "shutdown grace period over with tool calls still running"
+                );
+                break;
+            }
+        }
+        self.inner.shutdown.cancel();
+    }
+
+    /// Number of tool calls running now.
+    pub fn calls_in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::Acquire)
+    }
+}
+
+/// Counts a running call for [`McpServer::drain`].
+struct InFlight<'a>(&'a Inner);
+
+impl<'a> InFlight<'a> {
+    fn enter(inner: &'a Inner) -> Self {
+        inner.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(inner)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.drained.notify_waiters();
+        }
+    }
+}
+
+/// A tool's `Err` as the result the model reads. Internal details stay in the log.
+fn tool_error_output(tool: &str, error: Error) -> ToolOutput {
+    match error {
+        Error::Internal(detail) => {
+            tracing::error!(%tool, %detail, "tool failed with an internal error");
+            ToolOutput::error(format!("{tool} failed with an internal error"))
+        }
+        other => ToolOutput::error(format!("{tool}: {other}")),
+    }
+}
+
+fn describe_schema_error(error: &jsonschema::ValidationError<'_>) -> String {
+    let path = error.instance_path().to_string();
+    if path.is_empty() {
+        error.to_string()
+    } else {
+        format!("{path}: {error}")
+    }
+}
+
+fn discover_tools_spec(max: usize) -> ToolSpec {
+    ToolSpec::new(
+        DISCOVER_TOOLS,
+        "Find the tools that fit a task. Describe what you want to do; returns the best matching \
+         tools with their full input schemas and a relevance score, best first.",
+    )
+    .with_input_schema(json!({
+        "type": "object",
+        "properties": {
+            "query": {"type": "string", "description": "The task, in natural language", "minLength": 1},
+            "top_k": {"type": "integer", "description": "How many tools to return", "minimum": 1, "maximum": max, "default": 5}
+        },
+        "required": ["query"]
+    }))
+    .with_annotations(crate::ToolAnnotations {
+        read_only_hint: Some(true),
+        ..Default::default()
+    })
+}
+
+fn call_tool_spec() -> ToolSpec {
+    ToolSpec::new(
+        CALL_TOOL,
+        "Call a tool found with discover_tools, by name, with arguments matching its input schema.",
+    )
+    .with_input_schema(json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "description": "The tool's name, as discover_tools returned it"},
+            "arguments": {"type": "object", "description": "The tool's arguments"}
+        },
+        "required": ["name"]
+    }))
+}
