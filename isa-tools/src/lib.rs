@@ -1,6 +1,8 @@
 //! # isa-tools
 //!
-//! Tool selection for isa: [`select::LocalSelector`] ranks tools, prompts and resources for a
-//! request with exact dense retrieval, BM25, or a hybrid of both.
+//! Tool selection and built-in tools for isa: [`select::LocalSelector`] ranks tools, prompts
+//! and resources for a request with exact dense retrieval, BM25, or a hybrid of both;
+//! [`catalog::CatalogTool`] makes specs from a catalog file discoverable.
 
+pub mod catalog;
 pub mod select;

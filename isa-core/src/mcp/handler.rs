@@ -112,7 +112,10 @@ impl Reporter for PeerReporter {
             "emergency" => LoggingLevel::Emergency,
             _ => LoggingLevel::Info,
         };
-        if self.min_log_level.is_none_or(|min| severity(level) < severity(min)) {
+        if self
+            .min_log_level
+            .is_none_or(|min| severity(level) < severity(min))
+        {
             return;
         }
         let param = LoggingMessageNotificationParam::new(level, json!(message));

@@ -5,7 +5,7 @@
 
 use std::{collections::HashSet, path::Path};
 
-use isa_core::{Error, IndexItem, ItemKind, Result, ToolSpec};
+use isa_core::{Error, IndexItem, Result, ToolSpec};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -21,9 +21,27 @@ struct CatalogEntry {
     spec: ToolSpec,
 }
 
-/// Reads a catalog file into index items. Fails naming the entry for a malformed tool, and for an
-/// empty catalog or a repeated id.
+/// Reads a catalog file into index items (ids from the catalog). Fails naming the entry for a
+/// malformed tool, and for an empty catalog or a repeated id.
 pub fn load_catalog(path: &Path) -> Result<Vec<IndexItem>> {
+    Ok(load_catalog_entries(path)?
+        .into_iter()
+        .map(|(id, spec)| IndexItem {
+            id,
+            ..IndexItem::from_tool(&spec)
+        })
+        .collect())
+}
+
+/// Reads a catalog file into tool specs named by their ids, as a server registers them.
+pub fn load_catalog_specs(path: &Path) -> Result<Vec<ToolSpec>> {
+    Ok(load_catalog_entries(path)?
+        .into_iter()
+        .map(|(id, spec)| ToolSpec { name: id, ..spec })
+        .collect())
+}
+
+fn load_catalog_entries(path: &Path) -> Result<Vec<(String, ToolSpec)>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::invalid(format!("cannot read catalog {}: {e}", path.display())))?;
     let file: CatalogFile = serde_json::from_str(&text).map_err(|e| {
@@ -40,7 +58,7 @@ pub fn load_catalog(path: &Path) -> Result<Vec<IndexItem>> {
         )));
     }
     let mut ids = HashSet::new();
-    let mut items = Vec::with_capacity(file.tools.len());
+    let mut entries = Vec::with_capacity(file.tools.len());
     for (n, raw) in file.tools.into_iter().enumerate() {
         let entry: CatalogEntry = serde_json::from_value(raw).map_err(|e| {
             Error::invalid(format!(
@@ -49,22 +67,17 @@ pub fn load_catalog(path: &Path) -> Result<Vec<IndexItem>> {
                 n + 1
             ))
         })?;
-        let mut item = IndexItem::from_tool(&entry.spec);
-        if let Some(id) = entry.id {
-            item.id = id;
-        }
-        if !ids.insert(item.id.clone()) {
+        let id = entry.id.unwrap_or_else(|| entry.spec.name.clone());
+        if !ids.insert(id.clone()) {
             return Err(Error::invalid(format!(
-                "{}: tool #{} repeats the id {:?}",
+                "{}: tool #{} repeats the id {id:?}",
                 path.display(),
                 n + 1,
-                item.id
             )));
         }
-        item.kind = ItemKind::Tool;
-        items.push(item);
+        entries.push((id, entry.spec));
     }
-    Ok(items)
+    Ok(entries)
 }
 
 /// One evaluation query.

@@ -1,4 +1,5 @@
-//! `isa-mcp tools rank|eval`: rank a catalog for a set of queries and measure the ranking.
+//! `isa-mcp tools rank|eval|import`: rank a catalog for a set of queries, measure the ranking,
+//! and import a catalog for the server to offer for discovery.
 
 use std::{io::IsTerminal, io::Write, path::PathBuf, sync::Arc, time::Instant};
 
@@ -19,6 +20,37 @@ pub enum ToolsCommand {
     Rank(RankArgs),
     /// Print NDCG@5/10, Recall@5/10, Hit@1, Complete@5 and selection latency.
     Eval(EvalArgs),
+    /// Check a catalog file and copy it into the data directory, where `serve` loads it.
+    Import(ImportArgs),
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// Catalog file: {"tools": [{"id", "name", "description", "inputSchema"}]}.
+    file: PathBuf,
+    /// The server's data directory.
+    #[arg(long, env = "ISA_DATA_DIR", default_value_os_t = crate::serve::default_data_dir())]
+    data_dir: PathBuf,
+}
+
+fn import(args: &ImportArgs) -> anyhow::Result<()> {
+    let specs = isa_tools::select::eval::load_catalog_specs(&args.file)?;
+    let name = args
+        .file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .context("the catalog file needs a name")?;
+    let dir = args.data_dir.join("catalog");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let target = dir.join(format!("{name}.json"));
+    std::fs::copy(&args.file, &target)
+        .with_context(|| format!("copying to {}", target.display()))?;
+    println!(
+        "imported {} tools into {}; `isa-mcp serve` loads them at start",
+        specs.len(),
+        target.display()
+    );
+    Ok(())
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -77,6 +109,7 @@ pub struct EvalArgs {
 
 pub async fn run(command: ToolsCommand) -> anyhow::Result<()> {
     match command {
+        ToolsCommand::Import(args) => import(&args),
         ToolsCommand::Rank(args) => {
             anyhow::ensure!(
                 args.common.dense_weight.len() == 1,

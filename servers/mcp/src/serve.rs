@@ -1,56 +1,201 @@
-//! `isa-mcp serve`: for now the health route, reporting whether the embedder loaded.
+//! `isa-mcp serve`: the smart MCP server on its embedded defaults (local embeddings, in-memory
+//! tool index), configured by flags or the environment.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use axum::{Json, Router, http::StatusCode, routing::get};
-use clap::Args;
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use isa_core::{
+    Embedder, Error, Result, TextKind, ToolSelector,
+    mcp::{HealthCheck, McpConfig, McpServer, ServerMode, ToolLimits},
+};
 use isa_models::OrtEmbedder;
-use serde_json::json;
+use isa_tools::{
+    catalog::CatalogTool,
+    select::{DEFAULT_DENSE_WEIGHT, LocalSelector, Strategy},
+};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    /// tools/list returns every tool.
+    Full,
+    /// tools/list returns discover_tools and call_tool; every tool stays callable.
+    Discover,
+}
 
 #[derive(Args)]
 pub struct ServeArgs {
     /// Address of the MCP server.
     #[arg(long, env = "ISA_MCP_BIND", default_value = "127.0.0.1:8081")]
     bind: SocketAddr,
+    /// What tools/list shows.
+    #[arg(long, env = "ISA_MCP_MODE", value_enum, default_value = "full")]
+    mode: Mode,
+    /// Host names accepted in the Host header (comma-separated), besides loopback names. Add
+    /// the load balancer's name in production; `*` accepts any host.
+    #[arg(long, env = "ISA_MCP_ALLOWED_HOSTS", value_delimiter = ',')]
+    allowed_hosts: Vec<String>,
+    /// Serve 2025-11-25 clients without sessions too, for load balancers without stickiness.
+    #[arg(long, env = "ISA_MCP_STATELESS")]
+    stateless: bool,
+    /// Directory of the server's data; catalogs imported with `isa-mcp tools import` live in
+    /// its `catalog/` folder and are loaded at start.
+    #[arg(long, env = "ISA_DATA_DIR", default_value_os_t = default_data_dir())]
+    data_dir: PathBuf,
+    /// More catalog files to load for discovery (comma-separated).
+    #[arg(long, env = "ISA_MCP_CATALOG", value_delimiter = ',')]
+    catalog: Vec<PathBuf>,
+    /// Weight of the dense score in hybrid selection.
+    #[arg(long, env = "ISA_MCP_DENSE_WEIGHT", default_value_t = DEFAULT_DENSE_WEIGHT)]
+    dense_weight: f32,
+    /// Seconds a tool call may run before it is answered with a timeout error.
+    #[arg(long, env = "ISA_MCP_TOOL_TIMEOUT", default_value_t = 60)]
+    tool_timeout: u64,
+    /// Calls of one tool that may run at once; more are refused at once as busy.
+    #[arg(long, env = "ISA_MCP_TOOL_CONCURRENCY", default_value_t = 64)]
+    tool_concurrency: usize,
+    /// Seconds to let running calls finish after a shutdown signal.
+    #[arg(long, env = "ISA_MCP_SHUTDOWN_GRACE", default_value_t = 30)]
+    shutdown_grace: u64,
+}
+
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".local/share/isa")
+}
+
+/// Ready when a query embeds.
+struct EmbedderHealth(Option<Arc<OrtEmbedder>>, String);
+
+#[isa_core::async_trait]
+impl HealthCheck for EmbedderHealth {
+    fn name(&self) -> &str {
+        "embedder"
+    }
+    async fn check(&self) -> Result<()> {
+        match &self.0 {
+            Some(embedder) => embedder
+                .embed_one("health", TextKind::Query)
+                .await
+                .map(drop),
+            None => Err(Error::Unavailable(self.1.clone())),
+        }
+    }
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let embedder = tokio::task::spawn_blocking(OrtEmbedder::from_env).await?;
-    let embedder_state = match &embedder {
-        Ok(_) => Ok(()),
+    let (embedder, embedder_error) = match tokio::task::spawn_blocking(OrtEmbedder::from_env)
+        .await?
+    {
+        Ok(e) => (Some(Arc::new(e)), String::new()),
         Err(e) => {
-            tracing::error!(error = %e, "the embedder did not load; /health answers 503");
-            Err(e.to_string())
+            tracing::error!(error = %e, "the embedding model did not load: selection is lexical only and /health answers 503");
+            (None, format!("the embedding model did not load: {e}"))
         }
     };
-    let embedder_state = Arc::new(embedder_state);
-    let health = move || {
-        let state = embedder_state.clone();
-        async move {
-            match state.as_ref() {
-                Ok(()) => (
-                    StatusCode::OK,
-                    Json(json!({"status": "ok", "embedder": "ready"})),
-                ),
-                Err(e) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Json(json!({"status": "unavailable", "embedder": e})),
-                ),
-            }
-        }
+    let selector: Arc<dyn ToolSelector> = match &embedder {
+        Some(e) => Arc::new(LocalSelector::with_strategy(
+            Strategy::Hybrid {
+                dense_weight: args.dense_weight,
+            },
+            Some(e.clone() as Arc<dyn Embedder>),
+        )),
+        None => Arc::new(LocalSelector::lexical()),
     };
-    let app = Router::new()
-        .route("/health", get(health.clone()))
-        .route("/mcp/health", get(health));
-    let listener = tokio::net::TcpListener::bind(args.bind).await?;
+
+    let mut allowed_hosts = McpConfig::default().allowed_hosts;
+    if args.allowed_hosts.iter().any(|h| h == "*") {
+        allowed_hosts.clear();
+    } else {
+        allowed_hosts.extend(args.allowed_hosts.iter().cloned());
+    }
+    let config = McpConfig {
+        mode: match args.mode {
+            Mode::Full => ServerMode::Full,
+            Mode::Discover => ServerMode::Discover,
+        },
+        allowed_hosts,
+        sessions: !args.stateless,
+        default_limits: ToolLimits {
+            timeout: Duration::from_secs(args.tool_timeout),
+            max_concurrent: args.tool_concurrency,
+        },
+        ..McpConfig::default()
+    };
+    let mut builder = McpServer::builder(config)
+        .selector(selector)
+        .health_check(Arc::new(EmbedderHealth(embedder.clone(), embedder_error)));
+    if let Some(e) = &embedder {
+        builder = builder.embedder(e.clone());
+    }
+    let server = builder.build();
+
+    let mut catalogs = args.catalog.clone();
+    catalogs.extend(imported_catalogs(&args.data_dir)?);
+    for path in &catalogs {
+        let tools = CatalogTool::load(path)?;
+        let count = tools.len();
+        let limits = server.config().default_limits;
+        server
+            .add_tools(tools.into_iter().map(|t| (t, limits)).collect())
+            .await
+            .with_context(|| format!("indexing {}", path.display()))?;
+        tracing::info!(tools = count, catalog = %path.display(), "catalog loaded");
+    }
+
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.bind))?;
+    let base = format!("http://{}", listener.local_addr()?);
     eprintln!(
-        "isa-mcp listening on http://{}  (health: /health)",
-        listener.local_addr()?
+        "isa-mcp serving {} tools",
+        server.tool_specs(&Default::default()).len()
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
+    eprintln!("  MCP           {base}/mcp/");
+    eprintln!("  discovery     POST {base}/discover   GET {base}/search?q=...");
+    eprintln!("  status        {base}/health  {base}/stats  {base}/capabilities  {base}/metrics");
+
+    let grace = Duration::from_secs(args.shutdown_grace);
+    let draining = server.clone();
+    axum::serve(listener, server.router())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing calls in flight");
+            // Stop accepting now; close long-lived streams once running calls are done.
+            tokio::spawn(async move { draining.drain(grace).await });
         })
         .await?;
     Ok(())
+}
+
+/// Catalog files imported into the data directory, in name order.
+pub fn imported_catalogs(data_dir: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
+    let dir = data_dir.join("catalog");
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
 }

@@ -1,0 +1,231 @@
+//! The MCP service against independent clients: the official Python SDK (`mcp==2.3.0`) in both
+//! protocol revisions and in `discover` mode, and the MCP Inspector's strict schema check
+//! against `isa-mcp serve`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{path::PathBuf, process::Command, sync::Arc};
+
+use isa_core::{
+    Embedder, ToolOutput, ToolSpec,
+    mcp::{McpConfig, McpServer, ServerMode},
+    tool_fn,
+};
+use isa_example_custom_tool::WordCount;
+use isa_models::OrtEmbedder;
+use isa_tools::{catalog::CatalogTool, select::LocalSelector};
+use serde_json::{Value, json};
+
+fn require(what: &str, available: bool) -> bool {
+    if !available {
+        assert!(
+            std::env::var("ISA_REQUIRE_SERVICES").as_deref() != Ok("1"),
+            "{what} is required but not available (deploy/dev/setup-services.sh installs it)"
+        );
+        eprintln!("skipped: {what} not available");
+    }
+    available
+}
+
+fn python_mcp_available() -> bool {
+    Command::new("python3")
+        .args(["-c", "import mcp"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn embedder() -> Option<Arc<dyn Embedder>> {
+    let embedder = OrtEmbedder::from_env().ok();
+    require("the embedding model", embedder.is_some())
+        .then(|| Arc::new(embedder.unwrap()) as Arc<dyn Embedder>)
+}
+
+fn metatool_catalog() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/bench/metatool/catalog.json")
+}
+
+/// A server with two callable tools among the 199 MetaTool specs, on a free port.
+async fn start(mode: ServerMode, embedder: Arc<dyn Embedder>) -> String {
+    let server = McpServer::builder(McpConfig {
+        mode,
+        ..McpConfig::default()
+    })
+    .selector(Arc::new(LocalSelector::hybrid(embedder)))
+    .build();
+    server.add_tool(Arc::new(WordCount::new())).await.unwrap();
+    let weather = ToolSpec::new(
+        "get_city_weather",
+        "Current weather (temperature, sky) of a city",
+    )
+    .with_input_schema(json!({
+        "type": "object",
+        "properties": {"city": {"type": "string", "description": "City name"}},
+        "required": ["city"]
+    }));
+    server
+        .add_tool(tool_fn(weather, |args, _| async move {
+            Ok(ToolOutput::json(
+                json!({"city": args["city"], "celsius": 21}),
+            ))
+        }))
+        .await
+        .unwrap();
+    let limits = server.config().default_limits;
+    let catalog = CatalogTool::load(&metatool_catalog()).unwrap();
+    server
+        .add_tools(catalog.into_iter().map(|t| (t, limits)).collect())
+        .await
+        .unwrap();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, server.router()).await });
+    url
+}
+
+/// Runs the Python client; returns its JSON output.
+async fn python(url: &str, mode: &str, args: &[&str]) -> Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/mcp_client.py");
+    let mut command = Command::new("python3");
+    command.arg(script).arg(url).arg(mode).args(args);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "python client failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_client_lists_and_calls_tools_in_both_protocol_revisions() {
+    if !require("python3 with mcp==2.3.0", python_mcp_available()) {
+        return;
+    }
+    let Some(embedder) = embedder() else { return };
+    let url = start(ServerMode::Full, embedder).await;
+    for (mode, protocol) in [("legacy", "2025-11-25"), ("2026-07-28", "2026-07-28")] {
+        let listed = python(&url, mode, &["list"]).await;
+        assert_eq!(listed["protocol"], protocol, "{listed}");
+        let names: Vec<&str> = listed["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        // 199 catalog tools + 2 callable ones + discover_tools, across pages of 100.
+        assert_eq!(names.len(), 202, "{mode}: every tool, all pages");
+        assert_eq!(listed["pages"], 3, "pages of 100");
+        assert!(names.contains(&"word_count") && names.contains(&"discover_tools"));
+
+        let called = python(
+            &url,
+            mode,
+            &["call", "word_count", r#"{"text": "one two three"}"#],
+        )
+        .await;
+        assert_eq!(called["is_error"], false, "{called}");
+        assert_eq!(called["structured"]["words"], 3);
+
+        // Arguments that contradict the schema are a tool error the model can read and fix.
+        let invalid = python(&url, mode, &["call", "word_count", r#"{"txt": "oops"}"#]).await;
+        assert_eq!(invalid["is_error"], true);
+        assert!(
+            invalid["text"].as_str().unwrap().contains("text"),
+            "{invalid}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_client_finds_and_calls_a_tool_through_discover_tools() {
+    if !require("python3 with mcp==2.3.0", python_mcp_available()) {
+        return;
+    }
+    let Some(embedder) = embedder() else { return };
+    let url = start(ServerMode::Discover, embedder).await;
+    for mode in ["legacy", "2026-07-28"] {
+        let listed = python(&url, mode, &["list"]).await;
+        assert_eq!(listed["tools"], json!(["discover_tools", "call_tool"]));
+        let found = python(
+            &url,
+            mode,
+            &[
+                "discover",
+                "how many words are in this essay?",
+                r#"{"text": "a b"}"#,
+            ],
+        )
+        .await;
+        assert_eq!(found["found"][0], "word_count", "{found}");
+        assert_eq!(found["structured"]["words"], 2, "{found}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inspector_strict_tools_list_passes_against_isa_mcp_serve() {
+    let inspector_available = Command::new("mcp-inspector")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !require("the MCP Inspector CLI", inspector_available) || embedder().is_none() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_isa-mcp"))
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .arg("--catalog")
+        .arg(metatool_catalog())
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let health = format!("http://127.0.0.1:{port}/health");
+    let mut ready = false;
+    for _ in 0..300 {
+        if reqwest::get(&health)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ready, "isa-mcp serve did not become healthy");
+    let url = format!("http://127.0.0.1:{port}/mcp/");
+    let output = tokio::process::Command::new("mcp-inspector")
+        .args([
+            "--cli",
+            "--transport",
+            "http",
+            "--server-url",
+            &url,
+            "--method",
+            "tools/list",
+            "--strict",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let stdout: Value =
+        serde_json::from_slice(&output.stdout).expect("inspector prints the tools/list result");
+    assert!(
+        output.status.success(),
+        "inspector --strict failed ({:?}): {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The Inspector follows the cursors: 199 catalog tools and discover_tools.
+    assert_eq!(stdout["tools"].as_array().unwrap().len(), 200);
+    server.kill().await.unwrap();
+}
