@@ -12,7 +12,9 @@ use isa_core::{
 use isa_models::OrtEmbedder;
 use isa_tools::{
     catalog::CatalogTool,
+    clock::current_time,
     select::{DEFAULT_DENSE_WEIGHT, LocalSelector, Strategy},
+    web::{Cidr, FetchConfig, SsrfGuard, WebFetch, WebSearch},
 };
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -54,6 +56,11 @@ pub struct ServeArgs {
     /// Calls of one tool that may run at once; more are refused at once as busy.
     #[arg(long, env = "ISA_MCP_TOOL_CONCURRENCY", default_value_t = 64)]
     tool_concurrency: usize,
+    /// Address ranges web_fetch and the browser may reach although they are not public
+    /// (comma-separated CIDRs such as 10.0.0.0/8). Loopback, private, link-local and
+    /// unique-local addresses are refused otherwise.
+    #[arg(long, env = "ISA_NET_ALLOW", value_delimiter = ',')]
+    net_allow: Vec<String>,
     /// Seconds to let running calls finish after a shutdown signal.
     #[arg(long, env = "ISA_MCP_SHUTDOWN_GRACE", default_value_t = 30)]
     shutdown_grace: u64,
@@ -131,6 +138,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         builder = builder.embedder(e.clone());
     }
     let server = builder.build();
+
+    let guard = SsrfGuard::allowing(
+        args.net_allow
+            .iter()
+            .map(|range| range.parse::<Cidr>())
+            .collect::<Result<Vec<_>>>()?,
+    );
+    server.add_tool(current_time()).await?;
+    server
+        .add_tool(Arc::new(WebFetch::new(
+            guard.clone(),
+            FetchConfig::default(),
+        )?))
+        .await?;
+    match WebSearch::from_env()? {
+        Some(search) => server.add_tool(Arc::new(search)).await?,
+        None => tracing::info!("web_search is off: set BRAVE_API_KEY to turn it on"),
+    }
 
     let mut catalogs = args.catalog.clone();
     catalogs.extend(imported_catalogs(&args.data_dir)?);

@@ -225,7 +225,8 @@ async fn inspector_strict_tools_list_passes_against_isa_mcp_serve() {
         output.status.code(),
         String::from_utf8_lossy(&output.stderr)
     );
-    // The Inspector follows the cursors: 199 catalog tools and discover_tools.
-    assert_eq!(stdout["tools"].as_array().unwrap().len(), 200);
+    // The Inspector follows the cursors: 199 catalog tools, current_time, web_fetch and
+    // discover_tools.
+    assert_eq!(stdout["tools"].as_array().unwrap().len(), 202);
     server.kill().await.unwrap();
 }
