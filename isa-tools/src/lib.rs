@@ -5,6 +5,7 @@
 //! [`web`] holds `web_search`, `web_fetch` and the SSRF guard; [`catalog::CatalogTool`] makes
 //! specs from a catalog file discoverable.
 
+pub mod browser;
 pub mod catalog;
 pub mod clock;
 pub mod select;

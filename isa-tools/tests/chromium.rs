@@ -65,3 +65,167 @@ fn chromium_starts_headless_and_loads_a_local_page() -> anyhow::Result<()> {
     assert_eq!(text, "Hello from isa");
     Ok(())
 }
+
+mod driver {
+    use std::{sync::Arc, time::Duration};
+
+    use axum::{
+        Router,
+        response::{Html, Redirect},
+        routing::get,
+    };
+    use isa_core::{ActionOutput, BrowserAction, BrowserDriver, BrowserTask, Error};
+    use isa_tools::{
+        browser::{BrowserConfig, ChromiumDriver, browser_tools},
+        web::SsrfGuard,
+    };
+    use serde_json::json;
+
+    const FORM: &str = r#"<html><head><title>Greeter</title></head><body>
+        <input id="name"><button id="go" onclick="document.getElementById('out').textContent = 'Hello, ' + document.getElementById('name').value">Go</button>
+        <p id="out">nobody yet</p></body></html>"#;
+
+    async fn site() -> String {
+        let app = Router::new()
+            .route("/form", get(|| async { Html(FORM) }))
+            .route(
+                "/to-metadata",
+                get(|| async { Redirect::temporary("http://169.254.169.254/latest/meta-data/") }),
+            )
+            .route(
+                "/to-other-loopback",
+                get(|| async { Redirect::temporary("http://127.0.0.2:18999/secret") }),
+            )
+            .route(
+                "/stuck",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(120)).await;
+                    Html("too late")
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        base
+    }
+
+    async fn driver() -> Option<Arc<ChromiumDriver>> {
+        if !std::path::Path::new("/usr/bin/chromium").exists() {
+            assert!(
+                std::env::var("ISA_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "chromium is required"
+            );
+            return None;
+        }
+        let config = BrowserConfig {
+            guard: SsrfGuard::allowing(["127.0.0.1/32".parse().unwrap()]),
+            max_task_timeout: Duration::from_secs(5),
+            max_tabs: 2,
+            ..BrowserConfig::default()
+        };
+        Some(Arc::new(ChromiumDriver::new(config).await.unwrap()))
+    }
+
+    fn task(url: String, actions: Vec<BrowserAction>) -> BrowserTask {
+        BrowserTask {
+            url,
+            actions,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn reads_fills_clicks_and_screenshots_through_the_tools() {
+        let Some(driver) = driver().await else { return };
+        let base = site().await;
+        let tools = browser_tools(driver.clone());
+        let by_name = |n: &str| tools.iter().find(|t| t.spec().name == n).unwrap().clone();
+
+        let read = by_name("browser_read_page")
+            .call(
+                serde_json::from_value(json!({"url": format!("{base}/form"), "selector": "#out"}))
+                    .unwrap(),
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(read.content[1], isa_core::Content::text("nobody yet"));
+
+        let interact = by_name("browser_interact")
+            .call(
+                serde_json::from_value(json!({"url": format!("{base}/form"), "steps": [
+                    {"action": "fill", "selector": "#name", "value": "Ada"},
+                    {"action": "click", "selector": "#go"}
+                ], "screenshot": true}))
+                .unwrap(),
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+        let text = format!("{:?}", interact.content);
+        assert!(text.contains("Hello, Ada"), "{text}");
+        assert!(
+            matches!(interact.content.last(), Some(isa_core::Content::Image { mime_type, .. }) if mime_type == "image/png")
+        );
+
+        let shot = driver
+            .run(task(
+                format!("{base}/form"),
+                vec![BrowserAction::Screenshot],
+            ))
+            .await
+            .unwrap();
+        match &shot.outputs[0] {
+            ActionOutput::Screenshot { png } => assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n"),
+            other => panic!("expected a screenshot, got {other:?}"),
+        }
+        assert_eq!(shot.title, "Greeter");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_guard_refuses_direct_and_redirected_destinations() {
+        let Some(driver) = driver().await else { return };
+        let base = site().await;
+        let direct = driver
+            .run(task(
+                "http://169.254.169.254/latest/meta-data/".into(),
+                vec![],
+            ))
+            .await;
+        assert!(matches!(direct, Err(Error::Forbidden(_))), "{direct:?}");
+        for hop in ["/to-metadata", "/to-other-loopback"] {
+            let redirected = driver
+                .run(task(
+                    format!("{base}{hop}"),
+                    vec![BrowserAction::ReadText { selector: None }],
+                ))
+                .await;
+            assert!(
+                matches!(redirected, Err(Error::Forbidden(_))),
+                "{hop}: {redirected:?}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_stuck_page_times_out_and_frees_its_tab() {
+        let Some(driver) = driver().await else { return };
+        let base = site().await;
+        let stuck = BrowserTask {
+            url: format!("{base}/stuck"),
+            actions: vec![],
+            timeout: Duration::from_secs(2),
+        };
+        let (a, b) = tokio::join!(driver.run(stuck.clone()), driver.run(stuck));
+        assert!(
+            matches!(a, Err(Error::Timeout(_))) && matches!(b, Err(Error::Timeout(_))),
+            "{a:?} {b:?}"
+        );
+        // Both tabs were stuck; the pool still serves the next task.
+        let after = driver
+            .run(task(format!("{base}/form"), vec![]))
+            .await
+            .unwrap();
+        assert_eq!(after.title, "Greeter");
+    }
+}

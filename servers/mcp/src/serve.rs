@@ -11,6 +11,7 @@ use isa_core::{
 };
 use isa_models::OrtEmbedder;
 use isa_tools::{
+    browser::{BrowserConfig, ChromiumDriver, browser_tools},
     catalog::CatalogTool,
     clock::current_time,
     select::{DEFAULT_DENSE_WEIGHT, LocalSelector, Strategy},
@@ -61,6 +62,9 @@ pub struct ServeArgs {
     /// unique-local addresses are refused otherwise.
     #[arg(long, env = "ISA_NET_ALLOW", value_delimiter = ',')]
     net_allow: Vec<String>,
+    /// Chromium for the browser tools; they are offered when this file exists.
+    #[arg(long, env = "ISA_CHROMIUM", default_value = "/usr/bin/chromium")]
+    chromium: PathBuf,
     /// Seconds to let running calls finish after a shutdown signal.
     #[arg(long, env = "ISA_MCP_SHUTDOWN_GRACE", default_value_t = 30)]
     shutdown_grace: u64,
@@ -152,6 +156,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             FetchConfig::default(),
         )?))
         .await?;
+    if args.chromium.exists() {
+        let driver = ChromiumDriver::new(BrowserConfig {
+            chromium: args.chromium.clone(),
+            guard: guard.clone(),
+            ..BrowserConfig::default()
+        })
+        .await?;
+        let limits = server.config().default_limits;
+        server
+            .add_tools(
+                browser_tools(Arc::new(driver))
+                    .into_iter()
+                    .map(|t| (t, limits))
+                    .collect(),
+            )
+            .await?;
+    } else {
+        tracing::info!(chromium = %args.chromium.display(), "browser tools are off: Chromium not found");
+    }
     match WebSearch::from_env()? {
         Some(search) => server.add_tool(Arc::new(search)).await?,
         None => tracing::info!("web_search is off: set BRAVE_API_KEY to turn it on"),

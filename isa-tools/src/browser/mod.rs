@@ -1,0 +1,242 @@
+//! Browser automation on Debian's Chromium through `headless_chrome`: [`ChromiumDriver`]
+//! implements [`BrowserDriver`] with a bounded number of tabs, a deadline per task, and every
+//! request of the browser passing the [`SsrfGuard`] through a local
+//! proxy. [`browser_tools`] makes MCP tools of it.
+
+mod proxy;
+mod tools;
+
+use std::{ffi::OsStr, path::PathBuf, sync::Arc, time::Duration};
+
+use headless_chrome::{
+    Browser, LaunchOptions, Tab, protocol::cdp::Page::CaptureScreenshotFormatOption,
+};
+use isa_core::{
+    ActionOutput, BrowserAction, BrowserDriver, BrowserOutcome, BrowserTask, Error, Result,
+    async_trait,
+};
+use parking_lot::Mutex;
+use tokio::sync::Semaphore;
+
+pub use tools::browser_tools;
+
+use crate::web::SsrfGuard;
+
+/// How the driver runs Chromium.
+#[derive(Debug, Clone)]
+pub struct BrowserConfig {
+    /// The Chromium binary.
+    pub chromium: PathBuf,
+    /// Tabs open at once; tasks beyond wait up to `queue_wait`, then are refused as overloaded.
+    pub max_tabs: usize,
+    /// How long a task may wait for a free tab.
+    pub queue_wait: Duration,
+    /// The longest deadline a task may ask for.
+    pub max_task_timeout: Duration,
+    /// Which destinations the browser may reach.
+    pub guard: SsrfGuard,
+}
+
+impl Default for BrowserConfig {
+    fn default() -> Self {
+        BrowserConfig {
+            chromium: PathBuf::from("/usr/bin/chromium"),
+            max_tabs: 4,
+            queue_wait: Duration::from_secs(5),
+            max_task_timeout: Duration::from_secs(60),
+            guard: SsrfGuard::new(),
+        }
+    }
+}
+
+/// Runs [`BrowserTask`]s in tabs of one headless Chromium, started on first use and restarted
+/// if it dies.
+pub struct ChromiumDriver {
+    config: BrowserConfig,
+    proxy: String,
+    browser: Arc<Mutex<Option<Browser>>>,
+    tabs: Arc<Semaphore>,
+}
+
+impl ChromiumDriver {
+    /// A driver; starts the guarding proxy now and Chromium on the first task.
+    pub async fn new(config: BrowserConfig) -> Result<Self> {
+        if !config.chromium.exists() {
+            return Err(Error::Config(format!(
+                "Chromium not found at {}",
+                config.chromium.display()
+            )));
+        }
+        let proxy = proxy::start(config.guard.clone())
+            .await
+            .map_err(|e| Error::internal(format!("cannot start the browser proxy: {e}")))?;
+        Ok(ChromiumDriver {
+            tabs: Arc::new(Semaphore::new(config.max_tabs.max(1))),
+            proxy: format!("http://{proxy}"),
+            browser: Arc::new(Mutex::new(None)),
+            config,
+        })
+    }
+
+    fn launch(chromium: &std::path::Path, proxy: &str) -> Result<Browser> {
+        let proxy_arg = format!("--proxy-server={proxy}");
+        let args = [
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-gpu",
+            // Loopback goes through the proxy too, so the guard decides about it.
+            "--proxy-bypass-list=<-loopback>",
+            proxy_arg.as_str(),
+        ]
+        .map(OsStr::new);
+        let options = LaunchOptions::default_builder()
+            .path(Some(chromium.to_path_buf()))
+            .headless(true)
+            .sandbox(false)
+            .idle_browser_timeout(Duration::from_secs(3600))
+            .args(args.to_vec())
+            .build()
+            .map_err(|e| Error::Config(format!("browser options: {e}")))?;
+        Browser::new(options)
+            .map_err(|e| Error::Unavailable(format!("Chromium did not start: {e}")))
+    }
+
+    async fn check_destination(&self, url: &str) -> Result<()> {
+        let parsed: reqwest::Url = url
+            .parse()
+            .map_err(|e| Error::invalid(format!("{url:?} is not a URL: {e}")))?;
+        self.config.guard.check_url(&parsed)?;
+        if let Some(url::Host::Domain(host)) = parsed.host() {
+            self.config
+                .guard
+                .resolve(host, parsed.port_or_known_default().unwrap_or(80))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BrowserDriver for ChromiumDriver {
+    async fn run(&self, task: BrowserTask) -> Result<BrowserOutcome> {
+        self.check_destination(&task.url).await?;
+        let timeout = task.timeout.min(self.config.max_task_timeout);
+        let permit =
+            tokio::time::timeout(self.config.queue_wait, self.tabs.clone().acquire_owned())
+                .await
+                .map_err(|_| Error::Overloaded {
+                    retry_after: Duration::from_secs(2),
+                })?
+                .map_err(|_| Error::Unavailable("the browser is shutting down".into()))?;
+        let open_tab: Arc<Mutex<Option<Arc<Tab>>>> = Arc::default();
+        let (browser, chromium, proxy, tab_slot) = (
+            self.browser.clone(),
+            self.config.chromium.clone(),
+            self.proxy.clone(),
+            open_tab.clone(),
+        );
+        let work = tokio::task::spawn_blocking(move || {
+            // The permit lives as long as the thread works, so a stuck page holds one tab, not more.
+            let _permit = permit;
+            let tab = {
+                let mut browser = browser.lock();
+                let reuse = browser.as_ref().and_then(|b| b.new_tab().ok());
+                match reuse {
+                    Some(tab) => tab,
+                    None => {
+                        let fresh = Self::launch(&chromium, &proxy)?;
+                        let tab = fresh
+                            .new_tab()
+                            .map_err(|e| Error::Unavailable(format!("no tab: {e}")))?;
+                        *browser = Some(fresh);
+                        tab
+                    }
+                }
+            };
+            *tab_slot.lock() = Some(tab.clone());
+            let outcome = run_in_tab(&tab, &task, timeout);
+            let _ = tab.close(false);
+            outcome
+        });
+        let outcome = match tokio::time::timeout(timeout + Duration::from_secs(1), work).await {
+            Ok(joined) => {
+                joined.map_err(|e| Error::internal(format!("browser task panicked: {e}")))??
+            }
+            Err(_) => {
+                // Closing the tab makes the stuck thread's next browser call fail, ending it.
+                if let Some(tab) = open_tab.lock().take() {
+                    tokio::task::spawn_blocking(move || tab.close(false));
+                }
+                return Err(Error::Timeout(timeout));
+            }
+        };
+        // Redirects to refused addresses were answered 403 by the proxy; say so clearly.
+        self.check_destination(&outcome.final_url)
+            .await
+            .map_err(|e| {
+                Error::Forbidden(format!("the page went to {}: {e}", outcome.final_url))
+            })?;
+        Ok(outcome)
+    }
+}
+
+fn browser_error(step: &str) -> impl Fn(anyhow::Error) -> Error + '_ {
+    move |e| Error::invalid(format!("{step}: {e}"))
+}
+
+fn run_in_tab(tab: &Tab, task: &BrowserTask, timeout: Duration) -> Result<BrowserOutcome> {
+    tab.set_default_timeout(timeout);
+    tab.navigate_to(&task.url)
+        .and_then(|t| t.wait_until_navigated())
+        .map_err(browser_error("navigation failed"))?;
+    let mut outputs = Vec::with_capacity(task.actions.len());
+    for action in &task.actions {
+        let output = match action {
+            BrowserAction::Click { selector } => {
+                tab.wait_for_element(selector)
+                    .and_then(|e| e.click().map(drop))
+                    .map_err(browser_error(&format!("click {selector}")))?;
+                // A click may navigate; wait for it to settle before the next step.
+                let _ = tab.wait_until_navigated();
+                ActionOutput::Done
+            }
+            BrowserAction::Fill { selector, value } => {
+                tab.wait_for_element(selector)
+                    .and_then(|e| {
+                        e.click()?;
+                        e.type_into(value).map(drop)
+                    })
+                    .map_err(browser_error(&format!("fill {selector}")))?;
+                ActionOutput::Done
+            }
+            BrowserAction::WaitFor { selector } => {
+                tab.wait_for_element(selector)
+                    .map_err(browser_error(&format!("wait for {selector}")))?;
+                ActionOutput::Done
+            }
+            BrowserAction::ReadText { selector } => {
+                let selector = selector.as_deref().unwrap_or("body");
+                let text = tab
+                    .wait_for_element(selector)
+                    .and_then(|e| e.get_inner_text())
+                    .map_err(browser_error(&format!("read {selector}")))?;
+                ActionOutput::Text { text }
+            }
+            BrowserAction::Screenshot => {
+                let png = tab
+                    .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)
+                    .map_err(browser_error("screenshot"))?;
+                ActionOutput::Screenshot { png }
+            }
+            other => return Err(Error::Unsupported(format!("browser action {other:?}"))),
+        };
+        outputs.push(output);
+    }
+    Ok(BrowserOutcome {
+        final_url: tab.get_url(),
+        title: tab.get_title().unwrap_or_default(),
+        outputs,
+    })
+}
