@@ -8,5 +8,6 @@
 pub mod browser;
 pub mod catalog;
 pub mod clock;
+pub mod gateway;
 pub mod select;
 pub mod web;

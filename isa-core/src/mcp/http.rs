@@ -42,9 +42,15 @@ impl McpServer {
             Arc::new(LocalSessionManager::default()),
             transport,
         );
-        Router::new()
+        let mcp_routes = Router::new()
             .route_service("/mcp", mcp.clone())
             .route_service("/mcp/", mcp)
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                count_requests,
+            ));
+        Router::new()
+            .merge(mcp_routes)
             .route("/health", get(health))
             .route("/mcp/health", get(health))
             .route("/discover", post(discover))
@@ -54,6 +60,26 @@ impl McpServer {
             .route("/metrics", get(metrics))
             .with_state(self.clone())
     }
+}
+
+/// Counts MCP POST requests until their response body has been sent, so a graceful shutdown
+/// waits for answers to reach clients, not just for tools to return. Long-lived GET streams
+/// are not counted: they end when the server's shutdown token fires.
+async fn count_requests(
+    State(server): State<McpServer>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.method() != axum::http::Method::POST {
+        return next.run(request).await;
+    }
+    let in_flight = server.enter_request();
+    let (parts, body) = next.run(request).await.into_parts();
+    let stream = futures::StreamExt::map(body.into_data_stream(), move |chunk| {
+        let _ = &in_flight; // dropped with the stream, once the body is sent
+        chunk
+    });
+    Response::from_parts(parts, axum::body::Body::from_stream(stream))
 }
 
 /// An error answered as JSON with the status that fits it.
@@ -185,10 +211,10 @@ async fn health(State(server): State<McpServer>) -> Response {
     let mut ready = true;
     for check in &server.inner.health {
         let outcome = check.check().await;
-        ready &= outcome.is_ok();
+        ready &= outcome.is_ok() || !check.required();
         let report = match outcome {
-            Ok(()) => json!({"ready": true}),
-            Err(e) => json!({"ready": false, "error": e.to_string()}),
+            Ok(()) => json!({"ready": true, "required": check.required()}),
+            Err(e) => json!({"ready": false, "required": check.required(), "error": e.to_string()}),
         };
         checks.insert(check.name().to_owned(), report);
     }

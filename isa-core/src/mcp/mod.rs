@@ -113,4 +113,9 @@ pub trait HealthCheck: Send + Sync {
     fn name(&self) -> &str;
     /// `Ok` when ready; the error explains what is not.
     async fn check(&self) -> Result<()>;
+    /// Whether the server is unready (503) while this check fails. Optional parts, such as
+    /// an upstream MCP server, are reported without taking the server out of service.
+    fn required(&self) -> bool {
+        true
+    }
 }

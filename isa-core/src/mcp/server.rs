@@ -1,6 +1,7 @@
 //! [`McpServer`]: the registry, the selector and the call path, independent of any transport.
 
 use std::{
+    future::Future,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -62,8 +63,10 @@ pub(crate) struct Inner {
     /// Serialises registry changes so the selector and the registry change in the same order.
     writes: tokio::sync::Mutex<()>,
     pub shutdown: CancellationToken,
+    /// MCP requests being answered (tool calls among them), for [`McpServer::drain`].
     in_flight: AtomicUsize,
     drained: Notify,
+    calls_running: AtomicUsize,
 }
 
 /// Builds an [`McpServer`].
@@ -108,6 +111,7 @@ impl McpServerBuilder {
                 shutdown: CancellationToken::new(),
                 in_flight: AtomicUsize::new(0),
                 drained: Notify::new(),
+                calls_running: AtomicUsize::new(0),
             }),
         }
     }
@@ -305,7 +309,9 @@ impl McpServer {
         if !ctx.may_use(spec.required_scope.as_deref()) {
             return Err(Error::NotFound(format!("tool {:?}", spec.name)));
         }
+        self.inner.calls_running.fetch_add(1, Ordering::Relaxed);
         let output = self.run_checked(&entry, args, ctx).await;
+        self.inner.calls_running.fetch_sub(1, Ordering::Relaxed);
         self.inner.stats.record_call(&spec.name, output.is_error);
         Ok(output)
     }
@@ -340,7 +346,6 @@ impl McpServer {
                 spec.name, entry.limits.max_concurrent
             ));
         };
-        let _in_flight = InFlight::enter(&self.inner);
         // The call runs in its own task so that a panicking tool becomes an error result
         // instead of taking the request (or a session) down with it.
         let tool = entry.tool.clone();
@@ -527,7 +532,7 @@ impl McpServer {
         self.inner.shutdown.clone()
     }
 
-    /// Waits until no tool call is running (or `grace` has passed), then cancels
+    /// Waits until no MCP request is being answered (or `grace` has passed), then cancels
     /// [`McpServer::shutdown_token`], which closes open streams. Call it after the listener
     /// stopped accepting connections.
     pub async fn drain(&self, grace: Duration) {
@@ -540,7 +545,7 @@ impl McpServer {
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 tracing::warn!(
                     running = self.inner.in_flight.load(Ordering::Acquire),
-                    "shutdown grace period over with tool calls still running"
+                    "shutdown grace period over with requests still being answered"
                 );
                 break;
             }
@@ -548,23 +553,42 @@ impl McpServer {
         self.inner.shutdown.cancel();
     }
 
+    /// Serves `app` (usually [`McpServer::router`], perhaps inside a larger router) on
+    /// `listener` until `signal` completes, then shuts down gracefully: no new connections,
+    /// calls in flight run to completion (for at most `grace`), then open streams close.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        app: axum::Router,
+        signal: impl Future<Output = ()> + Send + 'static,
+        grace: Duration,
+    ) -> std::io::Result<()> {
+        let draining = self.clone();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                signal.await;
+                tracing::info!("shutting down: finishing calls in flight");
+                tokio::spawn(async move { draining.drain(grace).await });
+            })
+            .await
+    }
+
     /// Number of tool calls running now.
     pub fn calls_in_flight(&self) -> usize {
-        self.inner.in_flight.load(Ordering::Acquire)
+        self.inner.calls_running.load(Ordering::Relaxed)
+    }
+
+    /// Counts one MCP request until the returned guard is dropped.
+    pub(crate) fn enter_request(&self) -> RequestInFlight {
+        self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
+        RequestInFlight(self.inner.clone())
     }
 }
 
-/// Counts a running call for [`McpServer::drain`].
-struct InFlight<'a>(&'a Inner);
+/// An MCP request being answered; see [`McpServer::drain`].
+pub(crate) struct RequestInFlight(Arc<Inner>);
 
-impl<'a> InFlight<'a> {
-    fn enter(inner: &'a Inner) -> Self {
-        inner.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(inner)
-    }
-}
-
-impl Drop for InFlight<'_> {
+impl Drop for RequestInFlight {
     fn drop(&mut self) {
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.drained.notify_waiters();

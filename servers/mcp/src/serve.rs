@@ -14,6 +14,7 @@ use isa_tools::{
     browser::{BrowserConfig, ChromiumDriver, browser_tools},
     catalog::CatalogTool,
     clock::current_time,
+    gateway::{Gateway, UpstreamConfig},
     select::{DEFAULT_DENSE_WEIGHT, LocalSelector, Strategy},
     web::{Cidr, FetchConfig, SsrfGuard, WebFetch, WebSearch},
 };
@@ -48,6 +49,10 @@ pub struct ServeArgs {
     /// More catalog files to load for discovery (comma-separated).
     #[arg(long, env = "ISA_MCP_CATALOG", value_delimiter = ',')]
     catalog: Vec<PathBuf>,
+    /// Upstream MCP servers whose tools this server offers as `name/tool` (comma-separated
+    /// `name=http://host:port/mcp`).
+    #[arg(long = "upstream", env = "ISA_MCP_UPSTREAMS", value_delimiter = ',')]
+    upstreams: Vec<UpstreamConfig>,
     /// Weight of the dense score in hybrid selection.
     #[arg(long, env = "ISA_MCP_DENSE_WEIGHT", default_value_t = DEFAULT_DENSE_WEIGHT)]
     dense_weight: f32,
@@ -141,7 +146,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(e) = &embedder {
         builder = builder.embedder(e.clone());
     }
+    let gateway = Gateway::new(args.upstreams.clone());
+    for check in gateway.health_checks() {
+        builder = builder.health_check(check);
+    }
     let server = builder.build();
+    gateway.start(&server, Duration::from_secs(10)).await;
 
     let guard = SsrfGuard::allowing(
         args.net_allow
@@ -205,15 +215,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     eprintln!("  discovery     POST {base}/discover   GET {base}/search?q=...");
     eprintln!("  status        {base}/health  {base}/stats  {base}/capabilities  {base}/metrics");
 
-    let grace = Duration::from_secs(args.shutdown_grace);
-    let draining = server.clone();
-    axum::serve(listener, server.router())
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: finishing calls in flight");
-            // Stop accepting now; close long-lived streams once running calls are done.
-            tokio::spawn(async move { draining.drain(grace).await });
-        })
+    server
+        .serve(
+            listener,
+            server.router(),
+            shutdown_signal(),
+            Duration::from_secs(args.shutdown_grace),
+        )
         .await?;
     Ok(())
 }

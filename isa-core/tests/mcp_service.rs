@@ -1,0 +1,346 @@
+//! The MCP service's call path and HTTP endpoints, over real sockets where the transport
+//! matters (host checks, graceful shutdown) and in process elsewhere.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{sync::Arc, time::Duration};
+
+use isa_core::{
+    CallContext, Error, JsonObject, ToolOutput, ToolSpec,
+    mcp::{McpConfig, McpServer, ToolLimits},
+    tool_fn,
+};
+use serde_json::{Value, json};
+
+fn args(value: Value) -> Option<JsonObject> {
+    Some(serde_json::from_value(value).unwrap())
+}
+
+fn typed_tool() -> Arc<dyn isa_core::Tool> {
+    let spec = ToolSpec::new("area", "Area of a rectangle")
+        .with_input_schema(json!({
+            "type": "object",
+            "properties": {"w": {"type": "number", "minimum": 0}, "h": {"type": "number", "minimum": 0}},
+            "required": ["w", "h"], "additionalProperties": false
+        }))
+        .with_output_schema(json!({"type": "object", "properties": {"area": {"type": "number"}}, "required": ["area"]}));
+    tool_fn(spec, |a, _| async move {
+        let w = a["w"].as_f64().unwrap();
+        if w == 13.0 {
+            // Contradicts the output schema on purpose.
+            return Ok(ToolOutput::json(json!({"surface": 1})));
+        }
+        Ok(ToolOutput::json(
+            json!({"area": w * a["h"].as_f64().unwrap()}),
+        ))
+    })
+}
+
+fn sleeper(name: &str, limits: ToolLimits) -> (Arc<dyn isa_core::Tool>, ToolLimits) {
+    let spec = ToolSpec::new(name, "Sleeps for `ms` milliseconds").with_input_schema(json!({
+        "type": "object", "properties": {"ms": {"type": "integer"}}, "required": ["ms"]
+    }));
+    let tool = tool_fn(spec, |a, _| async move {
+        tokio::time::sleep(Duration::from_millis(a["ms"].as_u64().unwrap())).await;
+        Ok(ToolOutput::text("awake"))
+    });
+    (tool, limits)
+}
+
+fn text_of(out: &ToolOutput) -> String {
+    format!("{:?}", out.content)
+}
+
+#[tokio::test]
+async fn arguments_are_validated_before_the_call_with_a_clear_message() {
+    let server = McpServer::builder(McpConfig::default()).build();
+    server.add_tool(typed_tool()).await.unwrap();
+    let ctx = CallContext::default();
+    let ok = server
+        .call_tool("area", args(json!({"w": 2, "h": 3})), &ctx)
+        .await
+        .unwrap();
+    assert_eq!(ok.structured_content, Some(json!({"area": 6.0})));
+    for (bad, mentions) in [
+        (json!({"w": 2}), "\\\"h\\\" is a required property"),
+        (json!({"w": "wide", "h": 1}), "/w"),
+        (json!({"w": -1, "h": 1}), "minimum"),
+        (json!({"w": 1, "h": 1, "d": 1}), "'d'"),
+    ] {
+        let out = server
+            .call_tool("area", args(bad.clone()), &ctx)
+            .await
+            .unwrap();
+        assert!(out.is_error, "{bad} must be refused");
+        let text = text_of(&out);
+        assert!(
+            text.contains("invalid arguments for area") && text.contains(mentions),
+            "{bad}: {text}"
+        );
+    }
+    let out = server
+        .call_tool("area", args(json!({"w": 13, "h": 1})), &ctx)
+        .await
+        .unwrap();
+    assert!(
+        out.is_error && text_of(&out).contains("output schema"),
+        "{out:?}"
+    );
+    assert!(matches!(
+        server.call_tool("nope", None, &ctx).await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_tool_that_fails_panics_or_hangs_is_an_error_result() {
+    let server = McpServer::builder(McpConfig::default()).build();
+    let panics = tool_fn(ToolSpec::new("panics", "Panics"), |_, _| async {
+        panic!("boom")
+    });
+    let fails = tool_fn(ToolSpec::new("fails", "Fails"), |_, _| async {
+        Err(Error::internal("secret detail"))
+    });
+    server.add_tool(panics).await.unwrap();
+    server.add_tool(fails).await.unwrap();
+    let limits = ToolLimits {
+        timeout: Duration::from_millis(100),
+        max_concurrent: 4,
+    };
+    server
+        .add_tools(vec![sleeper("slow", limits)])
+        .await
+        .unwrap();
+    let ctx = CallContext::default();
+    let out = server.call_tool("panics", None, &ctx).await.unwrap();
+    assert!(out.is_error && text_of(&out).contains("failed unexpectedly"));
+    let out = server.call_tool("fails", None, &ctx).await.unwrap();
+    assert!(
+        out.is_error && !text_of(&out).contains("secret"),
+        "internal details stay in the log: {out:?}"
+    );
+    let out = server
+        .call_tool("slow", args(json!({"ms": 5000})), &ctx)
+        .await
+        .unwrap();
+    assert!(
+        out.is_error && text_of(&out).contains("did not finish within"),
+        "{out:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_concurrency_limit_refuses_at_once_instead_of_queueing() {
+    let server = McpServer::builder(McpConfig::default()).build();
+    let limits = ToolLimits {
+        timeout: Duration::from_secs(5),
+        max_concurrent: 1,
+    };
+    server
+        .add_tools(vec![sleeper("single", limits)])
+        .await
+        .unwrap();
+    let first = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            server
+                .call_tool("single", args(json!({"ms": 500})), &CallContext::default())
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = server
+        .call_tool("single", args(json!({"ms": 1})), &CallContext::default())
+        .await
+        .unwrap();
+    assert!(
+        second.is_error && text_of(&second).contains("busy"),
+        "{second:?}"
+    );
+    assert!(
+        !first.await.unwrap().unwrap().is_error,
+        "the first call was not disturbed"
+    );
+}
+
+#[tokio::test]
+async fn tools_requiring_a_scope_are_hidden_and_refused_without_it() {
+    let server = McpServer::builder(McpConfig::default()).build();
+    let purge = ToolSpec::new("purge", "Delete everything").with_required_scope("admin");
+    server
+        .add_tool(tool_fn(purge, |_, _| async {
+            Ok(ToolOutput::text("purged"))
+        }))
+        .await
+        .unwrap();
+    let anonymous = CallContext::default();
+    assert!(server.tool_specs(&anonymous).is_empty());
+    assert!(matches!(
+        server.call_tool("purge", None, &anonymous).await,
+        Err(Error::NotFound(_))
+    ));
+    let admin = CallContext {
+        scopes: vec!["admin".into()],
+        ..Default::default()
+    };
+    assert_eq!(server.tool_specs(&admin).len(), 1);
+    assert!(
+        !server
+            .call_tool("purge", None, &admin)
+            .await
+            .unwrap()
+            .is_error
+    );
+}
+
+async fn listen(
+    server: &McpServer,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = server.clone();
+    let task = tokio::spawn(async move {
+        let signal = async move {
+            let _ = stopped.await;
+        };
+        server
+            .serve(listener, server.router(), signal, Duration::from_secs(10))
+            .await
+            .unwrap();
+    });
+    (base, stop, task)
+}
+
+fn stateless_call(name: &str, arguments: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": name, "arguments": arguments,
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {},
+                  "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"}}}})
+}
+
+fn post_mcp(
+    client: &reqwest::Client,
+    url: &str,
+    name: &str,
+    body: &Value,
+) -> reqwest::RequestBuilder {
+    client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", name)
+        .json(body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn graceful_shutdown_finishes_a_call_in_flight() {
+    let server = McpServer::builder(McpConfig::default()).build();
+    server
+        .add_tools(vec![sleeper("nap", ToolLimits::default())])
+        .await
+        .unwrap();
+    let (base, stop, task) = listen(&server).await;
+    let client = reqwest::Client::new();
+    let call = post_mcp(
+        &client,
+        &format!("{base}/mcp/"),
+        "nap",
+        &stateless_call("nap", json!({"ms": 1500})),
+    )
+    .send();
+    let call = tokio::spawn(call);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(server.calls_in_flight(), 1);
+    stop.send(()).unwrap();
+    let body = call.await.unwrap().unwrap().text().await.unwrap();
+    assert!(
+        body.contains("awake"),
+        "the call in flight finished: {body}"
+    );
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the server stopped")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_endpoints_answer_and_unknown_hosts_are_refused() {
+    let server = McpServer::builder(McpConfig::default()).build();
+    server.add_tool(typed_tool()).await.unwrap();
+    let (base, _stop, _task) = listen(&server).await;
+    let client = reqwest::Client::new();
+
+    let call = stateless_call("area", json!({"w": 2, "h": 2}));
+    let rebinding = post_mcp(&client, &format!("{base}/mcp"), "area", &call)
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        rebinding.status(),
+        403,
+        "a Host outside the allowed list is refused"
+    );
+
+    let ok = post_mcp(&client, &format!("{base}/mcp"), "area", &call)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(ok.text().await.unwrap().contains("\\\"area\\\":4.0"));
+
+    let capabilities: Value = client
+        .get(format!("{base}/capabilities"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        capabilities["tools"],
+        json!({"count": 1, "names": ["area"]})
+    );
+    // Without a selector, discovery says so instead of inventing tools.
+    let discover = client
+        .post(format!("{base}/discover"))
+        .json(&json!({"request": "area"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(discover.status(), 501);
+    let malformed = client
+        .post(format!("{base}/discover"))
+        .json(&json!({"max_tools": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("isa_tool_calls_total{tool=\"area\",outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert_eq!(
+        client
+            .get(format!("{base}/mcp/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}

@@ -1,0 +1,168 @@
+//! The gateway against real MCP servers (built on isa-core) started by the test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{sync::Arc, time::Duration};
+
+use isa_core::{
+    CallContext, ItemKind, ToolOutput, ToolSpec,
+    mcp::{McpConfig, McpServer},
+    tool_fn,
+};
+use isa_tools::{
+    gateway::{Gateway, UpstreamConfig},
+    select::LocalSelector,
+};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+fn add_tool() -> Arc<dyn isa_core::Tool> {
+    let spec = ToolSpec::new("add", "Add two numbers").with_input_schema(json!({
+        "type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]
+    }));
+    tool_fn(spec, |args, _| async move {
+        Ok(ToolOutput::json(
+            json!({"sum": args["a"].as_f64().unwrap() + args["b"].as_f64().unwrap()}),
+        ))
+    })
+}
+
+/// An upstream MCP server on a free port; cancelling the token stops it.
+async fn upstream() -> (McpServer, String, CancellationToken) {
+    let server = McpServer::builder(McpConfig::default()).build();
+    server.add_tool(add_tool()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let (router, stopped, shutdown) = (server.router(), stop.clone(), server.shutdown_token());
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                stopped.cancelled().await;
+                shutdown.cancel();
+            })
+            .await
+    });
+    (server, url, stop)
+}
+
+async fn gateway_to(upstreams: Vec<UpstreamConfig>) -> (McpServer, Gateway) {
+    let gateway = Gateway::new(upstreams);
+    let mut builder =
+        McpServer::builder(McpConfig::default()).selector(Arc::new(LocalSelector::lexical()));
+    for check in gateway.health_checks() {
+        builder = builder.health_check(check);
+    }
+    (builder.build(), gateway)
+}
+
+async fn eventually(what: &str, mut condition: impl AsyncFnMut() -> bool) {
+    for _ in 0..100 {
+        if condition().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_tools_join_are_searchable_callable_and_follow_list_changes() {
+    let (up, url, _stop) = upstream().await;
+    let (server, gateway) = gateway_to(vec![format!("calc={url}").parse().unwrap()]).await;
+    gateway.start(&server, Duration::from_secs(10)).await;
+
+    let ctx = CallContext::default();
+    let found = server
+        .discover("add two numbers", 3, &[ItemKind::Tool], &ctx)
+        .await
+        .unwrap();
+    assert_eq!(found[0].id, "calc/add");
+    let mut args = isa_core::JsonObject::new();
+    args.insert("a".into(), json!(2));
+    args.insert("b".into(), json!(3));
+    let out = server
+        .call_tool("calc/add", Some(args), &ctx)
+        .await
+        .unwrap();
+    assert_eq!(out.structured_content, Some(json!({"sum": 5.0})), "{out:?}");
+
+    // The upstream adds a tool and announces it; the gateway picks it up.
+    let spec = ToolSpec::new("shout", "Upper-case a text");
+    up.add_tool(tool_fn(spec, |_, _| async { Ok(ToolOutput::text("HI")) }))
+        .await
+        .unwrap();
+    eventually("calc/shout is registered", async || {
+        server
+            .tool_specs(&ctx)
+            .iter()
+            .any(|t| t.name == "calc/shout")
+    })
+    .await;
+    // …and removes one.
+    up.remove_tool("add").await.unwrap();
+    eventually("calc/add is gone", async || {
+        !server.tool_specs(&ctx).iter().any(|t| t.name == "calc/add")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_that_is_down_is_a_tool_error_and_a_health_detail() {
+    let unused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (up, url, stop) = upstream().await;
+    let (server, gateway) = gateway_to(vec![
+        format!("down=http://{unused}/mcp").parse().unwrap(),
+        format!("calc={url}").parse().unwrap(),
+    ])
+    .await;
+    gateway.start(&server, Duration::from_secs(10)).await;
+    let ctx = CallContext::default();
+    assert!(server.tool_specs(&ctx).iter().any(|t| t.name == "calc/add"));
+
+    // The upstream goes away after its tools were imported: calling one is an error result.
+    stop.cancel();
+    drop(up);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut args = isa_core::JsonObject::new();
+    args.insert("a".into(), json!(1));
+    args.insert("b".into(), json!(1));
+    let out = server
+        .call_tool("calc/add", Some(args), &ctx)
+        .await
+        .unwrap();
+    assert!(out.is_error, "{out:?}");
+
+    // /health names both upstreams as not ready, yet the server itself stays ready.
+    let app = server.router();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let response = reqwest::get(format!("http://{addr}/health")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let health: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(health["checks"]["down"]["ready"], false, "{health}");
+    assert!(
+        health["checks"]["down"]["error"]
+            .as_str()
+            .unwrap()
+            .contains(&unused.to_string()),
+        "{health}"
+    );
+}
+
+#[test]
+fn upstream_configuration_is_checked() {
+    assert!("calc=http://h:1/mcp".parse::<UpstreamConfig>().is_ok());
+    for bad in [
+        "calc",
+        "=http://h/mcp",
+        "ca lc=http://h/mcp",
+        "calc=ftp://h/",
+    ] {
+        assert!(bad.parse::<UpstreamConfig>().is_err(), "{bad}");
+    }
+}
