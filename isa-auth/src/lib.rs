@@ -1,1 +1,21 @@
-//! Authentication and authorization for isa: JWTs, API keys, axum layers.
+//! # isa-auth
+//!
+//! Authentication and authorization that fail closed:
+//!
+//! - [`JwtVerifier`]: HS256 tokens from Supabase (shared secret) and RS256/ES256 tokens from a
+//!   JWKS (Auth0), with algorithms fixed per issuer, audience and issuer checked, `exp`/`nbf`
+//!   with a small leeway, and JWKS keys cached and refetched at a bounded rate.
+//! - [`ApiKeys`]: `isa_…` keys stored as hashes in a [`KeyStore`].
+//! - axum: [`require_auth`] middleware, the [`Principal`] extractor, per-user authorization
+//!   ([`Principal::authorize_user`]) and the RFC 9728 metadata MCP clients discover.
+
+mod apikey;
+mod jwt;
+mod layer;
+mod principal;
+
+pub use apikey::{ApiKeyRecord, ApiKeys, KEY_PREFIX, KeyStore, MemoryKeyStore};
+pub use jsonwebtoken::Algorithm;
+pub use jwt::{IssuerConfig, JwksOptions, JwtVerifier, KeySource, MAX_TOKEN_BYTES};
+pub use layer::{AuthError, Authenticator, METADATA_PATH, require_auth};
+pub use principal::{ADMIN_SCOPE, AuthMethod, Principal};

@@ -19,10 +19,15 @@ use super::{Caller, McpServer, handler::Handler};
 use crate::{CallContext, Error, ItemKind};
 
 impl McpServer {
-    /// The router to mount: MCP at `/mcp` and `/mcp/`, and beside it `POST /discover`,
-    /// `GET /search`, `GET /stats`, `GET /capabilities`, `GET /health`, `GET /mcp/health` and
-    /// `GET /metrics`.
+    /// The router to mount: [`McpServer::protected_router`] and [`McpServer::status_router`]
+    /// together, with no authentication.
     pub fn router(&self) -> Router {
+        self.protected_router().merge(self.status_router())
+    }
+
+    /// What needs a caller's identity: MCP at `/mcp` and `/mcp/`, `POST /discover`,
+    /// `GET /search`, `GET /stats` and `GET /capabilities`. Put the authentication layer here.
+    pub fn protected_router(&self) -> Router {
         let config = self.config();
         let mut transport = StreamableHttpServerConfig::default()
             .with_legacy_session_mode(config.sessions)
@@ -51,12 +56,19 @@ impl McpServer {
             ));
         Router::new()
             .merge(mcp_routes)
-            .route("/health", get(health))
-            .route("/mcp/health", get(health))
             .route("/discover", post(discover))
             .route("/search", get(search))
             .route("/stats", get(stats))
             .route("/capabilities", get(capabilities))
+            .with_state(self.clone())
+    }
+
+    /// What a load balancer and a monitoring system need without credentials: `GET /health`,
+    /// `GET /mcp/health` and `GET /metrics`.
+    pub fn status_router(&self) -> Router {
+        Router::new()
+            .route("/health", get(health))
+            .route("/mcp/health", get(health))
             .route("/metrics", get(metrics))
             .with_state(self.clone())
     }

@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use isa_auth::{Authenticator, IssuerConfig, JwksOptions, JwtVerifier, KeySource, require_auth};
 use isa_core::{
     Embedder, Error, Result, TextKind, ToolSelector,
     mcp::{HealthCheck, McpConfig, McpServer, ServerMode, ToolLimits},
@@ -25,6 +26,14 @@ enum Mode {
     Full,
     /// tools/list returns discover_tools and call_tool; every tool stays callable.
     Discover,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RequireAuth {
+    /// When listening beyond loopback.
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Args)]
@@ -70,6 +79,26 @@ pub struct ServeArgs {
     /// Chromium for the browser tools; they are offered when this file exists.
     #[arg(long, env = "ISA_CHROMIUM", default_value = "/usr/bin/chromium")]
     chromium: PathBuf,
+    /// Require a bearer credential on /mcp, /discover, /search, /stats and /capabilities:
+    /// `auto` requires one whenever the server listens beyond loopback.
+    #[arg(long, env = "ISA_MCP_REQUIRE_AUTH", value_enum, default_value = "auto")]
+    require_auth: RequireAuth,
+    /// The URL clients use for this server's MCP endpoint (the OAuth resource, and the
+    /// audience of its tokens); `http://{bind}/mcp` when not set.
+    #[arg(long, env = "ISA_MCP_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Supabase JWT secret: accept Supabase's HS256 tokens (audience `authenticated`).
+    #[arg(long, env = "SUPABASE_JWT_SECRET", hide_env_values = true)]
+    supabase_jwt_secret: Option<String>,
+    /// Auth0 domain: accept its RS256/ES256 tokens.
+    #[arg(long, env = "AUTH0_DOMAIN")]
+    auth0_domain: Option<String>,
+    /// Audience of Auth0 tokens; the public URL when not set.
+    #[arg(long, env = "AUTH0_AUDIENCE")]
+    auth0_audience: Option<String>,
+    /// JWKS URL of the Auth0 (or other OAuth) issuer, when not at the domain's standard path.
+    #[arg(long, env = "ISA_AUTH0_JWKS_URL")]
+    auth0_jwks_url: Option<String>,
     /// Seconds to let running calls finish after a shutdown signal.
     #[arg(long, env = "ISA_MCP_SHUTDOWN_GRACE", default_value_t = 30)]
     shutdown_grace: u64,
@@ -102,6 +131,7 @@ impl HealthCheck for EmbedderHealth {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let auth = authenticator(&args)?;
     let (embedder, embedder_error) = match tokio::task::spawn_blocking(OrtEmbedder::from_env)
         .await?
     {
@@ -215,15 +245,80 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     eprintln!("  discovery     POST {base}/discover   GET {base}/search?q=...");
     eprintln!("  status        {base}/health  {base}/stats  {base}/capabilities  {base}/metrics");
 
+    let app = match auth {
+        Some(auth) => {
+            eprintln!(
+                "  auth          bearer credential required; metadata at {}",
+                auth.metadata_url()
+            );
+            server
+                .protected_router()
+                .layer(axum::middleware::from_fn_with_state(
+                    auth.clone(),
+                    require_auth,
+                ))
+                .merge(auth.metadata_router())
+                .merge(server.status_router())
+        }
+        None => {
+            eprintln!("  auth          none (loopback only)");
+            server.router()
+        }
+    };
     server
         .serve(
             listener,
-            server.router(),
+            app,
             shutdown_signal(),
             Duration::from_secs(args.shutdown_grace),
         )
         .await?;
     Ok(())
+}
+
+/// The authentication layer's configuration, or `None` when the server runs open.
+fn authenticator(args: &ServeArgs) -> anyhow::Result<Option<Authenticator>> {
+    let required = match args.require_auth {
+        RequireAuth::Always => true,
+        RequireAuth::Never => false,
+        RequireAuth::Auto => !args.bind.ip().is_loopback(),
+    };
+    if !required {
+        return Ok(None);
+    }
+    let resource = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}/mcp", args.bind));
+    let mut issuers = Vec::new();
+    let mut authorization_servers = Vec::new();
+    if let Some(secret) = &args.supabase_jwt_secret {
+        issuers.push(IssuerConfig::supabase(secret.as_bytes().to_vec()));
+    }
+    if let Some(domain) = &args.auth0_domain {
+        let mut auth0 = IssuerConfig::auth0(
+            domain,
+            args.auth0_audience
+                .clone()
+                .unwrap_or_else(|| resource.clone()),
+        );
+        if let Some(url) = &args.auth0_jwks_url {
+            auth0.keys = KeySource::Jwks(url.clone());
+        }
+        authorization_servers.extend(auth0.issuer.clone());
+        issuers.push(auth0);
+    }
+    anyhow::ensure!(
+        !issuers.is_empty(),
+        "authentication is required (the server listens on {}) but no token issuer is configured: \
+         set SUPABASE_JWT_SECRET or AUTH0_DOMAIN, or pass --require-auth never to run open",
+        args.bind
+    );
+    let verifier = JwtVerifier::new(issuers, JwksOptions::default())?;
+    Ok(Some(
+        Authenticator::new(resource, Some(verifier), None)
+            .with_authorization_servers(authorization_servers),
+    ))
 }
 
 /// Catalog files imported into the data directory, in name order.

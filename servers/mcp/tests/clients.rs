@@ -85,9 +85,16 @@ async fn start(mode: ServerMode, embedder: Arc<dyn Embedder>) -> String {
 
 /// Runs the Python client; returns its JSON output.
 async fn python(url: &str, mode: &str, args: &[&str]) -> Value {
+    python_with_token(url, mode, args, None).await
+}
+
+async fn python_with_token(url: &str, mode: &str, args: &[&str], bearer: Option<&str>) -> Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/mcp_client.py");
     let mut command = Command::new("python3");
     command.arg(script).arg(url).arg(mode).args(args);
+    if let Some(token) = bearer {
+        command.env("MCP_BEARER", token);
+    }
     let output = tokio::task::spawn_blocking(move || command.output())
         .await
         .unwrap()
@@ -165,6 +172,132 @@ async fn python_client_finds_and_calls_a_tool_through_discover_tools() {
     }
 }
 
+/// Starts `isa-mcp serve` with `extra` arguments on a free port; returns the process and port.
+async fn serve_binary(extra: &[&str]) -> (tokio::process::Child, u16, tempfile::TempDir) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = tokio::process::Command::new(env!("CARGO_BIN_EXE_isa-mcp"))
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .arg("--catalog")
+        .arg(metatool_catalog())
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .args(extra)
+        .env("ISA_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let health = format!("http://127.0.0.1:{port}/health");
+    for _ in 0..300 {
+        if reqwest::get(&health)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return (server, port, data_dir);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("isa-mcp serve did not become healthy");
+}
+
+const SUPABASE_SECRET: &str = "a-supabase-jwt-secret-of-at-least-32-bytes";
+
+fn supabase_token(audience: &str) -> String {
+    let claims =
+        json!({"sub": "alice", "aud": audience, "exp": chrono::Utc::now().timestamp() + 600});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SUPABASE_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mcp_endpoint_requires_a_bearer_token_when_protected() {
+    if !require("python3 with mcp==2.3.0", python_mcp_available()) || embedder().is_none() {
+        return;
+    }
+    let (mut server, port, _data) = serve_binary(&[
+        "--require-auth",
+        "always",
+        "--supabase-jwt-secret",
+        SUPABASE_SECRET,
+    ])
+    .await;
+    let base = format!("http://127.0.0.1:{port}");
+    let url = format!("{base}/mcp/");
+
+    let client = reqwest::Client::new();
+    let anonymous = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let challenge = anonymous.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let metadata_url = format!("{base}/.well-known/oauth-protected-resource");
+    assert!(
+        challenge.contains(&format!("resource_metadata=\"{metadata_url}\"")),
+        "{challenge}"
+    );
+    let metadata: Value = client
+        .get(&metadata_url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(metadata["resource"], format!("{base}/mcp"));
+    assert_eq!(
+        client
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "health stays open"
+    );
+
+    let token = supabase_token("authenticated");
+    for mode in ["legacy", "2026-07-28"] {
+        let listed = python_with_token(&url, mode, &["list"], Some(&token)).await;
+        assert!(
+            listed["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t == "current_time"),
+            "{listed}"
+        );
+        let called =
+            python_with_token(&url, mode, &["call", "current_time", "{}"], Some(&token)).await;
+        assert_eq!(called["is_error"], false, "{called}");
+        assert!(called["structured"]["unix"].as_i64().unwrap() > 1_700_000_000);
+    }
+    // A token meant for someone else is refused.
+    let foreign = client
+        .get(format!("{base}/capabilities"))
+        .bearer_auth(supabase_token("anon"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 401);
+    server.kill().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn inspector_strict_tools_list_passes_against_isa_mcp_serve() {
     let inspector_available = Command::new("mcp-inspector")
@@ -174,34 +307,7 @@ async fn inspector_strict_tools_list_passes_against_isa_mcp_serve() {
     if !require("the MCP Inspector CLI", inspector_available) || embedder().is_none() {
         return;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let data_dir = tempfile::tempdir().unwrap();
-    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_isa-mcp"))
-        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-        .arg("--catalog")
-        .arg(metatool_catalog())
-        .arg("--data-dir")
-        .arg(data_dir.path())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let health = format!("http://127.0.0.1:{port}/health");
-    let mut ready = false;
-    for _ in 0..300 {
-        if reqwest::get(&health)
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(ready, "isa-mcp serve did not become healthy");
+    let (mut server, port, _data) = serve_binary(&[]).await;
     let url = format!("http://127.0.0.1:{port}/mcp/");
     let output = tokio::process::Command::new("mcp-inspector")
         .args([

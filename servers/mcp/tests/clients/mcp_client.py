@@ -1,6 +1,6 @@
 """Drives an MCP server with the official Python SDK (mcp==2.3.0) and prints what it saw as JSON.
 
-usage: mcp_client.py URL MODE SCENARIO [ARGS_JSON]
+usage: [MCP_BEARER=token] mcp_client.py URL MODE SCENARIO [ARGS_JSON]
   MODE      legacy (2025-11-25, sessions) or 2026-07-28 (stateless)
   SCENARIO  list              -> {"protocol", "tools": [names of every page], "pages"}
             call NAME         -> {"is_error", "text", "structured"} for tools/call NAME ARGS_JSON
@@ -11,7 +11,11 @@ import asyncio
 import json
 import sys
 
+import os
+
 import mcp
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 
 
 def result_json(result):
@@ -20,7 +24,12 @@ def result_json(result):
 
 
 async def main(url, mode, scenario, rest):
-    async with mcp.Client(url, mode=mode) as client:
+    server = url
+    if os.environ.get("MCP_BEARER"):
+        # A bearer token, as a client configured with an API token sends it.
+        headers = {"Authorization": f"Bearer {os.environ['MCP_BEARER']}"}
+        server = streamable_http_client(url, http_client=create_mcp_http_client(headers=headers))
+    async with mcp.Client(server, mode=mode) as client:
         out = {"protocol": str(client.protocol_version)}
         if scenario == "list":
             names, cursor, pages = [], None, 0

@@ -1,0 +1,206 @@
+//! API keys: `isa_<id>_<secret>`, stored only as a SHA-256 hash of the secret, compared in
+//! constant time, with scopes, revocation and last-used time.
+
+use std::{collections::HashMap, sync::Arc};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use isa_core::{Error, Result, UserId};
+use parking_lot::Mutex;
+use rand::RngCore;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::{AuthMethod, Principal};
+
+/// Every key starts with this, so leaked keys are easy to recognise and scan for.
+pub const KEY_PREFIX: &str = "isa_";
+
+/// A stored key: never the secret itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiKeyRecord {
+    /// Public identifier (the part after `isa_`), shown in listings.
+    pub id: String,
+    /// Owner.
+    pub user_id: UserId,
+    /// A label chosen by the owner.
+    pub name: String,
+    /// SHA-256 of the secret part, hex.
+    #[serde(skip)]
+    pub secret_hash: String,
+    /// Scopes the key grants.
+    pub scopes: Vec<String>,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+    /// When it was last used to authenticate.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// When it was revoked; a revoked key never authenticates again.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Where key records live. The storage crate implements it on PostgreSQL and SQLite;
+/// [`MemoryKeyStore`] serves tests and single-process use.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Stores a new record.
+    async fn insert(&self, record: ApiKeyRecord) -> Result<()>;
+    /// The record with this id.
+    async fn get(&self, id: &str) -> Result<Option<ApiKeyRecord>>;
+    /// The user's keys, newest first.
+    async fn list(&self, user: &UserId) -> Result<Vec<ApiKeyRecord>>;
+    /// Marks a key of `user` revoked; `false` when there is no such key.
+    async fn revoke(&self, user: &UserId, id: &str, at: DateTime<Utc>) -> Result<bool>;
+    /// Records a use.
+    async fn touch(&self, id: &str, at: DateTime<Utc>) -> Result<()>;
+}
+
+/// Keys in memory.
+#[derive(Default)]
+pub struct MemoryKeyStore {
+    keys: Mutex<HashMap<String, ApiKeyRecord>>,
+}
+
+#[async_trait]
+impl KeyStore for MemoryKeyStore {
+    async fn insert(&self, record: ApiKeyRecord) -> Result<()> {
+        self.keys.lock().insert(record.id.clone(), record);
+        Ok(())
+    }
+    async fn get(&self, id: &str) -> Result<Option<ApiKeyRecord>> {
+        Ok(self.keys.lock().get(id).cloned())
+    }
+    async fn list(&self, user: &UserId) -> Result<Vec<ApiKeyRecord>> {
+        let mut keys: Vec<_> = self
+            .keys
+            .lock()
+            .values()
+            .filter(|k| &k.user_id == user)
+            .cloned()
+            .collect();
+        keys.sort_by_key(|k| std::cmp::Reverse(k.created_at));
+        Ok(keys)
+    }
+    async fn revoke(&self, user: &UserId, id: &str, at: DateTime<Utc>) -> Result<bool> {
+        Ok(match self.keys.lock().get_mut(id) {
+            Some(key) if &key.user_id == user => {
+                key.revoked_at.get_or_insert(at);
+                true
+            }
+            _ => false,
+        })
+    }
+    async fn touch(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
+        if let Some(key) = self.keys.lock().get_mut(id) {
+            key.last_used_at = Some(at);
+        }
+        Ok(())
+    }
+}
+
+/// Issues and verifies API keys over a [`KeyStore`].
+#[derive(Clone)]
+pub struct ApiKeys {
+    store: Arc<dyn KeyStore>,
+}
+
+fn hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+impl ApiKeys {
+    /// Keys kept in `store`.
+    pub fn new(store: Arc<dyn KeyStore>) -> Self {
+        ApiKeys { store }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn KeyStore> {
+        &self.store
+    }
+
+    /// Makes a key for `user`; returns the full key (shown once, never stored) and its record.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use isa_auth::{ApiKeys, MemoryKeyStore};
+    /// use isa_core::UserId;
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let keys = ApiKeys::new(Arc::new(MemoryKeyStore::default()));
+    /// let alice = UserId::new("alice").unwrap();
+    /// let (key, record) = keys.issue(&alice, "laptop", vec!["files".into()]).await.unwrap();
+    /// assert!(key.starts_with("isa_"));
+    /// assert_eq!(keys.verify(&key).await.unwrap().user_id, alice);
+    /// keys.store().revoke(&alice, &record.id, chrono::Utc::now()).await.unwrap();
+    /// assert!(keys.verify(&key).await.is_err());
+    /// # });
+    /// ```
+    pub async fn issue(
+        &self,
+        user: &UserId,
+        name: &str,
+        scopes: Vec<String>,
+    ) -> Result<(String, ApiKeyRecord)> {
+        if name.len() > 100 || name.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                "a key name has at most 100 characters and no control characters",
+            ));
+        }
+        let id = random_hex(8);
+        let secret = random_hex(32);
+        let record = ApiKeyRecord {
+            id: id.clone(),
+            user_id: user.clone(),
+            name: name.to_owned(),
+            secret_hash: hash(&secret),
+            scopes,
+            created_at: Utc::now(),
+            last_used_at: None,
+            revoked_at: None,
+        };
+        self.store.insert(record.clone()).await?;
+        Ok((format!("{KEY_PREFIX}{id}_{secret}"), record))
+    }
+
+    /// Verifies a full key; every failure is [`Error::Unauthenticated`].
+    pub async fn verify(&self, key: &str) -> Result<Principal> {
+        let Some((id, secret)) = key
+            .strip_prefix(KEY_PREFIX)
+            .and_then(|rest| rest.split_once('_'))
+        else {
+            return Err(Error::Unauthenticated);
+        };
+        if id.len() != 16 || secret.len() != 64 {
+            return Err(Error::Unauthenticated);
+        }
+        let Some(record) = self.store.get(id).await? else {
+            return Err(Error::Unauthenticated);
+        };
+        let matches: bool = hash(secret)
+            .as_bytes()
+            .ct_eq(record.secret_hash.as_bytes())
+            .into();
+        if !matches || record.revoked_at.is_some() {
+            return Err(Error::Unauthenticated);
+        }
+        self.store.touch(id, Utc::now()).await?;
+        Ok(Principal {
+            user_id: record.user_id,
+            email: None,
+            scopes: record.scopes,
+            organization: None,
+            method: AuthMethod::ApiKey,
+        })
+    }
+}
+
+/// Whether a bearer credential looks like an API key rather than a JWT.
+pub fn is_api_key(credential: &str) -> bool {
+    credential.starts_with(KEY_PREFIX)
+}

@@ -1,0 +1,192 @@
+//! axum integration: a layer that requires a credential, the [`Principal`] extractor, and the
+//! OAuth protected-resource metadata (RFC 9728) MCP clients look for.
+
+use axum::{
+    Json, Router,
+    extract::{FromRequestParts, Request, State},
+    http::{HeaderValue, StatusCode, header, request::Parts},
+    middleware::Next,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use isa_core::Error;
+use serde_json::json;
+
+use crate::{ApiKeys, JwtVerifier, Principal, apikey::is_api_key};
+
+/// Path of the protected-resource metadata.
+pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+
+/// Checks credentials: bearer JWTs, and API keys (as a bearer token or `X-API-Key`).
+#[derive(Clone)]
+pub struct Authenticator {
+    jwt: Option<JwtVerifier>,
+    keys: Option<ApiKeys>,
+    /// This server's resource URL (for the metadata and `WWW-Authenticate`).
+    resource: String,
+    authorization_servers: Vec<String>,
+}
+
+impl Authenticator {
+    /// An authenticator for the resource at `resource` (such as `https://mcp.example.com/mcp`).
+    pub fn new(
+        resource: impl Into<String>,
+        jwt: Option<JwtVerifier>,
+        keys: Option<ApiKeys>,
+    ) -> Self {
+        Authenticator {
+            jwt,
+            keys,
+            resource: resource.into(),
+            authorization_servers: Vec::new(),
+        }
+    }
+
+    /// Authorization servers named in the metadata (issuer URLs).
+    pub fn with_authorization_servers(mut self, servers: Vec<String>) -> Self {
+        self.authorization_servers = servers;
+        self
+    }
+
+    /// The URL of the metadata document, derived from the resource URL's origin.
+    pub fn metadata_url(&self) -> String {
+        let origin = match self
+            .resource
+            .find("://")
+            .and_then(|s| self.resource[s + 3..].find('/').map(|p| p + s + 3))
+        {
+            Some(path_start) => &self.resource[..path_start],
+            None => self.resource.as_str(),
+        };
+        format!("{origin}{METADATA_PATH}")
+    }
+
+    /// Verifies the credential of a request.
+    pub async fn authenticate(&self, headers: &axum::http::HeaderMap) -> Result<Principal, Error> {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.to_str().map_err(|_| Error::Unauthenticated))
+            .transpose()?
+            .map(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+                    .map(str::trim)
+                    .ok_or(Error::Unauthenticated)
+            })
+            .transpose()?;
+        let api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+        match (bearer, api_key) {
+            (Some(token), _) if is_api_key(token) => self.verify_key(token).await,
+            (Some(token), _) => match &self.jwt {
+                Some(jwt) => jwt.verify(token).await,
+                None => Err(Error::Unauthenticated),
+            },
+            (None, Some(key)) => self.verify_key(key).await,
+            (None, None) => Err(Error::Unauthenticated),
+        }
+    }
+
+    async fn verify_key(&self, key: &str) -> Result<Principal, Error> {
+        match &self.keys {
+            Some(keys) => keys.verify(key).await,
+            None => Err(Error::Unauthenticated),
+        }
+    }
+
+    /// The 401 answer: `WWW-Authenticate` names the metadata, the body says nothing about why.
+    pub fn challenge(&self) -> Response {
+        let mut response = (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "unauthenticated", "message": "a valid bearer token or API key is required"})),
+        )
+            .into_response();
+        let value = format!(
+            "Bearer realm=\"isa\", error=\"invalid_token\", resource_metadata=\"{}\"",
+            self.metadata_url()
+        );
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
+        response
+    }
+
+    /// A router serving the protected-resource metadata; merge it into the app.
+    pub fn metadata_router(&self) -> Router {
+        let body = json!({
+            "resource": self.resource,
+            "authorization_servers": self.authorization_servers,
+            "bearer_methods_supported": ["header"],
+            "resource_name": "isa MCP server",
+        });
+        Router::new().route(METADATA_PATH, get(move || async move { Json(body) }))
+    }
+}
+
+/// Middleware requiring a valid credential; puts the [`Principal`] and the MCP
+/// [`Caller`](isa_core::mcp::Caller) into the request's extensions. Use with
+/// `axum::middleware::from_fn_with_state(authenticator, require_auth)`.
+pub async fn require_auth(
+    State(auth): State<Authenticator>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match auth.authenticate(request.headers()).await {
+        Ok(principal) => {
+            request.extensions_mut().insert(principal.caller());
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Err(Error::Unauthenticated) => auth.challenge(),
+        Err(other) => {
+            // A store that cannot answer is not the caller's fault, but still no access.
+            tracing::error!(error = %other, "authentication could not be checked");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": "authentication unavailable"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Rejection of the [`Principal`] extractor and of authorization checks.
+#[derive(Debug)]
+pub struct AuthError(pub Error);
+
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        let (status, message) = match &self.0 {
+            Error::Forbidden(why) => (StatusCode::FORBIDDEN, why.clone()),
+            _ => (
+                StatusCode::UNAUTHORIZED,
+                "a valid bearer token or API key is required".to_owned(),
+            ),
+        };
+        let error = if status == StatusCode::FORBIDDEN {
+            "forbidden"
+        } else {
+            "unauthenticated"
+        };
+        (status, Json(json!({"error": error, "message": message}))).into_response()
+    }
+}
+
+impl From<Error> for AuthError {
+    fn from(e: Error) -> Self {
+        AuthError(e)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = AuthError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or(AuthError(Error::Unauthenticated))
+    }
+}
