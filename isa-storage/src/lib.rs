@@ -1,1 +1,7 @@
-//! File stores, databases, event sinks and the pgvector tool index for isa.
+//! # isa-storage
+//!
+//! Storage backends for isa. Today: [`files::ObjectFileStore`], the [`FileStore`](isa_core::FileStore)
+//! on `object_store` for S3 (and S3-compatible servers such as Garage), local disk and memory,
+//! with presigned URLs.
+
+pub mod files;
