@@ -419,3 +419,50 @@ impl FileStore for ObjectFileStore {
         Ok(PresignedUrl { url, expires_at })
     }
 }
+
+/// `/health` readiness of a file store: a listing must succeed.
+pub struct FileStoreHealth(pub Arc<dyn FileStore>);
+
+#[async_trait]
+impl isa_core::mcp::HealthCheck for FileStoreHealth {
+    fn name(&self) -> &str {
+        "files"
+    }
+
+    async fn check(&self) -> Result<()> {
+        self.0.list("users", None, 1).await.map(drop)
+    }
+}
+
+/// The signing key of a local store: `ISA_FILE_SIGNING_KEY` (hex or text of at least 32 bytes),
+/// else a random key kept in `{data_dir}/file-signing.key` (created with mode 0600), so URLs
+/// stay valid across restarts.
+pub fn local_signing_key(data_dir: &std::path::Path) -> Result<Vec<u8>> {
+    if let Ok(key) = std::env::var("ISA_FILE_SIGNING_KEY")
+        && !key.is_empty()
+    {
+        return Ok(key.into_bytes());
+    }
+    let path = data_dir.join("file-signing.key");
+    if let Ok(existing) = std::fs::read(&path) {
+        return Ok(existing);
+    }
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| Error::Config(format!("{}: {e}", data_dir.display())))?;
+    let mut key = vec![0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut key);
+    let key = hex::encode(key).into_bytes();
+    write_private(&path, &key)
+        .map_err(|e| Error::Config(format!("cannot write {}: {e}", path.display())))?;
+    Ok(key)
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)
+}

@@ -388,3 +388,28 @@ fn signer_url(signer: &LocalSigner, k: &FileKey) -> String {
         .unwrap()
         .url
 }
+
+#[tokio::test]
+async fn health_reports_an_unreachable_store() {
+    use isa_core::mcp::HealthCheck;
+    use isa_storage::files::FileStoreHealth;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = S3Config {
+        bucket: "nowhere".into(),
+        region: "us-east-1".into(),
+        endpoint: Some(format!("http://{closed}")),
+    };
+    let store = ObjectFileStore::s3(&config).unwrap();
+    let health = FileStoreHealth(Arc::new(store));
+    assert!(
+        health.check().await.is_err(),
+        "an unreachable S3 endpoint is not ready"
+    );
+    let memory = FileStoreHealth(Arc::new(ObjectFileStore::memory(
+        LocalSigner::new(SIGNING_KEY, "http://f").unwrap(),
+    )));
+    assert!(memory.check().await.is_ok());
+}

@@ -7,10 +7,13 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use isa_auth::{Authenticator, IssuerConfig, JwksOptions, JwtVerifier, KeySource, require_auth};
 use isa_core::{
-    Embedder, Error, Result, TextKind, ToolSelector,
+    Embedder, Error, FileStore, Result, TextKind, ToolSelector,
     mcp::{HealthCheck, McpConfig, McpServer, ServerMode, ToolLimits},
 };
 use isa_models::OrtEmbedder;
+use isa_storage::files::{
+    FileStoreHealth, LocalSigner, ObjectFileStore, S3Config, local_signing_key,
+};
 use isa_tools::{
     browser::{BrowserConfig, ChromiumDriver, browser_tools},
     catalog::CatalogTool,
@@ -99,6 +102,13 @@ pub struct ServeArgs {
     /// JWKS URL of the Auth0 (or other OAuth) issuer, when not at the domain's standard path.
     #[arg(long, env = "ISA_AUTH0_JWKS_URL")]
     auth0_jwks_url: Option<String>,
+    /// Base URL of presigned links to files on local disk (served by the user service).
+    #[arg(
+        long,
+        env = "ISA_FILES_URL",
+        default_value = "http://127.0.0.1:8100/files"
+    )]
+    files_url: String,
     /// Seconds to let running calls finish after a shutdown signal.
     #[arg(long, env = "ISA_MCP_SHUTDOWN_GRACE", default_value_t = 30)]
     shutdown_grace: u64,
@@ -170,7 +180,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         ..McpConfig::default()
     };
+    let files = file_store(&args)?;
     let mut builder = McpServer::builder(config)
+        .health_check(Arc::new(FileStoreHealth(files.clone())))
         .selector(selector)
         .health_check(Arc::new(EmbedderHealth(embedder.clone(), embedder_error)));
     if let Some(e) = &embedder {
@@ -274,6 +286,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         )
         .await?;
     Ok(())
+}
+
+/// S3 when `AWS_S3_BUCKET` is set, else local disk under the data directory.
+fn file_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn FileStore>> {
+    if std::env::var("AWS_S3_BUCKET").is_ok_and(|b| !b.is_empty()) {
+        let config = S3Config::from_env()?;
+        tracing::info!(bucket = %config.bucket, "user files in S3");
+        return Ok(Arc::new(ObjectFileStore::s3(&config)?));
+    }
+    let root = args.data_dir.join("files");
+    let signer = LocalSigner::new(local_signing_key(&args.data_dir)?, args.files_url.clone())?;
+    tracing::info!(root = %root.display(), "user files on local disk");
+    Ok(Arc::new(ObjectFileStore::local(root, signer)?))
 }
 
 /// The authentication layer's configuration, or `None` when the server runs open.
