@@ -34,7 +34,8 @@ impl Event {
     pub fn now(kind: impl Into<String>, user: Option<UserId>, payload: Value) -> Self {
         Event {
             id: Uuid::now_v7(),
-            time: Utc::now(),
+            // Microseconds: what PostgreSQL keeps, so a stored event reads back equal.
+            time: chrono::SubsecRound::trunc_subsecs(Utc::now(), 6),
             user,
             kind: kind.into(),
             payload,

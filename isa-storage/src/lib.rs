@@ -2,6 +2,7 @@
 //!
 //! Storage backends for isa. Today: [`files::ObjectFileStore`], the [`FileStore`](isa_core::FileStore)
 //! on `object_store` for S3 (and S3-compatible servers such as Garage), local disk and memory,
-//! with presigned URLs.
+//! with presigned URLs; [`events`]: event sinks on PostgreSQL and SQLite with batching, and the log.
 
+pub mod events;
 pub mod files;
