@@ -271,6 +271,19 @@ async fn the_mcp_endpoint_requires_a_bearer_token_when_protected() {
         "health stays open"
     );
 
+    // The Python client without a token gets nothing (the 401 above is what it was sent).
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/mcp_client.py");
+    let refused = Command::new("python3")
+        .arg(script)
+        .arg(&url)
+        .args(["2026-07-28", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success() && refused.stdout.is_empty(),
+        "listed without a token"
+    );
+
     let token = supabase_token("authenticated");
     for mode in ["legacy", "2026-07-28"] {
         let listed = python_with_token(&url, mode, &["list"], Some(&token)).await;
