@@ -152,7 +152,7 @@ fn best(snapshot: &Snapshot, query: &SelectionQuery, scores: &[f32]) -> Vec<Scor
 
 /// A clause's score counts this much against the whole request's, so clauses fill the ranks
 /// below a strong match for the whole request instead of displacing it.
-const CLAUSE_DISCOUNT: f32 = 0.8;
+pub const CLAUSE_DISCOUNT: f32 = 0.8;
 
 /// Scores the whole request and each of its clauses, and keeps each item's best (clauses
 /// discounted), so a request that asks for two things finds tools for both. `texts[0]` is the

@@ -15,6 +15,7 @@ use isa_core::{
 use parking_lot::RwLock;
 
 pub use analyze::{clauses, terms};
+pub use index::CLAUSE_DISCOUNT;
 pub use index::Strategy;
 use index::{Snapshot, rank};
 
