@@ -223,6 +223,9 @@ fn describe(error: &reqwest::Error, timeout: Duration) -> Error {
         source = e.source();
     }
     let message = chain.join(": ");
+    // A refusal by the guard reaches us as the resolver's (or redirect policy's) error text
+    // inside reqwest's error chain; its wording is the guard's own ("… address; requests
+    // there are refused").
     if message.contains("refused") && message.contains("address") {
         Error::Forbidden(message)
     } else if error.is_timeout() {
