@@ -16,56 +16,16 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use isa_core::{Error, Event, EventQuery, EventSink, Result, UserId, async_trait};
-use sqlx::{PgPool, QueryBuilder, Row, SqlitePool};
+use sqlx::{QueryBuilder, Row};
+
+use crate::db::{Database, db_error};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 /// Largest page a query returns.
 pub const MAX_QUERY_LIMIT: usize = 1000;
 
-/// The database behind event storage.
-#[derive(Debug, Clone)]
-pub enum EventDb {
-    /// PostgreSQL (Supabase-compatible).
-    Postgres(PgPool),
-    /// SQLite, the embedded default.
-    Sqlite(SqlitePool),
-}
-
-fn db_error(e: sqlx::Error) -> Error {
-    Error::Unavailable(format!("database: {e}"))
-}
-
-impl EventDb {
-    /// Connects by URL (`postgres://…` or `sqlite://…`) and runs the migrations.
-    pub async fn connect(url: &str) -> Result<Self> {
-        let db = if url.starts_with("postgres") {
-            EventDb::Postgres(PgPool::connect(url).await.map_err(db_error)?)
-        } else if url.starts_with("sqlite") {
-            let options: sqlx::sqlite::SqliteConnectOptions = url
-                .parse::<sqlx::sqlite::SqliteConnectOptions>()
-                .map_err(|e| Error::Config(format!("{url}: {e}")))?
-                .create_if_missing(true)
-                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
-            EventDb::Sqlite(SqlitePool::connect_with(options).await.map_err(db_error)?)
-        } else {
-            return Err(Error::Config(format!(
-                "DATABASE_URL {url:?}: expected postgres:// or sqlite://"
-            )));
-        };
-        db.migrate().await?;
-        Ok(db)
-    }
-
-    /// Brings the schema up to date.
-    pub async fn migrate(&self) -> Result<()> {
-        let outcome = match self {
-            EventDb::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await,
-            EventDb::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await,
-        };
-        outcome.map_err(|e| Error::Unavailable(format!("migrations: {e}")))
-    }
-
+impl Database {
     /// Writes a batch in one transaction; ids already stored are skipped, so a retried batch
     /// never duplicates events.
     pub async fn write(&self, events: &[Event]) -> Result<()> {
@@ -73,7 +33,7 @@ impl EventDb {
             return Ok(());
         }
         match self {
-            EventDb::Postgres(pool) => {
+            Database::Postgres(pool) => {
                 let mut insert =
                     QueryBuilder::new("insert into events (id, time, user_id, kind, payload) ");
                 insert.push_values(events, |mut row, e| {
@@ -86,7 +46,7 @@ impl EventDb {
                 insert.push(" on conflict (id) do nothing");
                 insert.build().execute(pool).await.map_err(db_error)?;
             }
-            EventDb::Sqlite(pool) => {
+            Database::Sqlite(pool) => {
                 // SQLite allows 32766 bound parameters; 5 per event.
                 for chunk in events.chunks(1000) {
                     let mut insert = QueryBuilder::new(
@@ -109,7 +69,7 @@ impl EventDb {
     /// Events matching `query`, oldest first, `query.limit` at most (capped at
     /// [`MAX_QUERY_LIMIT`]); page on with `after` = the last id.
     pub async fn query(&self, query: &EventQuery) -> Result<Vec<Event>> {
-        let postgres = matches!(self, EventDb::Postgres(_));
+        let postgres = matches!(self, Database::Postgres(_));
         let mut sql =
             String::from("select id, time, user_id, kind, payload from events where true");
         let mut binds: Vec<Bind> = Vec::new();
@@ -144,7 +104,7 @@ impl EventDb {
         // ever travel as binds, which is what makes AssertSqlSafe below true.
         sql.push_str(&format!(" order by id limit {limit}"));
         match self {
-            EventDb::Postgres(pool) => {
+            Database::Postgres(pool) => {
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
                 for bind in binds {
                     q = match bind {
@@ -168,7 +128,7 @@ impl EventDb {
                     })
                     .collect()
             }
-            EventDb::Sqlite(pool) => {
+            Database::Sqlite(pool) => {
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
                 for bind in binds {
                     q = match bind {
@@ -220,13 +180,13 @@ fn user_of(stored: Option<String>) -> Result<Option<UserId>> {
 
 /// Writing directly, without batching (the batching sink uses this).
 #[async_trait]
-impl EventSink for EventDb {
+impl EventSink for Database {
     async fn record(&self, events: Vec<Event>) -> Result<()> {
         self.write(&events).await
     }
 
     async fn query(&self, query: &EventQuery) -> Result<Vec<Event>> {
-        EventDb::query(self, query).await
+        Database::query(self, query).await
     }
 }
 
@@ -256,7 +216,7 @@ impl Default for BatchingConfig {
     }
 }
 
-/// Batches events through a bounded channel into another sink (usually an [`EventDb`]).
+/// Batches events through a bounded channel into another sink (usually an [`Database`]).
 pub struct BatchingSink {
     sender: mpsc::Sender<Message>,
     target: Arc<dyn EventSink>,

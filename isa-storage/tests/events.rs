@@ -11,21 +11,24 @@ use std::{
 };
 
 use isa_core::{Error, Event, EventQuery, EventSink, UserId};
-use isa_storage::events::{BatchingConfig, BatchingSink, EventDb};
+use isa_storage::{
+    db::Database,
+    events::{BatchingConfig, BatchingSink},
+};
 use serde_json::json;
 
 /// Both databases: a SQLite file in a temporary directory, and the test PostgreSQL when the
 /// test command started it.
-async fn databases() -> Vec<(&'static str, EventDb, Option<tempfile::TempDir>)> {
+async fn databases() -> Vec<(&'static str, Database, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
     let sqlite_url = format!("sqlite://{}", dir.path().join("events.db").display());
     let mut dbs = vec![(
         "sqlite",
-        EventDb::connect(&sqlite_url).await.unwrap(),
+        Database::connect(&sqlite_url).await.unwrap(),
         Some(dir),
     )];
     match std::env::var("ISA_TEST_DATABASE_URL") {
-        Ok(url) => dbs.push(("postgres", EventDb::connect(&url).await.unwrap(), None)),
+        Ok(url) => dbs.push(("postgres", Database::connect(&url).await.unwrap(), None)),
         Err(_) => {
             assert!(
                 std::env::var("ISA_REQUIRE_SERVICES").as_deref() != Ok("1"),
@@ -197,7 +200,7 @@ async fn every_event_accepted_before_a_graceful_shutdown_is_written() {
 }
 
 /// A database that answers slowly, so the channel fills up.
-struct Slow(EventDb);
+struct Slow(Database);
 
 #[isa_core::async_trait]
 impl EventSink for Slow {
@@ -256,7 +259,7 @@ async fn a_full_channel_refuses_a_whole_call_at_once() {
 
 #[tokio::test]
 async fn an_unknown_database_url_is_a_clear_error() {
-    let error = EventDb::connect("mysql://nope").await.unwrap_err();
+    let error = Database::connect("mysql://nope").await.unwrap_err();
     assert!(
         error.to_string().contains("postgres:// or sqlite://"),
         "{error}"

@@ -1,0 +1,11 @@
+create table if not exists api_keys (
+    id text primary key,
+    user_id text not null,
+    name text not null,
+    secret_hash text not null,
+    scopes jsonb not null,
+    created_at timestamptz not null,
+    last_used_at timestamptz,
+    revoked_at timestamptz
+);
+create index if not exists api_keys_user on api_keys (user_id, created_at);

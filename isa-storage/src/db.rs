@@ -1,0 +1,49 @@
+//! The SQL database behind events, API keys and the rest, on PostgreSQL or SQLite.
+
+use isa_core::{Error, Result};
+use sqlx::{PgPool, SqlitePool};
+
+pub(crate) fn db_error(e: sqlx::Error) -> Error {
+    Error::Unavailable(format!("database: {e}"))
+}
+
+/// The database: PostgreSQL (Supabase-compatible) or SQLite (the embedded default), chosen by
+/// `DATABASE_URL`, with the migrations of both.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// PostgreSQL (Supabase-compatible).
+    Postgres(PgPool),
+    /// SQLite, the embedded default.
+    Sqlite(SqlitePool),
+}
+
+impl Database {
+    /// Connects by URL (`postgres://…` or `sqlite://…`) and runs the migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let db = if url.starts_with("postgres") {
+            Database::Postgres(PgPool::connect(url).await.map_err(db_error)?)
+        } else if url.starts_with("sqlite") {
+            let options: sqlx::sqlite::SqliteConnectOptions = url
+                .parse::<sqlx::sqlite::SqliteConnectOptions>()
+                .map_err(|e| Error::Config(format!("{url}: {e}")))?
+                .create_if_missing(true)
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+            Database::Sqlite(SqlitePool::connect_with(options).await.map_err(db_error)?)
+        } else {
+            return Err(Error::Config(format!(
+                "DATABASE_URL {url:?}: expected postgres:// or sqlite://"
+            )));
+        };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    /// Brings the schema up to date.
+    pub async fn migrate(&self) -> Result<()> {
+        let outcome = match self {
+            Database::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await,
+            Database::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await,
+        };
+        outcome.map_err(|e| Error::Unavailable(format!("migrations: {e}")))
+    }
+}
