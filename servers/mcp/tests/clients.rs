@@ -360,3 +360,27 @@ async fn inspector_strict_tools_list_passes_against_isa_mcp_serve() {
     );
     server.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn serving_beyond_loopback_without_a_token_issuer_refuses_to_start() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_isa-mcp"))
+        .args(["serve", "--bind", "0.0.0.0:0"])
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .env("ISA_LOG", "error")
+        .env_remove("SUPABASE_JWT_SECRET")
+        .env_remove("AUTH0_DOMAIN")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "an open server beyond loopback must not start"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("SUPABASE_JWT_SECRET or AUTH0_DOMAIN"),
+        "{stderr}"
+    );
+}
