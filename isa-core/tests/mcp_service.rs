@@ -108,7 +108,7 @@ async fn a_tool_that_fails_panics_or_hangs_is_an_error_result() {
         max_concurrent: 4,
     };
     server
-        .add_tools(vec![sleeper("slow", limits)])
+        .add_tools_with_limits(vec![sleeper("slow", limits)])
         .await
         .unwrap();
     let ctx = CallContext::default();
@@ -137,7 +137,7 @@ async fn the_concurrency_limit_refuses_at_once_instead_of_queueing() {
         max_concurrent: 1,
     };
     server
-        .add_tools(vec![sleeper("single", limits)])
+        .add_tools_with_limits(vec![sleeper("single", limits)])
         .await
         .unwrap();
     let first = {
@@ -242,7 +242,7 @@ fn post_mcp(
 async fn graceful_shutdown_finishes_a_call_in_flight() {
     let server = McpServer::builder(McpConfig::default()).build();
     server
-        .add_tools(vec![sleeper("nap", ToolLimits::default())])
+        .add_tools_with_limits(vec![sleeper("nap", ToolLimits::default())])
         .await
         .unwrap();
     let (base, stop, task) = listen(&server).await;

@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::{
     sync::{
         Arc,
@@ -17,29 +19,6 @@ use isa_storage::{
 };
 use serde_json::json;
 
-/// Both databases: a SQLite file in a temporary directory, and the test PostgreSQL when the
-/// test command started it.
-async fn databases() -> Vec<(&'static str, Database, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite_url = format!("sqlite://{}", dir.path().join("events.db").display());
-    let mut dbs = vec![(
-        "sqlite",
-        Database::connect(&sqlite_url).await.unwrap(),
-        Some(dir),
-    )];
-    match std::env::var("ISA_TEST_DATABASE_URL") {
-        Ok(url) => dbs.push(("postgres", Database::connect(&url).await.unwrap(), None)),
-        Err(_) => {
-            assert!(
-                std::env::var("ISA_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "ISA_TEST_DATABASE_URL is not set"
-            );
-            eprintln!("skipped PostgreSQL: ISA_TEST_DATABASE_URL is not set");
-        }
-    }
-    dbs
-}
-
 /// A user id no other test run shares, since the PostgreSQL database outlives runs.
 fn fresh_user() -> UserId {
     UserId::new(format!("events-{}", uuid::Uuid::now_v7().simple())).unwrap()
@@ -47,7 +26,7 @@ fn fresh_user() -> UserId {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn events_are_queried_by_user_kind_time_and_page() {
-    for (name, db, _dir) in databases().await {
+    for (name, db, _dir) in common::databases().await {
         let sink = BatchingSink::spawn(Arc::new(db), BatchingConfig::default());
         let (alice, bob) = (fresh_user(), fresh_user());
         let mut events = Vec::new();
@@ -123,7 +102,7 @@ async fn events_are_queried_by_user_kind_time_and_page() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_event_accepted_before_a_graceful_shutdown_is_written() {
-    for (name, db, _dir) in databases().await {
+    for (name, db, _dir) in common::databases().await {
         let db = Arc::new(db);
         let sink = Arc::new(BatchingSink::spawn(
             db.clone(),
@@ -212,7 +191,7 @@ impl EventSink for Slow {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_channel_refuses_a_whole_call_at_once() {
-    let (_, db, _dir) = databases().await.remove(0);
+    let (_, db, _dir) = common::databases().await.remove(0);
     let sink = BatchingSink::spawn(
         Arc::new(Slow(db.clone())),
         BatchingConfig {

@@ -2,33 +2,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::sync::Arc;
 
 use isa_auth::{ApiKeys, KeyStore};
 use isa_core::UserId;
-use isa_storage::db::Database;
-
-async fn databases() -> Vec<(&'static str, Database, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite_url = format!("sqlite://{}", dir.path().join("keys.db").display());
-    let mut dbs = vec![(
-        "sqlite",
-        Database::connect(&sqlite_url).await.unwrap(),
-        Some(dir),
-    )];
-    match std::env::var("ISA_TEST_DATABASE_URL") {
-        Ok(url) => dbs.push(("postgres", Database::connect(&url).await.unwrap(), None)),
-        Err(_) => assert!(
-            std::env::var("ISA_REQUIRE_SERVICES").as_deref() != Ok("1"),
-            "ISA_TEST_DATABASE_URL is not set"
-        ),
-    }
-    dbs
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn keys_are_issued_verified_listed_and_revoked_in_the_database() {
-    for (name, db, _dir) in databases().await {
+    for (name, db, _dir) in common::databases().await {
         let store: Arc<dyn KeyStore> = Arc::new(db);
         let keys = ApiKeys::new(store.clone());
         let alice = UserId::new(format!("keys-{}", uuid::Uuid::now_v7().simple())).unwrap();

@@ -204,9 +204,8 @@ async fn import(link: &Arc<Link>, server: &McpServer, peer: &Peer<RoleClient>) -
         .list_all_tools()
         .await
         .map_err(|e| Error::Unavailable(format!("tools/list failed: {e}")))?;
-    let limits = server.config().default_limits;
     let mut names = BTreeSet::new();
-    let mut proxies: Vec<(Arc<dyn Tool>, _)> = Vec::new();
+    let mut proxies: Vec<Arc<dyn Tool>> = Vec::new();
     for tool in tools {
         let spec = ToolSpec {
             name: format!("{}/{}", link.config.name, tool.name),
@@ -223,14 +222,11 @@ async fn import(link: &Arc<Link>, server: &McpServer, peer: &Peer<RoleClient>) -
             required_scope: None,
         };
         names.insert(spec.name.clone());
-        proxies.push((
-            Arc::new(ProxyTool {
-                spec,
-                remote: tool.name.to_string(),
-                link: link.clone(),
-            }),
-            limits,
-        ));
+        proxies.push(Arc::new(ProxyTool {
+            spec,
+            remote: tool.name.to_string(),
+            link: link.clone(),
+        }));
     }
     let count = proxies.len();
     server.add_tools(proxies).await?;

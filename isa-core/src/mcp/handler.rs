@@ -39,10 +39,8 @@ impl Handler {
             .cloned()
             .unwrap_or_default();
         CallContext {
-            user: caller.user,
-            scopes: caller.scopes,
             request_id: Some(context.id.to_string()),
-            reporter: None,
+            ..caller.into()
         }
     }
 }

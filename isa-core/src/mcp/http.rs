@@ -126,12 +126,7 @@ impl IntoResponse for HttpError {
 }
 
 fn call_context(caller: Option<Extension<Caller>>) -> CallContext {
-    let caller = caller.map(|Extension(c)| c).unwrap_or_default();
-    CallContext {
-        user: caller.user,
-        scopes: caller.scopes,
-        ..Default::default()
-    }
+    caller.map(|Extension(c)| c).unwrap_or_default().into()
 }
 
 #[derive(Deserialize)]

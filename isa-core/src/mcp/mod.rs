@@ -106,6 +106,16 @@ pub struct Caller {
     pub scopes: Vec<String>,
 }
 
+impl From<Caller> for crate::CallContext {
+    fn from(caller: Caller) -> Self {
+        crate::CallContext {
+            user: caller.user,
+            scopes: caller.scopes,
+            ..Default::default()
+        }
+    }
+}
+
 /// A readiness check reported by `/health`.
 #[async_trait]
 pub trait HealthCheck: Send + Sync {

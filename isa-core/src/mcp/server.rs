@@ -148,13 +148,23 @@ impl McpServer {
 
     /// Adds (or replaces) a tool with the default limits.
     pub async fn add_tool(&self, tool: Arc<dyn Tool>) -> Result<()> {
-        self.add_tools(vec![(tool, self.inner.config.default_limits)])
+        self.add_tools(vec![tool]).await
+    }
+
+    /// Adds (or replaces) many tools at once with the default limits: one selector update,
+    /// one `list_changed`.
+    pub async fn add_tools(&self, tools: Vec<Arc<dyn Tool>>) -> Result<()> {
+        let limits = self.inner.config.default_limits;
+        self.add_tools_with_limits(tools.into_iter().map(|t| (t, limits)).collect())
             .await
     }
 
-    /// Adds (or replaces) many tools at once: one selector update, one `list_changed`. Each
-    /// tool's schemas are checked first; if any is invalid nothing is added.
-    pub async fn add_tools(&self, tools: Vec<(Arc<dyn Tool>, ToolLimits)>) -> Result<()> {
+    /// Adds (or replaces) many tools, each with its own limits. Each tool's schemas are
+    /// checked first; if any is invalid nothing is added.
+    pub async fn add_tools_with_limits(
+        &self,
+        tools: Vec<(Arc<dyn Tool>, ToolLimits)>,
+    ) -> Result<()> {
         let entries = tools
             .into_iter()
             .map(|(tool, limits)| ToolEntry::new(tool, limits).map(Arc::new))

@@ -215,15 +215,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..BrowserConfig::default()
         })
         .await?;
-        let limits = server.config().default_limits;
-        server
-            .add_tools(
-                browser_tools(Arc::new(driver))
-                    .into_iter()
-                    .map(|t| (t, limits))
-                    .collect(),
-            )
-            .await?;
+        server.add_tools(browser_tools(Arc::new(driver))).await?;
     } else {
         tracing::info!(chromium = %args.chromium.display(), "browser tools are off: Chromium not found");
     }
@@ -237,9 +229,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     for path in &catalogs {
         let tools = CatalogTool::load(path)?;
         let count = tools.len();
-        let limits = server.config().default_limits;
         server
-            .add_tools(tools.into_iter().map(|t| (t, limits)).collect())
+            .add_tools(tools)
             .await
             .with_context(|| format!("indexing {}", path.display()))?;
         tracing::info!(tools = count, catalog = %path.display(), "catalog loaded");

@@ -70,12 +70,8 @@ async fn start(mode: ServerMode, embedder: Arc<dyn Embedder>) -> String {
         }))
         .await
         .unwrap();
-    let limits = server.config().default_limits;
     let catalog = CatalogTool::load(&metatool_catalog()).unwrap();
-    server
-        .add_tools(catalog.into_iter().map(|t| (t, limits)).collect())
-        .await
-        .unwrap();
+    server.add_tools(catalog).await.unwrap();
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/mcp/", listener.local_addr().unwrap());
