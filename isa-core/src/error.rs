@@ -34,6 +34,14 @@ pub enum Error {
     /// The backend does not offer this capability (a provider without image generation, say).
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// The user's credit balance does not cover the charge; nothing was charged.
+    #[error("insufficient credits: {needed} needed, {balance} available")]
+    InsufficientCredits {
+        /// The charge.
+        needed: i64,
+        /// The balance at the time.
+        balance: i64,
+    },
     /// A bounded queue is full; try again after the given delay.
     #[error("overloaded; retry after {retry_after:?}")]
     Overloaded {

@@ -54,8 +54,12 @@ pub struct EventQuery {
     pub since: Option<DateTime<Utc>>,
     /// Before this time.
     pub until: Option<DateTime<Utc>>,
-    /// Continue after this event id (from the previous page).
+    /// Continue after this event id (from the previous page): later events, or earlier ones
+    /// when `newest_first`.
     pub after: Option<Uuid>,
+    /// Newest events first instead of oldest first.
+    #[serde(default)]
+    pub newest_first: bool,
     /// Page size.
     pub limit: usize,
 }
@@ -98,7 +102,7 @@ pub trait EventSink: Send + Sync {
         Ok(())
     }
 
-    /// Events matching `query`, oldest first. Default: unsupported (the log sink cannot query).
+    /// Events matching `query`, oldest first (newest first if asked). Default: unsupported (the log sink cannot query).
     async fn query(&self, _query: &EventQuery) -> Result<Vec<Event>> {
         Err(Error::Unsupported(
             "this event sink cannot be queried".into(),

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::{Result, ToolSpec};
+use crate::{Error, Result, ToolSpec};
 
 /// Whether a text is a search query or a document being indexed. Some models (E5, BGE) prefix
 /// the two differently; the embedder applies its configured prefix.
@@ -20,7 +20,7 @@ pub enum TextKind {
 ///
 /// One required method, [`Embedder::embed`]; [`Embedder::embed_one`] is derived from it.
 /// Implementations run inference off the async runtime and answer
-/// [`Error::Overloaded`](crate::Error::Overloaded) when their queue is full.
+/// [`Error::Overloaded`] when their queue is full.
 ///
 /// ```
 /// use isa_core::{async_trait, Embedder, Result, TextKind};
@@ -66,7 +66,7 @@ pub trait Embedder: Send + Sync {
         let mut vectors = self.embed(&[text.to_string()], kind).await?;
         vectors
             .pop()
-            .ok_or_else(|| crate::Error::internal("embedder returned no vector"))
+            .ok_or_else(|| Error::internal("embedder returned no vector"))
     }
 
     /// Counters for `/stats` and `/metrics`, when the embedder keeps them.
@@ -285,7 +285,8 @@ pub struct Scored {
 /// ```
 #[async_trait]
 pub trait ToolSelector: Send + Sync {
-    /// Adds items, replacing any with the same id.
+    /// Adds items, replacing any with the same id. An id given twice in one call is refused
+    /// ([`refuse_duplicate_ids`]): which of the two should win is not knowable.
     async fn upsert(&self, items: Vec<IndexItem>) -> Result<()>;
 
     /// Removes items by id; unknown ids are ignored.
@@ -294,6 +295,19 @@ pub trait ToolSelector: Send + Sync {
     /// Returns at most `query.top_k` admitted items, best first, each scoring at least
     /// `query.min_score`.
     async fn select(&self, query: &SelectionQuery) -> Result<Vec<Scored>>;
+}
+
+/// `Err(InvalidInput)` naming the first id that appears twice in `items`: what every
+/// [`ToolSelector::upsert`] checks before changing anything.
+pub fn refuse_duplicate_ids(items: &[IndexItem]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    match items.iter().find(|i| !seen.insert(i.id.as_str())) {
+        Some(dup) => Err(Error::invalid(format!(
+            "item id {:?} appears twice in one upsert",
+            dup.id
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// A snapshot of the embedder's counters since it started.

@@ -7,6 +7,24 @@ pub(crate) fn db_error(e: sqlx::Error) -> Error {
     Error::Unavailable(format!("database: {e}"))
 }
 
+/// The time now, to the microsecond: what PostgreSQL keeps, so stored times read back equal.
+pub(crate) fn db_now() -> chrono::DateTime<chrono::Utc> {
+    chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6)
+}
+
+/// Runs the same sqlx code on whichever pool `db` holds. The SQL must read the same on both
+/// (`$N` placeholders, which SQLite also understands), and bound values must be types both
+/// drivers encode (text, integers, `DateTime<Utc>`, `Json`).
+macro_rules! on_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::db::Database::Postgres($pool) => $body,
+            $crate::db::Database::Sqlite($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
 /// The database: PostgreSQL (Supabase-compatible) or SQLite (the embedded default), chosen by
 /// `DATABASE_URL`, with the migrations of both.
 #[derive(Debug, Clone)]
@@ -36,6 +54,11 @@ impl Database {
         };
         db.migrate().await?;
         Ok(db)
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        on_pool!(self, pool => sqlx::query("select 1").execute(pool).await.map(drop).map_err(db_error))
     }
 
     /// Brings the schema up to date.

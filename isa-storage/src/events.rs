@@ -66,7 +66,7 @@ impl Database {
         Ok(())
     }
 
-    /// Events matching `query`, oldest first, `query.limit` at most (capped at
+    /// Events matching `query`, oldest first (or newest first), `query.limit` at most (capped at
     /// [`MAX_QUERY_LIMIT`]); page on with `after` = the last id.
     pub async fn query(&self, query: &EventQuery) -> Result<Vec<Event>> {
         let postgres = matches!(self, Database::Postgres(_));
@@ -97,12 +97,14 @@ impl Database {
             condition(&mut sql, "id <=", Bind::Id(time_bound(until, true)));
         }
         if let Some(after) = query.after {
-            condition(&mut sql, "id >", Bind::Id(after));
+            let op = if query.newest_first { "id <" } else { "id >" };
+            condition(&mut sql, op, Bind::Id(after));
         }
         let limit = query.limit.clamp(1, MAX_QUERY_LIMIT);
         // The statement is made of fixed fragments, placeholders and this integer: values only
         // ever travel as binds, which is what makes AssertSqlSafe below true.
-        sql.push_str(&format!(" order by id limit {limit}"));
+        let order = if query.newest_first { "desc" } else { "asc" };
+        sql.push_str(&format!(" order by id {order} limit {limit}"));
         match self {
             Database::Postgres(pool) => {
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
@@ -158,6 +160,46 @@ impl Database {
                     })
                     .collect()
             }
+        }
+    }
+}
+
+/// How many events of each kind.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct KindCount {
+    /// The kind.
+    pub kind: String,
+    /// Events of it.
+    pub count: i64,
+}
+
+impl Database {
+    /// Counts of events per kind between `since` and `until`, of one user or of everyone.
+    pub async fn count_events(
+        &self,
+        user: Option<&UserId>,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<KindCount>> {
+        const SQL: &str = "select kind, count(*) as count from events \
+            where ($1 is null or user_id = $1) and id >= $2 and id <= $3 group by kind order by kind";
+        let user = user.map(UserId::as_str);
+        let (low, high) = (time_bound(since, false), time_bound(until, true));
+        match self {
+            Database::Postgres(pool) => sqlx::query_as(SQL)
+                .bind(user)
+                .bind(low)
+                .bind(high)
+                .fetch_all(pool)
+                .await
+                .map_err(db_error),
+            Database::Sqlite(pool) => sqlx::query_as(SQL)
+                .bind(user)
+                .bind(low.to_string())
+                .bind(high.to_string())
+                .fetch_all(pool)
+                .await
+                .map_err(db_error),
         }
     }
 }

@@ -6,6 +6,10 @@
 
 pub mod db;
 pub mod events;
+pub mod file_tools;
 pub mod files;
 pub mod keys;
+pub mod media;
 pub mod pgvector;
+pub mod user_files;
+pub mod users;

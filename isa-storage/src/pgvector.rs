@@ -87,6 +87,16 @@ impl PgVectorSelector {
         })
     }
 
+    /// How many items the shared index holds.
+    pub async fn count(&self) -> Result<usize> {
+        let statement = format!("select count(*) from {}", self.table);
+        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(statement))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(usize::try_from(count).unwrap_or_default())
+    }
+
     /// Also scores each clause of a multi-intent request, discounted, and keeps each item's
     /// best score: the ranking of the in-memory selectors (`isa_tools::select::clauses`,
     /// `isa_tools::select::CLAUSE_DISCOUNT`).
@@ -154,6 +164,7 @@ impl PgVectorSelector {
 #[async_trait]
 impl ToolSelector for PgVectorSelector {
     async fn upsert(&self, items: Vec<IndexItem>) -> Result<()> {
+        isa_core::refuse_duplicate_ids(&items)?;
         if items.is_empty() {
             return Ok(());
         }

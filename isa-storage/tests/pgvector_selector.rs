@@ -1,7 +1,11 @@
-//! The pgvector selector against the real PostgreSQL + pgvector and the real embedder: recall
-//! against the exact dense selector on MetaTool, shared state between instances, filters.
+//! The pgvector selector against the real PostgreSQL + pgvector and the real embedder: the
+//! behaviour every selector must have (the suite the in-memory selectors run), recall against
+//! the exact dense selector on MetaTool, shared state between instances.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../../isa-tools/tests/suite/selector_behaviour.rs"]
+mod behaviour;
 
 use std::{collections::HashSet, path::PathBuf, sync::Arc};
 
@@ -52,6 +56,63 @@ async fn fixture() -> Option<Fixture> {
         embedder: Arc::new(embedder),
         table,
     })
+}
+
+impl Fixture {
+    async fn selector(&self) -> PgVectorSelector {
+        PgVectorSelector::new(self.pool.clone(), self.embedder.clone(), &self.table)
+            .await
+            .unwrap()
+    }
+}
+
+impl behaviour::Counted for PgVectorSelector {
+    async fn count(&self) -> usize {
+        PgVectorSelector::count(self).await.unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ranks_the_matching_tool_first_and_filters_by_kind_tag_and_exclusion() {
+    let Some(f) = fixture().await else { return };
+    behaviour::ranks_the_matching_tool_first_and_filters("pgvector", &f.selector().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_tool_is_never_returned_and_a_changed_one_is_reindexed() {
+    let Some(f) = fixture().await else { return };
+    behaviour::a_removed_tool_is_never_returned_and_a_changed_one_is_reindexed(
+        "pgvector",
+        &f.selector().await,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_minimum_score_above_every_match_returns_nothing() {
+    let Some(f) = fixture().await else { return };
+    behaviour::a_minimum_score_above_every_match_returns_nothing("pgvector", &f.selector().await)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_index_and_top_k_zero_return_nothing_and_duplicate_ids_are_refused() {
+    let Some(f) = fixture().await else { return };
+    behaviour::an_empty_index_and_top_k_zero_return_nothing_and_duplicate_ids_are_refused(
+        "pgvector",
+        &f.selector().await,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn updates_during_concurrent_selection_never_return_a_removed_tool() {
+    let Some(f) = fixture().await else { return };
+    behaviour::updates_during_concurrent_selection_never_return_a_removed_tool(
+        "pgvector",
+        Arc::new(f.selector().await),
+    )
+    .await;
 }
 
 fn metatool() -> PathBuf {

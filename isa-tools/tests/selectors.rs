@@ -1,14 +1,14 @@
-//! Behaviour every in-memory selector must have, run against dense, lexical and hybrid with the
-//! real ONNX embedder.
+//! The behaviour every selector must have (`suite/selector_behaviour.rs`), run against the
+//! in-memory dense, lexical and hybrid selectors with the real ONNX embedder.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::{
-    Arc, OnceLock,
-    atomic::{AtomicBool, Ordering},
-};
+#[path = "suite/selector_behaviour.rs"]
+mod behaviour;
 
-use isa_core::{Embedder, IndexItem, ItemKind, SelectionQuery, ToolSelector, ToolSpec};
+use std::sync::{Arc, OnceLock};
+
+use isa_core::Embedder;
 use isa_models::{EmbedderConfig, OrtEmbedder};
 use isa_tools::select::LocalSelector;
 
@@ -44,249 +44,52 @@ fn selectors() -> Vec<(&'static str, LocalSelector)> {
     all
 }
 
-fn catalog() -> Vec<IndexItem> {
-    let mut items: Vec<IndexItem> = [
-        ToolSpec::new("get_weather", "Current weather and forecast for a city")
-            .with_tags(["weather"]),
-        ToolSpec::new(
-            "search_flights",
-            "Find flights between two airports on a date",
-        )
-        .with_tags(["travel"]),
-        ToolSpec::new("book_hotel", "Reserve a hotel room in a city").with_tags(["travel"]),
-        ToolSpec::new("stock_quote", "Latest stock price for a ticker symbol")
-            .with_tags(["finance"]),
-        ToolSpec::new("translate_text", "Translate text between languages").with_tags(["language"]),
-    ]
-    .iter()
-    .map(IndexItem::from_tool)
-    .collect();
-    items.push(IndexItem {
-        id: "prompt:trip_plan".into(),
-        kind: ItemKind::Prompt,
-        name: "trip_plan".into(),
-        description: "A prompt that plans a trip itinerary with flights and hotels".into(),
-        params: vec![("destination".into(), "Where to travel".into())],
-        tags: vec!["travel".into()],
-    });
-    items.push(IndexItem {
-        id: "resource:weather_stations".into(),
-        kind: ItemKind::Resource,
-        name: "weather_stations".into(),
-        description: "List of weather stations and their locations".into(),
-        params: vec![],
-        tags: vec!["weather".into()],
-    });
-    items
+impl behaviour::Counted for LocalSelector {
+    async fn count(&self) -> usize {
+        self.len()
+    }
 }
 
 #[tokio::test]
 async fn ranks_the_matching_tool_first_and_filters_by_kind_tag_and_exclusion() {
     for (name, selector) in selectors() {
-        selector.upsert(catalog()).await.unwrap();
-        let best = selector
-            .select(&SelectionQuery::new("find flights to Lisbon", 3))
-            .await
-            .unwrap();
-        assert_eq!(best[0].id, "search_flights", "{name}: {best:?}");
-        assert!(
-            best.windows(2).all(|w| w[0].score >= w[1].score),
-            "{name}: not sorted"
-        );
-        assert!(
-            best.iter().all(|s| (0.0..=1.0).contains(&s.score)),
-            "{name}: {best:?}"
-        );
-
-        let prompts = selector
-            .select(&SelectionQuery::new("plan a trip with flights", 5).kinds([ItemKind::Prompt]))
-            .await
-            .unwrap();
-        assert!(
-            !prompts.is_empty() && prompts.iter().all(|s| s.kind == ItemKind::Prompt),
-            "{name}: {prompts:?}"
-        );
-
-        let weather_only = selector
-            .select(&SelectionQuery::new("weather stations", 7).tags(["weather"]))
-            .await
-            .unwrap();
-        assert!(
-            weather_only.iter().all(|s| s.id.contains("weather")),
-            "{name}: {weather_only:?}"
-        );
-        assert!(
-            weather_only.iter().any(|s| s.kind == ItemKind::Resource),
-            "{name}: resources selected too"
-        );
-
-        let excluded = selector
-            .select(&SelectionQuery::new("find flights", 7).exclude(["search_flights"]))
-            .await
-            .unwrap();
-        assert!(
-            excluded.iter().all(|s| s.id != "search_flights"),
-            "{name}: {excluded:?}"
-        );
+        behaviour::ranks_the_matching_tool_first_and_filters(name, &selector).await;
     }
 }
 
 #[tokio::test]
 async fn a_removed_tool_is_never_returned_and_a_changed_one_is_reindexed() {
     for (name, selector) in selectors() {
-        selector.upsert(catalog()).await.unwrap();
-        selector
-            .remove(&["search_flights".to_string()])
-            .await
-            .unwrap();
-        let hits = selector
-            .select(&SelectionQuery::new("find flights between airports", 10))
-            .await
-            .unwrap();
-        assert!(
-            hits.iter().all(|s| s.id != "search_flights"),
-            "{name}: {hits:?}"
-        );
+        behaviour::a_removed_tool_is_never_returned_and_a_changed_one_is_reindexed(name, &selector)
+            .await;
         assert!(selector.item("search_flights").is_none());
-
-        // Same id, new meaning: the old description must no longer match.
-        let changed = IndexItem::from_tool(&ToolSpec::new(
-            "stock_quote",
-            "Play chess against a computer opponent",
-        ));
-        selector.upsert(vec![changed]).await.unwrap();
-        let hits = selector
-            .select(&SelectionQuery::new("chess game opponent", 1))
-            .await
-            .unwrap();
-        assert_eq!(hits[0].id, "stock_quote", "{name}");
-        assert_eq!(
-            selector.len(),
-            catalog().len() - 1,
-            "{name}: upsert replaced, not added"
-        );
     }
 }
 
 #[tokio::test]
 async fn a_minimum_score_above_every_match_returns_nothing() {
     for (name, selector) in selectors() {
-        selector.upsert(catalog()).await.unwrap();
-        let all = selector
-            .select(&SelectionQuery::new("weather forecast", 10))
-            .await
-            .unwrap();
-        let best = all[0].score;
-        let none = selector
-            .select(&SelectionQuery::new("weather forecast", 10).min_score(best + 0.001))
-            .await
-            .unwrap();
-        assert!(none.is_empty(), "{name}: {none:?}");
-        let some = selector
-            .select(&SelectionQuery::new("weather forecast", 10).min_score(best))
-            .await
-            .unwrap();
-        assert!(
-            !some.is_empty() && some.iter().all(|s| s.score >= best),
-            "{name}"
-        );
-        // Nothing lexical in common: the lexical selector returns nothing rather than padding.
-        if name == "lexical" {
-            assert!(
-                selector
-                    .select(&SelectionQuery::new("zzyzx qwerty", 5))
-                    .await
-                    .unwrap()
-                    .is_empty()
-            );
-        }
+        behaviour::a_minimum_score_above_every_match_returns_nothing(name, &selector).await;
     }
 }
 
 #[tokio::test]
 async fn an_empty_index_and_top_k_zero_return_nothing_and_duplicate_ids_are_refused() {
     for (name, selector) in selectors() {
-        assert!(
-            selector
-                .select(&SelectionQuery::new("anything", 5))
-                .await
-                .unwrap()
-                .is_empty(),
-            "{name}"
-        );
-        selector.upsert(catalog()).await.unwrap();
-        assert!(
-            selector
-                .select(&SelectionQuery::new("weather", 0))
-                .await
-                .unwrap()
-                .is_empty(),
-            "{name}"
-        );
-        let twice = vec![catalog()[0].clone(), catalog()[0].clone()];
-        let err = selector.upsert(twice).await.unwrap_err().to_string();
-        assert!(err.contains("appears twice"), "{name}: {err}");
+        behaviour::an_empty_index_and_top_k_zero_return_nothing_and_duplicate_ids_are_refused(
+            name, &selector,
+        )
+        .await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn updates_during_concurrent_selection_never_return_a_removed_tool() {
     for (name, selector) in selectors() {
-        let selector = Arc::new(selector);
-        selector.upsert(catalog()).await.unwrap();
-        let done = Arc::new(AtomicBool::new(false));
-        // flaky_* tools come and go one at a time: seeing two at once means a removed one came back.
-        let writer = {
-            let (selector, done) = (selector.clone(), done.clone());
-            tokio::spawn(async move {
-                for round in 0..40 {
-                    let id = format!("flaky_flight_tool_{round}");
-                    let spec = ToolSpec::new(&id, "Find cheap flights and airline tickets");
-                    selector
-                        .upsert(vec![IndexItem::from_tool(&spec)])
-                        .await
-                        .unwrap();
-                    selector.remove(std::slice::from_ref(&id)).await.unwrap();
-                }
-                done.store(true, Ordering::SeqCst);
-            })
-        };
-        let mut readers = Vec::new();
-        for _ in 0..4 {
-            let (selector, done) = (selector.clone(), done.clone());
-            readers.push(tokio::spawn(async move {
-                let mut checked = 0;
-                while !done.load(Ordering::SeqCst) || checked == 0 {
-                    let hits = selector
-                        .select(&SelectionQuery::new("cheap flights", 10))
-                        .await
-                        .unwrap();
-                    let ids: std::collections::HashSet<_> =
-                        hits.iter().map(|s| s.id.clone()).collect();
-                    assert_eq!(ids.len(), hits.len(), "duplicate ids in {hits:?}");
-                    assert!(
-                        hits.iter().filter(|s| s.id.starts_with("flaky_")).count() <= 1,
-                        "{hits:?}"
-                    );
-                    checked += 1;
-                    // Cached selection never waits on anything; yield so the writer gets a thread.
-                    tokio::task::yield_now().await;
-                }
-                checked
-            }));
-        }
-        writer.await.unwrap();
-        for r in readers {
-            assert!(r.await.unwrap() > 0);
-        }
-        let hits = selector
-            .select(&SelectionQuery::new("cheap flights", 10))
-            .await
-            .unwrap();
-        assert!(
-            hits.iter().all(|s| !s.id.starts_with("flaky_")),
-            "{name}: {hits:?}"
-        );
-        assert_eq!(selector.len(), catalog().len(), "{name}");
+        behaviour::updates_during_concurrent_selection_never_return_a_removed_tool(
+            name,
+            Arc::new(selector),
+        )
+        .await;
     }
 }

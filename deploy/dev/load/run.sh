@@ -11,7 +11,8 @@ DURATION=${DURATION:-20s}
 cargo build -q --release -p isa-mcp-server
 port=18089
 ISA_LOG=warn ./target/release/isa-mcp serve --bind "127.0.0.1:$port" \
-  --catalog ../shared/bench/metatool/catalog.json --data-dir "$(mktemp -d)" &
+  --catalog ../shared/bench/metatool/catalog.json --data-dir "$(mktemp -d)" \
+  --users-bind off --events-bind off &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 300); do curl -sf -o /dev/null "http://127.0.0.1:$port/health" && break; sleep 0.1; done

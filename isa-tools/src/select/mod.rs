@@ -152,13 +152,7 @@ impl LocalSelector {
 #[async_trait]
 impl ToolSelector for LocalSelector {
     async fn upsert(&self, items: Vec<IndexItem>) -> Result<()> {
-        let mut seen = std::collections::HashSet::new();
-        if let Some(dup) = items.iter().find(|i| !seen.insert(i.id.as_str())) {
-            return Err(Error::invalid(format!(
-                "item id {:?} appears twice in one upsert",
-                dup.id
-            )));
-        }
+        isa_core::refuse_duplicate_ids(&items)?;
         self.update(Vec::new(), items).await
     }
 

@@ -5,14 +5,21 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use isa_auth::{Authenticator, IssuerConfig, JwksOptions, JwtVerifier, KeySource, require_auth};
+use isa_auth::{
+    ApiKeys, Authenticator, IssuerConfig, JwksOptions, JwtVerifier, KeySource, require_auth,
+};
 use isa_core::{
     Embedder, Error, FileStore, Result, TextKind, ToolSelector,
     mcp::{HealthCheck, McpConfig, McpServer, ServerMode, ToolLimits},
 };
+use isa_mcp_server::api::{events::EventsService, users::UsersService};
 use isa_models::OrtEmbedder;
-use isa_storage::files::{
-    FileStoreHealth, LocalSigner, ObjectFileStore, S3Config, local_signing_key,
+use isa_storage::{
+    db::Database,
+    events::{BatchingConfig, BatchingSink},
+    file_tools::file_tools,
+    files::{FileStoreHealth, LocalSigner, ObjectFileStore, S3Config, local_signing_key},
+    user_files::{FilesConfig, UserFiles},
 };
 use isa_tools::{
     browser::{BrowserConfig, ChromiumDriver, browser_tools},
@@ -22,6 +29,7 @@ use isa_tools::{
     select::{DEFAULT_DENSE_WEIGHT, LocalSelector, Strategy},
     web::{Cidr, FetchConfig, SsrfGuard, WebFetch, WebSearch},
 };
+use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Mode {
@@ -37,6 +45,21 @@ enum RequireAuth {
     Auto,
     Always,
     Never,
+}
+
+/// Where a side service listens, or `off`.
+#[derive(Clone, Copy)]
+pub struct ServiceBind(Option<SocketAddr>);
+
+impl std::str::FromStr for ServiceBind {
+    type Err = std::net::AddrParseError;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        if s == "off" {
+            Ok(ServiceBind(None))
+        } else {
+            s.parse().map(|a| ServiceBind(Some(a)))
+        }
+    }
 }
 
 #[derive(Args)]
@@ -102,13 +125,29 @@ pub struct ServeArgs {
     /// JWKS URL of the Auth0 (or other OAuth) issuer, when not at the domain's standard path.
     #[arg(long, env = "ISA_AUTH0_JWKS_URL")]
     auth0_jwks_url: Option<String>,
-    /// Base URL of presigned links to files on local disk (served by the user service).
-    #[arg(
-        long,
-        env = "ISA_FILES_URL",
-        default_value = "http://127.0.0.1:8100/files"
-    )]
-    files_url: String,
+    /// Address of the user service (users, API keys, files, credits), or `off`.
+    #[arg(long, env = "ISA_USERS_BIND", default_value = "127.0.0.1:8100")]
+    users_bind: ServiceBind,
+    /// Address of the event service, or `off`.
+    #[arg(long, env = "ISA_EVENTS_BIND", default_value = "127.0.0.1:8101")]
+    events_bind: ServiceBind,
+    /// The database: `postgres://…` (Supabase-compatible) or `sqlite://…`; a SQLite file in
+    /// the data directory when not set.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Base URL of presigned links to files on local disk, which the user service serves;
+    /// `http://{users-bind}/files` when not set.
+    #[arg(long, env = "ISA_FILES_URL")]
+    files_url: Option<String>,
+    /// Largest user file, in bytes.
+    #[arg(long, env = "ISA_FILE_MAX_SIZE", default_value_t = isa_storage::files::DEFAULT_MAX_FILE_SIZE)]
+    file_max_size: u64,
+    /// Seconds a presigned file URL stays valid (at most 7 days).
+    #[arg(long, env = "ISA_FILE_URL_TTL", default_value_t = 3600)]
+    file_url_ttl: u64,
+    /// Credits a user starts with.
+    #[arg(long, env = "ISA_INITIAL_CREDITS", default_value_t = 0)]
+    initial_credits: i64,
     /// Seconds to let running calls finish after a shutdown signal.
     #[arg(long, env = "ISA_MCP_SHUTDOWN_GRACE", default_value_t = 30)]
     shutdown_grace: u64,
@@ -141,7 +180,16 @@ impl HealthCheck for EmbedderHealth {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let auth = authenticator(&args)?;
+    let database_url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("isa.db").display()));
+    let db = Database::connect(&database_url)
+        .await
+        .context("opening the database (DATABASE_URL)")?;
+    let keys = ApiKeys::new(Arc::new(db.clone()));
+    let verifier = jwt_verifier(&args)?;
+    let mcp_auth = mcp_authenticator(&args, verifier.clone(), keys.clone())?;
     let (embedder, embedder_error) = match tokio::task::spawn_blocking(OrtEmbedder::from_env)
         .await?
     {
@@ -180,7 +228,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         ..McpConfig::default()
     };
-    let files = file_store(&args)?;
+    let (files, signer) = file_store(&args)?;
+    let user_files = UserFiles::new(
+        files.clone(),
+        db.clone(),
+        FilesConfig {
+            max_size: args.file_max_size,
+            url_ttl: Duration::from_secs(args.file_url_ttl),
+        },
+    )?;
     let mut builder = McpServer::builder(config)
         .health_check(Arc::new(FileStoreHealth(files.clone())))
         .selector(selector)
@@ -202,6 +258,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .collect::<Result<Vec<_>>>()?,
     );
     server.add_tool(current_time()).await?;
+    server
+        .add_tools(file_tools(user_files.clone(), args.initial_credits))
+        .await?;
     server
         .add_tool(Arc::new(WebFetch::new(
             guard.clone(),
@@ -236,9 +295,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(tools = count, catalog = %path.display(), "catalog loaded");
     }
 
-    let listener = tokio::net::TcpListener::bind(args.bind)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.bind))?;
+    let listener = listen(args.bind).await?;
     let base = format!("http://{}", listener.local_addr()?);
     eprintln!(
         "isa-mcp serving {} tools",
@@ -248,7 +305,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     eprintln!("  discovery     POST {base}/discover   GET {base}/search?q=...");
     eprintln!("  status        {base}/health  {base}/stats  {base}/capabilities  {base}/metrics");
 
-    let app = match auth {
+    let app = match mcp_auth {
         Some(auth) => {
             eprintln!(
                 "  auth          bearer credential required; metadata at {}",
@@ -268,46 +325,107 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             server.router()
         }
     };
+    let stop = CancellationToken::new();
+    let service_auth = Authenticator::new(
+        args.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}/mcp", args.bind)),
+        verifier,
+        Some(keys.clone()),
+    );
+    let mut services = tokio::task::JoinSet::new();
+    if let Some(bind) = args.users_bind.0 {
+        let users = UsersService {
+            db: db.clone(),
+            files: user_files,
+            store: files,
+            signer,
+            keys,
+            initial_credits: args.initial_credits,
+        };
+        let listener = listen(bind).await?;
+        eprintln!(
+            "  users         http://{}/api/users/me  (OpenAPI at /openapi.json)",
+            listener.local_addr()?
+        );
+        let stopped = stop.clone().cancelled_owned();
+        let app = users.router(service_auth.clone());
+        services.spawn(async move {
+            isa_mcp_server::api::serve_until(listener, app, stopped).await?;
+            anyhow::Ok(())
+        });
+    }
+    if let Some(bind) = args.events_bind.0 {
+        let sink = Arc::new(BatchingSink::spawn(
+            Arc::new(db.clone()),
+            BatchingConfig::default(),
+        ));
+        let events = EventsService::new(db.clone(), sink);
+        let listener = listen(bind).await?;
+        eprintln!(
+            "  events        http://{}/api/events  (OpenAPI at /openapi.json)",
+            listener.local_addr()?
+        );
+        let stopped = stop.clone().cancelled_owned();
+        let app = events.clone().router(service_auth);
+        services.spawn(async move {
+            isa_mcp_server::api::serve_until(listener, app, stopped).await?;
+            // Every event answered 202 is written before the process ends.
+            events.shutdown().await?;
+            anyhow::Ok(())
+        });
+    }
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        on_signal.cancel();
+    });
     server
         .serve(
             listener,
             app,
-            shutdown_signal(),
+            stop.cancelled_owned(),
             Duration::from_secs(args.shutdown_grace),
         )
         .await?;
+    while let Some(done) = services.join_next().await {
+        done??;
+    }
     Ok(())
 }
 
-/// S3 when `AWS_S3_BUCKET` is set, else local disk under the data directory.
-fn file_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn FileStore>> {
+async fn listen(bind: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind}"))
+}
+
+/// S3 when `AWS_S3_BUCKET` is set, else local disk under the data directory, with the signer
+/// of its URLs (which the user service then serves).
+fn file_store(args: &ServeArgs) -> anyhow::Result<(Arc<dyn FileStore>, Option<LocalSigner>)> {
     if std::env::var("AWS_S3_BUCKET").is_ok_and(|b| !b.is_empty()) {
         let config = S3Config::from_env()?;
         tracing::info!(bucket = %config.bucket, "user files in S3");
-        return Ok(Arc::new(ObjectFileStore::s3(&config)?));
+        return Ok((Arc::new(ObjectFileStore::s3(&config)?), None));
     }
     let root = args.data_dir.join("files");
-    let signer = LocalSigner::new(local_signing_key(&args.data_dir)?, args.files_url.clone())?;
+    let base_url = match (&args.files_url, args.users_bind.0) {
+        (Some(url), _) => url.clone(),
+        (None, Some(users)) => format!("http://{users}/files"),
+        // The user service runs elsewhere; its default address.
+        (None, None) => "http://127.0.0.1:8100/files".to_owned(),
+    };
+    let signer = LocalSigner::new(local_signing_key(&args.data_dir)?, base_url)?;
     tracing::info!(root = %root.display(), "user files on local disk");
-    Ok(Arc::new(ObjectFileStore::local(root, signer)?))
+    Ok((
+        Arc::new(ObjectFileStore::local(root, signer.clone())?),
+        Some(signer),
+    ))
 }
 
-/// The authentication layer's configuration, or `None` when the server runs open.
-fn authenticator(args: &ServeArgs) -> anyhow::Result<Option<Authenticator>> {
-    let required = match args.require_auth {
-        RequireAuth::Always => true,
-        RequireAuth::Never => false,
-        RequireAuth::Auto => !args.bind.ip().is_loopback(),
-    };
-    if !required {
-        return Ok(None);
-    }
-    let resource = args
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}/mcp", args.bind));
+/// The verifier of the configured token issuers (Supabase, Auth0), if any.
+fn jwt_verifier(args: &ServeArgs) -> anyhow::Result<Option<JwtVerifier>> {
     let mut issuers = Vec::new();
-    let mut authorization_servers = Vec::new();
     if let Some(secret) = &args.supabase_jwt_secret {
         issuers.push(IssuerConfig::supabase(secret.as_bytes().to_vec()));
     }
@@ -316,23 +434,55 @@ fn authenticator(args: &ServeArgs) -> anyhow::Result<Option<Authenticator>> {
             domain,
             args.auth0_audience
                 .clone()
-                .unwrap_or_else(|| resource.clone()),
+                .unwrap_or_else(|| mcp_resource(args)),
         );
         if let Some(url) = &args.auth0_jwks_url {
             auth0.keys = KeySource::Jwks(url.clone());
         }
-        authorization_servers.extend(auth0.issuer.clone());
         issuers.push(auth0);
     }
+    if issuers.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(JwtVerifier::new(issuers, JwksOptions::default())?))
+}
+
+fn mcp_resource(args: &ServeArgs) -> String {
+    args.public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}/mcp", args.bind))
+}
+
+/// The MCP endpoint's authentication, or `None` when it runs open. Tokens of the configured
+/// issuers and the API keys of the user service are accepted.
+fn mcp_authenticator(
+    args: &ServeArgs,
+    verifier: Option<JwtVerifier>,
+    keys: ApiKeys,
+) -> anyhow::Result<Option<Authenticator>> {
+    let required = match args.require_auth {
+        RequireAuth::Always => true,
+        RequireAuth::Never => false,
+        RequireAuth::Auto => !args.bind.ip().is_loopback(),
+    };
+    if !required {
+        return Ok(None);
+    }
     anyhow::ensure!(
-        !issuers.is_empty(),
+        verifier.is_some(),
         "authentication is required (the server listens on {}) but no token issuer is configured: \
          set SUPABASE_JWT_SECRET or AUTH0_DOMAIN, or pass --require-auth never to run open",
         args.bind
     );
-    let verifier = JwtVerifier::new(issuers, JwksOptions::default())?;
+    let authorization_servers = args
+        .auth0_domain
+        .as_ref()
+        .map(|domain| IssuerConfig::auth0(domain, String::new()).issuer)
+        .into_iter()
+        .flatten()
+        .collect();
     Ok(Some(
-        Authenticator::new(resource, Some(verifier), None)
+        Authenticator::new(mcp_resource(args), verifier, Some(keys))
             .with_authorization_servers(authorization_servers),
     ))
 }

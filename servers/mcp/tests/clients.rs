@@ -6,6 +6,7 @@
 
 use std::{path::PathBuf, process::Command, sync::Arc};
 
+use base64::Engine;
 use isa_core::{
     Embedder, ToolOutput, ToolSpec,
     mcp::{McpConfig, McpServer, ServerMode},
@@ -182,6 +183,11 @@ async fn serve_binary(extra: &[&str]) -> (tokio::process::Child, u16, tempfile::
         .arg(metatool_catalog())
         .arg("--data-dir")
         .arg(data_dir.path())
+        .args(if extra.contains(&"--users-bind") {
+            &[][..]
+        } else {
+            &["--users-bind", "off", "--events-bind", "off"][..]
+        })
         .args(extra)
         .env("ISA_LOG", "warn")
         .kill_on_drop(true)
@@ -203,8 +209,7 @@ async fn serve_binary(extra: &[&str]) -> (tokio::process::Child, u16, tempfile::
 const SUPABASE_SECRET: &str = "a-supabase-jwt-secret-of-at-least-32-bytes";
 
 fn supabase_token(audience: &str) -> String {
-    let claims =
-        json!({"sub": "alice", "aud": audience, "exp": chrono::Utc::now().timestamp() + 600});
+    let claims = json!({"sub": "alice", "aud": audience, "exp": chrono::Utc::now().timestamp() + 600, "email": "alice@example.com"});
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,
@@ -305,6 +310,131 @@ async fn the_mcp_endpoint_requires_a_bearer_token_when_protected() {
         .unwrap();
     assert_eq!(foreign.status(), 401);
     server.kill().await.unwrap();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One process, as on the seed's first host: MCP, the user service and the event service
+/// share the database and the file store, and a SIGTERM stops all three cleanly.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_user_and_event_services_run_beside_the_mcp_endpoint() {
+    if !require("python3 with mcp==2.3.0", python_mcp_available()) || embedder().is_none() {
+        return;
+    }
+    let (users_port, events_port) = (free_port(), free_port());
+    let users_bind = format!("127.0.0.1:{users_port}");
+    let events_bind = format!("127.0.0.1:{events_port}");
+    let (mut server, port, data) = serve_binary(&[
+        "--require-auth",
+        "always",
+        "--supabase-jwt-secret",
+        SUPABASE_SECRET,
+        "--users-bind",
+        &users_bind,
+        "--events-bind",
+        &events_bind,
+    ])
+    .await;
+    let token = supabase_token("authenticated");
+    let url = format!("http://127.0.0.1:{port}/mcp/");
+    let content = b"written through MCP";
+    let args = json!({"name": "note.txt", "content_base64": base64::engine::general_purpose::STANDARD.encode(content)});
+    let uploaded = python_with_token(
+        &url,
+        "2026-07-28",
+        &["call", "file_upload", &args.to_string()],
+        Some(&token),
+    )
+    .await;
+    assert_eq!(uploaded["is_error"], false, "{uploaded}");
+    let file = &uploaded["structured"];
+    assert!(
+        file["key"]
+            .as_str()
+            .unwrap()
+            .starts_with("users/alice/files/"),
+        "{file}"
+    );
+
+    let http = reqwest::Client::new();
+    let download = http
+        .get(file["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        download.status(),
+        200,
+        "the user service serves the presigned URL"
+    );
+    assert_eq!(download.bytes().await.unwrap().as_ref(), content);
+    let listed: Value = http
+        .get(format!("http://{users_bind}/api/users/alice/files"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["files"][0]["id"], file["id"], "{listed}");
+    let me: Value = http
+        .get(format!("http://{users_bind}/api/users/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["email"], "alice@example.com");
+    let recorded = http
+        .post(format!("http://{events_bind}/api/events"))
+        .bearer_auth(&token)
+        .json(&json!({"kind": "note.saved", "payload": {"file": file["id"]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(recorded.status(), 202);
+
+    let pid = server.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), server.wait())
+        .await
+        .expect("stopped within 30 s")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let db = isa_storage::db::Database::connect(&format!(
+        "sqlite://{}",
+        data.path().join("isa.db").display()
+    ))
+    .await
+    .unwrap();
+    let stored = db
+        .query(&isa_core::EventQuery {
+            kind: Some("note.saved".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.len(),
+        1,
+        "the event answered 202 was written before exit"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,0 +1,231 @@
+//! The event service (port 8101): record events, one or a batch, and query them. Events go
+//! through a [`BatchingSink`]: a full buffer answers 503 with `Retry-After` and accepts none of
+//! that request's events; an answer of 202 means the events will be written, even if the
+//! service is stopped right after (see [`EventsService::shutdown`]).
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::StatusCode,
+    middleware::from_fn_with_state,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use chrono::{DateTime, Utc};
+use isa_auth::{ADMIN_SCOPE, Authenticator, Principal, require_auth};
+use isa_core::{Error, Event, EventQuery, EventSink, UserId};
+use isa_storage::{
+    db::Database,
+    events::{BatchingSink, MAX_QUERY_LIMIT},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{ApiJson, ApiQuery, ApiResult};
+
+/// Most events in one request.
+pub const MAX_BATCH: usize = 1000;
+/// Largest payload of one event, in bytes of JSON.
+pub const MAX_PAYLOAD: usize = 64 * 1024;
+
+/// What the event service works with.
+#[derive(Clone)]
+pub struct EventsService {
+    db: Database,
+    sink: Arc<BatchingSink>,
+}
+
+impl EventsService {
+    /// Events written to `db` through `sink` (a [`BatchingSink`] over `db`).
+    pub fn new(db: Database, sink: Arc<BatchingSink>) -> Self {
+        EventsService { db, sink }
+    }
+
+    /// The service's routes; `auth` checks the credentials of `/api/events/*`.
+    pub fn router(self, auth: Authenticator) -> Router {
+        let protected = Router::new()
+            .route("/api/events", get(query).post(record))
+            .route("/api/events/recent", get(recent))
+            .route("/api/events/counts", get(counts))
+            .layer(from_fn_with_state(auth, require_auth));
+        Router::new()
+            .merge(protected)
+            .route(
+                "/openapi.json",
+                get(|| async { Json(super::openapi::events()) }),
+            )
+            .route("/health", get(health))
+            .with_state(self)
+    }
+
+    /// Refuses new events and returns once every accepted event is written. Call it after
+    /// the HTTP server has stopped taking requests.
+    pub async fn shutdown(&self) -> isa_core::Result<()> {
+        self.sink.shutdown().await
+    }
+}
+
+async fn health(State(service): State<EventsService>) -> Response {
+    match service.db.ping().await {
+        Ok(()) => Json(json!({"status": "ok"})).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewEvent {
+    kind: String,
+    #[serde(default)]
+    payload: Value,
+    user_id: Option<UserId>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Recording {
+    Batch { events: Vec<NewEvent> },
+    One(NewEvent),
+}
+
+fn check_kind(kind: &str) -> ApiResult<()> {
+    let valid = !kind.is_empty()
+        && kind.len() <= 100
+        && kind
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "event kind {kind:?}: 1 to 100 letters, digits, '.', '_' or '-'"
+        ))
+        .into())
+    }
+}
+
+async fn record(
+    State(service): State<EventsService>,
+    principal: Principal,
+    ApiJson(recording): ApiJson<Recording>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let new = match recording {
+        Recording::Batch { events } => events,
+        Recording::One(event) => vec![event],
+    };
+    if new.is_empty() || new.len() > MAX_BATCH {
+        return Err(Error::invalid(format!("send 1 to {MAX_BATCH} events")).into());
+    }
+    let mut events = Vec::with_capacity(new.len());
+    for e in new {
+        check_kind(&e.kind)?;
+        if serde_json::to_vec(&e.payload).map_or(0, |b| b.len()) > MAX_PAYLOAD {
+            return Err(Error::TooLarge {
+                limit: MAX_PAYLOAD as u64,
+            }
+            .into());
+        }
+        events.push(Event::now(
+            e.kind,
+            acting_for(&principal, e.user_id)?,
+            e.payload,
+        ));
+    }
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    service.sink.record(events).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"accepted": ids.len(), "ids": ids})),
+    ))
+}
+
+#[derive(Deserialize)]
+struct Filter {
+    user_id: Option<UserId>,
+    kind: Option<String>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    after: Option<Uuid>,
+    limit: Option<usize>,
+}
+
+/// Whose events the caller may record or read: their own, or as an administrator anyone's
+/// (or, naming no one, system events when recording and everyone's when reading).
+fn acting_for(principal: &Principal, named: Option<UserId>) -> ApiResult<Option<UserId>> {
+    match named {
+        Some(user) => {
+            principal.authorize_user(&user)?;
+            Ok(Some(user))
+        }
+        None if principal.has_scope(ADMIN_SCOPE) => Ok(None),
+        None => Ok(Some(principal.user_id.clone())),
+    }
+}
+
+async fn run_query(service: &EventsService, query: EventQuery) -> ApiResult<Json<Value>> {
+    let events = service.db.query(&query).await?;
+    let next = (events.len() == query.limit)
+        .then(|| events.last().map(|e| e.id))
+        .flatten();
+    Ok(Json(json!({"events": events, "next": next})))
+}
+
+impl Filter {
+    fn into_query(
+        self,
+        principal: &Principal,
+        default_limit: usize,
+        newest_first: bool,
+    ) -> ApiResult<EventQuery> {
+        Ok(EventQuery {
+            user: acting_for(principal, self.user_id)?,
+            kind: self.kind,
+            since: self.since,
+            until: self.until,
+            after: self.after,
+            limit: self
+                .limit
+                .unwrap_or(default_limit)
+                .clamp(1, MAX_QUERY_LIMIT),
+            newest_first,
+        })
+    }
+}
+
+async fn query(
+    State(service): State<EventsService>,
+    principal: Principal,
+    ApiQuery(filter): ApiQuery<Filter>,
+) -> ApiResult<Json<Value>> {
+    run_query(&service, filter.into_query(&principal, 100, false)?).await
+}
+
+/// The newest events first.
+async fn recent(
+    State(service): State<EventsService>,
+    principal: Principal,
+    ApiQuery(filter): ApiQuery<Filter>,
+) -> ApiResult<Json<Value>> {
+    run_query(&service, filter.into_query(&principal, 50, true)?).await
+}
+
+async fn counts(
+    State(service): State<EventsService>,
+    principal: Principal,
+    ApiQuery(f): ApiQuery<Filter>,
+) -> ApiResult<Json<Value>> {
+    let user = acting_for(&principal, f.user_id)?;
+    let until = f.until.unwrap_or_else(Utc::now);
+    let since = f.since.unwrap_or(until - chrono::Duration::days(1));
+    let counts = service.db.count_events(user.as_ref(), since, until).await?;
+    Ok(Json(
+        json!({"since": since, "until": until, "counts": counts}),
+    ))
+}

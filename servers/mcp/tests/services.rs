@@ -1,0 +1,1104 @@
+//! The user and event services through HTTP with real tokens (Supabase HS256 JWTs and API
+//! keys), on SQLite and on PostgreSQL, with files on local disk served by presigned URLs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{sync::Arc, time::Duration};
+
+use isa_auth::{ApiKeys, Authenticator, IssuerConfig, JwksOptions, JwtVerifier};
+use isa_core::{FileStore, UserId};
+use isa_mcp_server::api::{events::EventsService, serve_until, users::UsersService};
+use isa_storage::{
+    db::Database,
+    events::{BatchingConfig, BatchingSink},
+    files::{LocalSigner, ObjectFileStore},
+    user_files::{FilesConfig, UserFiles},
+};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+const SECRET: &str = "a-supabase-jwt-secret-of-at-least-32-bytes";
+const MAX_FILE: u64 = 1 << 20;
+
+fn token(user: &str, scope: Option<&str>) -> String {
+    let mut claims = json!({
+        "sub": user,
+        "aud": "authenticated",
+        "email": format!("{user}@example.com"),
+        "exp": chrono::Utc::now().timestamp() + 600,
+    });
+    if let Some(scope) = scope {
+        claims["scope"] = json!(scope);
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Both databases: SQLite in a temporary directory, and the test PostgreSQL when the test
+/// command started it.
+async fn databases() -> Vec<(&'static str, Database, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}", dir.path().join("isa.db").display());
+    let mut dbs = vec![("sqlite", Database::connect(&sqlite).await.unwrap(), dir)];
+    match std::env::var("ISA_TEST_DATABASE_URL") {
+        Ok(url) => dbs.push((
+            "postgres",
+            Database::connect(&url).await.unwrap(),
+            tempfile::tempdir().unwrap(),
+        )),
+        Err(_) => assert!(
+            std::env::var("ISA_REQUIRE_SERVICES").as_deref() != Ok("1"),
+            "ISA_TEST_DATABASE_URL is not set"
+        ),
+    }
+    dbs
+}
+
+fn authenticator(db: &Database) -> Authenticator {
+    let verifier =
+        JwtVerifier::new(vec![IssuerConfig::supabase(SECRET)], JwksOptions::default()).unwrap();
+    Authenticator::new(
+        "http://127.0.0.1/mcp",
+        Some(verifier),
+        Some(ApiKeys::new(Arc::new(db.clone()))),
+    )
+}
+
+struct Users {
+    base: String,
+    store: Arc<dyn FileStore>,
+    files: UserFiles,
+}
+
+/// The user service on a free port, files on local disk under `dir`, at most [`MAX_FILE`].
+async fn user_service(db: &Database, dir: &std::path::Path) -> Users {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let signer = LocalSigner::new(
+        b"0123456789abcdef0123456789abcdef-key".to_vec(),
+        format!("{base}/files"),
+    )
+    .unwrap();
+    let store: Arc<dyn FileStore> =
+        Arc::new(ObjectFileStore::local(dir.join("files"), signer.clone()).unwrap());
+    let files = UserFiles::new(
+        store.clone(),
+        db.clone(),
+        FilesConfig {
+            max_size: MAX_FILE,
+            ..FilesConfig::default()
+        },
+    )
+    .unwrap();
+    let service = UsersService {
+        db: db.clone(),
+        files: files.clone(),
+        store: store.clone(),
+        signer: Some(signer),
+        keys: ApiKeys::new(Arc::new(db.clone())),
+        initial_credits: 0,
+    };
+    let app = service.router(authenticator(db));
+    tokio::spawn(serve_until(listener, app, std::future::pending()));
+    Users { base, store, files }
+}
+
+/// A user with a unique id (the PostgreSQL test database outlives test runs).
+fn unique(name: &str) -> String {
+    format!("{name}-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// A multipart body written out by hand, so a test controls every byte of the file name.
+fn multipart(file_name: &[u8], content_type: &str, content: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "isa-test-boundary-7d1f";
+    let mut body = Vec::new();
+    body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+    body.extend_from_slice(b"Content-Disposition: form-data; name=\"file\"; filename=\"");
+    body.extend_from_slice(file_name);
+    body.extend_from_slice(format!("\"\r\nContent-Type: {content_type}\r\n\r\n").as_bytes());
+    body.extend_from_slice(content);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+async fn upload(
+    http: &Client,
+    base: &str,
+    bearer: &str,
+    owner: &str,
+    file_name: &[u8],
+    content_type: &str,
+    content: &[u8],
+) -> (StatusCode, Value) {
+    let (header, body) = multipart(file_name, content_type, content);
+    let response = http
+        .post(format!("{base}/api/users/{owner}/files"))
+        .bearer_auth(bearer)
+        .header("content-type", header)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn objects_of(store: &Arc<dyn FileStore>, user: &str) -> usize {
+    let prefix = isa_core::FileKey::user_prefix(&UserId::new(user).unwrap());
+    store.list(&prefix, None, 1000).await.unwrap().objects.len()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_upload_list_and_download_only_their_own_files() {
+    for (name, db, dir) in databases().await {
+        let users = user_service(&db, dir.path()).await;
+        let base = &users.base;
+        let http = Client::new();
+        let (alice, bob) = (unique("alice"), unique("bob"));
+        let (a, b) = (token(&alice, None), token(&bob, None));
+
+        let content = b"quarterly numbers\n1,2,3\n";
+        let (status, file) =
+            upload(&http, base, &a, &alice, b"report.csv", "text/csv", content).await;
+        assert_eq!(status, StatusCode::CREATED, "{name}: {file}");
+        assert_eq!(file["name"], "report.csv");
+        assert_eq!(file["size"], content.len());
+        assert_eq!(file["content_type"], "text/csv");
+        assert_eq!(file["sha256"], hex::encode(Sha256::digest(content)));
+        let key = file["key"].as_str().unwrap();
+        let now = chrono::Utc::now();
+        assert!(
+            key.starts_with(&format!("users/{alice}/files/{}/", now.format("%Y/%m"))),
+            "{key}"
+        );
+        let expires: chrono::DateTime<chrono::Utc> =
+            file["url_expires_at"].as_str().unwrap().parse().unwrap();
+        assert!((expires - now).num_seconds() > 3500, "an hour by default");
+
+        // The presigned URL works with no credential at all; a changed signature does not.
+        let url = file["url"].as_str().unwrap();
+        let fetched = http.get(url).send().await.unwrap();
+        assert_eq!(fetched.status(), 200);
+        let disposition = fetched.headers()["content-disposition"].to_str().unwrap();
+        assert!(disposition.starts_with("attachment"), "{disposition}");
+        assert_eq!(fetched.bytes().await.unwrap().as_ref(), content);
+        let forged = url.replace("signature=", "signature=00");
+        assert_eq!(http.get(&forged).send().await.unwrap().status(), 403);
+
+        // Alice lists and reads it; a fresh URL comes with the metadata.
+        let id = file["id"].as_str().unwrap();
+        let listed: Value = http
+            .get(format!("{base}/api/users/{alice}/files"))
+            .bearer_auth(&a)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(listed["files"].as_array().unwrap().len(), 1, "{listed}");
+        assert_eq!(listed["files"][0]["id"], id);
+        let this_month = format!(
+            "{base}/api/users/{alice}/files?year={}&month={}",
+            now.format("%Y"),
+            now.format("%-m")
+        );
+        let by_month: Value = http
+            .get(&this_month)
+            .bearer_auth(&a)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(by_month["files"].as_array().unwrap().len(), 1);
+        let last_year = format!("{base}/api/users/{alice}/files?year=2001");
+        let none: Value = http
+            .get(&last_year)
+            .bearer_auth(&a)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(none["files"].as_array().unwrap().is_empty());
+        let got: Value = http
+            .get(format!("{base}/api/users/{alice}/files/{id}"))
+            .bearer_auth(&a)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(got["sha256"], file["sha256"]);
+        let again = http.get(got["url"].as_str().unwrap()).send().await.unwrap();
+        assert_eq!(again.bytes().await.unwrap().as_ref(), content);
+
+        // Bob: 403 on everything of Alice's, and her file is never in his listing.
+        for path in [
+            format!("/api/users/{alice}/files"),
+            format!("/api/users/{alice}/files/{id}"),
+        ] {
+            let r = http
+                .get(format!("{base}{path}"))
+                .bearer_auth(&b)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 403, "{name}: bob GET {path}");
+        }
+        let r = http
+            .delete(format!("{base}/api/users/{alice}/files/{id}"))
+            .bearer_auth(&b)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        let (status, _) = upload(&http, base, &b, &alice, b"x.txt", "text/plain", b"x").await;
+        assert_eq!(status, 403, "bob cannot upload as alice");
+        let r = http
+            .get(format!("{base}/api/users/{bob}/files/{id}"))
+            .bearer_auth(&b)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "her file id under his name is not found");
+        let his: Value = http
+            .get(format!("{base}/api/users/{bob}/files"))
+            .bearer_auth(&b)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(his["files"].as_array().unwrap().is_empty(), "{his}");
+        let anonymous = http
+            .get(format!("{base}/api/users/{alice}/files"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(anonymous.status(), 401);
+
+        // An administrator may act for her.
+        let admin = token(&unique("admin"), Some("admin"));
+        let r = http
+            .get(format!("{base}/api/users/{alice}/files/{id}"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+
+        // Delete: gone from the listing, the store and the URL.
+        let r = http
+            .delete(format!("{base}/api/users/{alice}/files/{id}"))
+            .bearer_auth(&a)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        assert_eq!(objects_of(&users.store, &alice).await, 0);
+        assert_eq!(http.get(url).send().await.unwrap().status(), 404);
+        let r = http
+            .get(format!("{base}/api/users/{alice}/files/{id}"))
+            .bearer_auth(&a)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_uploads_are_refused_and_leave_nothing_behind() {
+    for (name, db, dir) in databases().await {
+        let users = user_service(&db, dir.path()).await;
+        let base = &users.base;
+        let http = Client::new();
+        let alice = unique("alice");
+        let a = token(&alice, None);
+        let list = || async {
+            let listed: Value = http
+                .get(format!("{base}/api/users/{alice}/files"))
+                .bearer_auth(&a)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            listed["files"].as_array().unwrap().len()
+        };
+
+        // Over the limit: 413, nothing kept.
+        let big = vec![b'a'; MAX_FILE as usize + 1];
+        let (status, body) = upload(&http, base, &a, &alice, b"big.txt", "text/plain", &big).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{name}: {body}");
+        assert_eq!(body["error"], "too_large");
+        // Exactly at the limit is fine.
+        let (status, _) = upload(
+            &http,
+            base,
+            &a,
+            &alice,
+            b"edge.txt",
+            "text/plain",
+            &big[1..],
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+
+        // Bytes that contradict the declared type: 415, nothing kept.
+        let (status, body) = upload(
+            &http,
+            base,
+            &a,
+            &alice,
+            b"photo.png",
+            "image/png",
+            b"just some text",
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
+        let (status, _) = upload(
+            &http,
+            base,
+            &a,
+            &alice,
+            b"doc.txt",
+            "text/plain",
+            b"%PDF-1.7\n\x00\x01",
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let (status, _) = upload(
+            &http,
+            base,
+            &a,
+            &alice,
+            b"run.exe",
+            "application/x-msdownload",
+            b"MZ\x90\x00",
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not an accepted type"
+        );
+        assert_eq!(list().await, 1);
+        assert_eq!(objects_of(&users.store, &alice).await, 1);
+
+        // Hostile names are stored safely: the key stays in her folder, the name keeps no
+        // separator or control character.
+        let png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR";
+        let (status, file) = upload(
+            &http,
+            base,
+            &a,
+            &alice,
+            b"../../etc/passwd",
+            "image/png",
+            png,
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{file}");
+        let key = file["key"].as_str().unwrap();
+        let segments: Vec<&str> = key.split('/').collect();
+        assert!(key.starts_with(&format!("users/{alice}/files/")), "{key}");
+        assert_eq!(segments.len(), 6, "{key}");
+        assert!(segments.iter().all(|s| *s != ".." && *s != "."), "{key}");
+        assert_eq!(file["name"], ".._.._etc_passwd");
+        let fetched = http
+            .get(file["url"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(fetched.bytes().await.unwrap().as_ref(), png);
+        let nul: Value = http
+            .post(format!("{base}/api/users/{alice}/files/uploads"))
+            .bearer_auth(&a)
+            .json(&json!({"name": "a\u{0000}b", "content_type": "text/plain"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(nul["file"]["name"], "a_b", "{nul}");
+        let nul_key = nul["file"]["key"].as_str().unwrap();
+        assert!(nul_key.ends_with("-a_b"), "{nul_key}");
+        // A NUL inside a multipart header is malformed: refused as bad input.
+        let (status, _) = upload(&http, base, &a, &alice, b"a\x00b.txt", "text/plain", b"x").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+
+        // A direct upload: PUT to the presigned URL, then complete; checked like any upload.
+        let put = http
+            .put(nul["url"].as_str().unwrap())
+            .body("direct bytes")
+            .send()
+            .await
+            .unwrap();
+        assert!(put.status().is_success(), "{}", put.status());
+        let id = nul["file"]["id"].as_str().unwrap();
+        let done: Value = http
+            .post(format!("{base}/api/users/{alice}/files/{id}/complete"))
+            .bearer_auth(&a)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            done["sha256"],
+            hex::encode(Sha256::digest(b"direct bytes")),
+            "{done}"
+        );
+        assert_eq!(done["size"], 12);
+        let lying: Value = http
+            .post(format!("{base}/api/users/{alice}/files/uploads"))
+            .bearer_auth(&a)
+            .json(&json!({"name": "x.png", "content_type": "image/png"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        http.put(lying["url"].as_str().unwrap())
+            .body("not a png")
+            .send()
+            .await
+            .unwrap();
+        let lying_id = lying["file"]["id"].as_str().unwrap();
+        let refused = http
+            .post(format!(
+                "{base}/api/users/{alice}/files/{lying_id}/complete"
+            ))
+            .bearer_auth(&a)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 415);
+        assert_eq!(list().await, 3, "{name}: edge.txt, passwd, a_b");
+        assert_eq!(objects_of(&users.store, &alice).await, 3);
+
+        // Malformed requests are clear 400s.
+        let r = http
+            .post(format!("{base}/api/users/{alice}/files"))
+            .bearer_auth(&a)
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let r = http
+            .get(format!("{base}/api/users/{alice}/files?month=13&year=2026"))
+            .bearer_auth(&a)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let r = http
+            .get(format!("{base}/api/users/..%2Fetc/files"))
+            .bearer_auth(&a)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status() == 400 || r.status() == 403, "{}", r.status());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_keys_are_made_used_and_revoked() {
+    for (name, db, dir) in databases().await {
+        let users = user_service(&db, dir.path()).await;
+        let base = &users.base;
+        let http = Client::new();
+        let alice = unique("alice");
+        let a = token(&alice, None);
+        let made = http
+            .post(format!("{base}/api/users/me/api-keys"))
+            .bearer_auth(&a)
+            .json(&json!({"name": "laptop"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(made.status(), 201, "{name}");
+        let made: Value = made.json().await.unwrap();
+        let key = made["key"].as_str().unwrap();
+        let me: Value = http
+            .get(format!("{base}/api/users/me"))
+            .header("x-api-key", key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(me["id"], alice.as_str());
+        assert_eq!(me["auth_method"], "api_key");
+        let listed: Value = http
+            .get(format!("{base}/api/users/me/api-keys"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(listed["api_keys"].as_array().unwrap().len(), 1);
+        assert!(
+            !listed.to_string().contains(&key[20..]),
+            "the secret is never listed"
+        );
+        let escalation = http
+            .post(format!("{base}/api/users/me/api-keys"))
+            .bearer_auth(&a)
+            .json(&json!({"name": "root", "scopes": ["admin"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            escalation.status(),
+            403,
+            "a key grants no more than its maker holds"
+        );
+        let id = made["api_key"]["id"].as_str().unwrap();
+        let revoked = http
+            .delete(format!("{base}/api/users/me/api-keys/{id}"))
+            .bearer_auth(&a)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(revoked.status(), 204);
+        let after = http
+            .get(format!("{base}/api/users/me"))
+            .header("x-api-key", key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(after.status(), 401);
+        let verify: Value = http
+            .post(format!("{base}/api/auth/verify"))
+            .json(&json!({"token": a}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(verify["valid"], true);
+        assert_eq!(verify["user_id"], alice.as_str());
+        let invalid: Value = http
+            .post(format!("{base}/api/auth/verify"))
+            .json(&json!({"token": "not.a.token"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(invalid["valid"], false);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credits_are_charged_once_per_request_and_never_overdrawn() {
+    for (name, db, dir) in databases().await {
+        let users = user_service(&db, dir.path()).await;
+        let base = users.base.clone();
+        let http = Client::new();
+        let alice = unique("alice");
+        let a = token(&alice, None);
+        let admin = token(&unique("admin"), Some("admin"));
+        let post = |path: String, bearer: String, body: Value| {
+            let http = http.clone();
+            let url = format!("{base}{path}");
+            async move {
+                let r = http
+                    .post(url)
+                    .bearer_auth(bearer)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status();
+                (status, r.json::<Value>().await.unwrap())
+            }
+        };
+        let consume = format!("/api/users/{alice}/credits/consume");
+
+        let (status, _) = post(
+            format!("/api/users/{alice}/credits/grant"),
+            a.clone(),
+            json!({"request_id": "g0", "amount": 5}),
+        )
+        .await;
+        assert_eq!(status, 403, "only administrators grant");
+        let (status, grant) = post(
+            format!("/api/users/{alice}/credits/grant"),
+            admin.clone(),
+            json!({"request_id": "g1", "amount": 100}),
+        )
+        .await;
+        assert_eq!(status, 201, "{name}: {grant}");
+
+        let charge =
+            json!({"request_id": "r1", "amount": 30, "operation": "model.chat", "units": 1200});
+        let (status, first) = post(consume.clone(), a.clone(), charge.clone()).await;
+        assert_eq!(status, 201, "{first}");
+        assert_eq!(first["transaction"]["balance_after"], 70);
+        let (status, replay) = post(consume.clone(), a.clone(), charge).await;
+        assert_eq!(status, 200);
+        assert_eq!(replay["replayed"], true);
+        assert_eq!(replay["transaction"]["id"], first["transaction"]["id"]);
+        let (status, broke) = post(
+            consume.clone(),
+            a.clone(),
+            json!({"request_id": "r2", "amount": 71, "operation": "model.chat"}),
+        )
+        .await;
+        assert_eq!(status, 402, "{broke}");
+        let (status, _) = post(
+            consume.clone(),
+            token(&unique("bob"), None),
+            json!({"request_id": "r3", "amount": 1, "operation": "x"}),
+        )
+        .await;
+        assert_eq!(status, 403, "bob cannot spend alice's credits");
+        let (status, _) = post(
+            consume.clone(),
+            a.clone(),
+            json!({"request_id": "r4", "amount": -5, "operation": "x"}),
+        )
+        .await;
+        assert_eq!(status, 400);
+
+        // Ten concurrent charges of 10 against a balance of 70: exactly seven succeed.
+        let attempts = (0..10).map(|i| {
+            post(
+                consume.clone(),
+                a.clone(),
+                json!({"request_id": format!("c{i}"), "amount": 10, "operation": "tool.call"}),
+            )
+        });
+        let outcomes = futures::future::join_all(attempts).await;
+        let charged = outcomes.iter().filter(|(s, _)| *s == 201).count();
+        let refused = outcomes.iter().filter(|(s, _)| *s == 402).count();
+        assert_eq!((charged, refused), (7, 3), "{name}: {outcomes:?}");
+        let balance: Value = http
+            .get(format!("{base}/api/users/{alice}/credits"))
+            .bearer_auth(&a)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(balance["balance"], 0);
+
+        let history: Value = http
+            .get(format!("{base}/api/users/{alice}/credits/history?limit=5"))
+            .bearer_auth(&a)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let page = history["transactions"].as_array().unwrap();
+        assert_eq!(page.len(), 5);
+        assert!(
+            page.windows(2)
+                .all(|w| w[0]["id"].as_str() > w[1]["id"].as_str()),
+            "newest first"
+        );
+        let rest: Value = http
+            .get(format!(
+                "{base}/api/users/{alice}/credits/history?before={}",
+                history["next"].as_str().unwrap()
+            ))
+            .bearer_auth(&a)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            rest["transactions"].as_array().unwrap().len(),
+            4,
+            "grant + r1 + 7 charges = 9"
+        );
+        let usage: Value = http
+            .get(format!("{base}/api/users/{alice}/usage"))
+            .bearer_auth(&a)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            usage["operations"],
+            json!([
+                {"operation": "model.chat", "requests": 1, "credits": 30, "units": 1200},
+                {"operation": "tool.call", "requests": 7, "credits": 70, "units": 0},
+            ])
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mcp_file_tools_act_for_the_caller_only() {
+    use base64::Engine;
+    use isa_core::{
+        CallContext,
+        mcp::{McpConfig, McpServer},
+    };
+    for (name, db, dir) in databases().await {
+        let users = user_service(&db, dir.path()).await;
+        let server = McpServer::builder(McpConfig::default()).build();
+        server
+            .add_tools(isa_storage::file_tools::file_tools(users.files.clone(), 0))
+            .await
+            .unwrap();
+        let as_user = |user: &str| CallContext {
+            user: Some(UserId::new(user).unwrap()),
+            ..CallContext::default()
+        };
+        let call = |tool: &'static str, args: Value, ctx: CallContext| {
+            let server = server.clone();
+            async move {
+                server
+                    .call_tool(tool, args.as_object().cloned(), &ctx)
+                    .await
+                    .unwrap()
+            }
+        };
+        let (alice, bob) = (unique("alice"), unique("bob"));
+        let content = "a note from a model";
+        let encoded = base64::engine::general_purpose::STANDARD.encode(content);
+        let saved = call(
+            "file_upload",
+            json!({"name": "note.md", "content_base64": encoded}),
+            as_user(&alice),
+        )
+        .await;
+        assert!(!saved.is_error, "{name}: {saved:?}");
+        let file = saved.structured_content.unwrap();
+        assert_eq!(file["content_type"], "text/markdown");
+        let fetched = Client::new()
+            .get(file["url"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(fetched.text().await.unwrap(), content);
+
+        let listed = call("file_list", json!({}), as_user(&alice)).await;
+        assert_eq!(
+            listed.structured_content.unwrap()["files"][0]["id"],
+            file["id"]
+        );
+        let id = json!({"file_id": file["id"]});
+        let theirs = call("file_download_url", id.clone(), as_user(&bob)).await;
+        assert!(theirs.is_error, "bob cannot reach alice's file");
+        let empty = call("file_list", json!({}), as_user(&bob)).await;
+        assert_eq!(empty.structured_content.unwrap()["files"], json!([]));
+        let anonymous = call("file_list", json!({}), CallContext::default()).await;
+        assert!(anonymous.is_error, "an anonymous caller has no files");
+        let bad = call(
+            "file_upload",
+            json!({"name": "x.png", "content_base64": "not base64!"}),
+            as_user(&alice),
+        )
+        .await;
+        assert!(bad.is_error);
+        let lying = call(
+            "file_upload",
+            json!({"name": "x.png", "content_base64": encoded}),
+            as_user(&alice),
+        )
+        .await;
+        assert!(
+            lying.is_error,
+            "text declared as PNG by its name is refused"
+        );
+        let deleted = call("file_delete", id.clone(), as_user(&alice)).await;
+        assert!(!deleted.is_error);
+        let gone = call("file_download_url", id, as_user(&alice)).await;
+        assert!(gone.is_error);
+    }
+}
+
+struct Events {
+    base: String,
+    service: EventsService,
+    stop: tokio::sync::oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn event_service(db: &Database, config: BatchingConfig) -> Events {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let sink = Arc::new(BatchingSink::spawn(Arc::new(db.clone()), config));
+    let service = EventsService::new(db.clone(), sink);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let app = service.clone().router(authenticator(db));
+    let served = tokio::spawn(serve_until(listener, app, async {
+        let _ = stopped.await;
+    }));
+    Events {
+        base,
+        service,
+        stop,
+        served,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_are_recorded_and_queried_per_user() {
+    for (name, db, _dir) in databases().await {
+        let events = event_service(&db, BatchingConfig::default()).await;
+        let base = &events.base;
+        let http = Client::new();
+        let (alice, bob) = (unique("alice"), unique("bob"));
+        let (a, b) = (token(&alice, None), token(&bob, None));
+        let one = http
+            .post(format!("{base}/api/events"))
+            .bearer_auth(&a)
+            .json(&json!({"kind": "file.uploaded", "payload": {"size": 3}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(one.status(), 202, "{name}");
+        let batch: Value = http
+            .post(format!("{base}/api/events"))
+            .bearer_auth(&a)
+            .json(&json!({"events": [
+                {"kind": "tool.called", "payload": {"tool": "web_fetch"}},
+                {"kind": "tool.called", "payload": {"tool": "current_time"}},
+            ]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(batch["accepted"], 2);
+        let forged = http
+            .post(format!("{base}/api/events"))
+            .bearer_auth(&b)
+            .json(&json!({"kind": "login", "user_id": alice}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forged.status(), 403, "bob cannot record events as alice");
+        for bad in [
+            json!({"kind": "no spaces"}),
+            json!({"events": []}),
+            json!({"payload": {}}),
+        ] {
+            let r = http
+                .post(format!("{base}/api/events"))
+                .bearer_auth(&a)
+                .json(&bad)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 400, "{bad}");
+        }
+        events.service.shutdown().await.unwrap();
+
+        let get = |path: String, bearer: String| {
+            let http = http.clone();
+            async move {
+                let r = http
+                    .get(format!("{base}{path}"))
+                    .bearer_auth(bearer)
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status(), r.json::<Value>().await.unwrap_or(Value::Null))
+            }
+        };
+        let (_, mine) = get("/api/events".into(), a.clone()).await;
+        let kinds: Vec<&str> = mine["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            ["file.uploaded", "tool.called", "tool.called"],
+            "{name}"
+        );
+        let (_, recent) = get("/api/events/recent?limit=1".into(), a.clone()).await;
+        assert_eq!(
+            recent["events"][0]["payload"]["tool"], "current_time",
+            "newest first"
+        );
+        let (_, calls) = get("/api/events?kind=tool.called&limit=1".into(), a.clone()).await;
+        assert_eq!(calls["events"].as_array().unwrap().len(), 1);
+        let (_, page2) = get(
+            format!(
+                "/api/events?kind=tool.called&limit=1&after={}",
+                calls["next"].as_str().unwrap()
+            ),
+            a.clone(),
+        )
+        .await;
+        assert_eq!(page2["events"][0]["payload"]["tool"], "current_time");
+        let (_, counts) = get("/api/events/counts".into(), a.clone()).await;
+        assert_eq!(
+            counts["counts"],
+            json!([{"kind": "file.uploaded", "count": 1}, {"kind": "tool.called", "count": 2}])
+        );
+        let (_, his) = get("/api/events".into(), b.clone()).await;
+        assert!(his["events"].as_array().unwrap().is_empty());
+        let (status, _) = get(format!("/api/events?user_id={alice}"), b.clone()).await;
+        assert_eq!(status, 403);
+        let (status, _) = get("/api/events?since=yesterday".into(), a.clone()).await;
+        assert_eq!(status, 400);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_event_accepted_before_a_graceful_stop_is_written() {
+    for (name, db, _dir) in databases().await {
+        // Events linger in the buffer, so the stop catches many of them unwritten.
+        let config = BatchingConfig {
+            capacity: 10_000,
+            batch_size: 500,
+            linger: Duration::from_millis(300),
+        };
+        let events = event_service(&db, config).await;
+        let user = unique("streamer");
+        let bearer = token(&user, None);
+        let http = Client::new();
+        let accepted = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+        let senders: Vec<_> = (0..8)
+            .map(|_| {
+                let (http, url, bearer, accepted) = (
+                    http.clone(),
+                    format!("{}/api/events", events.base),
+                    bearer.clone(),
+                    accepted.clone(),
+                );
+                tokio::spawn(async move {
+                    for i in 0.. {
+                        let sent = http
+                            .post(&url)
+                            .bearer_auth(&bearer)
+                            .json(&json!({"kind": "stream.tick", "payload": {"i": i}}))
+                            .send()
+                            .await;
+                        match sent {
+                            Ok(r) if r.status() == 202 => {
+                                let body: Value = r.json().await.unwrap();
+                                accepted
+                                    .lock()
+                                    .push(body["ids"][0].as_str().unwrap().to_owned());
+                            }
+                            Ok(r) => assert!(r.status().is_server_error(), "{}", r.status()),
+                            Err(_) => return, // the service has stopped listening
+                        }
+                    }
+                })
+            })
+            .collect();
+        while accepted.lock().len() < 300 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        events.stop.send(()).unwrap();
+        events.served.await.unwrap().unwrap();
+        events.service.shutdown().await.unwrap();
+        for sender in senders {
+            sender.await.unwrap();
+        }
+        let accepted = accepted.lock().clone();
+        let mut stored = std::collections::HashSet::new();
+        let mut after = None;
+        loop {
+            let page = db
+                .query(&isa_core::EventQuery {
+                    user: Some(UserId::new(user.clone()).unwrap()),
+                    after,
+                    limit: 1000,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            after = page.last().map(|e| e.id);
+            stored.extend(page.iter().map(|e| e.id.to_string()));
+            if page.len() < 1000 {
+                break;
+            }
+        }
+        let missing = accepted.iter().filter(|id| !stored.contains(*id)).count();
+        assert_eq!(
+            missing,
+            0,
+            "{name}: {missing} of {} accepted events were lost",
+            accepted.len()
+        );
+        eprintln!(
+            "{name}: {} events accepted before the stop, all written",
+            accepted.len()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_documented_operation_is_served() {
+    let (_, db, dir) = databases().await.remove(0);
+    let users = user_service(&db, dir.path()).await;
+    let events = event_service(&db, BatchingConfig::default()).await;
+    let http = Client::new();
+    for base in [&users.base, &events.base] {
+        let doc: Value = http
+            .get(format!("{base}/openapi.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let paths = doc["paths"].as_object().unwrap();
+        assert!(paths.len() >= 4);
+        for (path, operations) in paths {
+            let concrete = path
+                .split('/')
+                .map(|s| if s.starts_with('{') { "x" } else { s })
+                .collect::<Vec<_>>()
+                .join("/");
+            for method in operations.as_object().unwrap().keys() {
+                let method: reqwest::Method = method.to_uppercase().parse().unwrap();
+                let status = http
+                    .request(method.clone(), format!("{base}{concrete}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status();
+                assert!(
+                    status != 404 && status != 405,
+                    "{method} {path} is documented but answers {status}"
+                );
+            }
+        }
+    }
+}
