@@ -1,8 +1,15 @@
 //! # isa-storage
 //!
-//! Storage backends for isa. Today: [`files::ObjectFileStore`], the [`FileStore`](isa_core::FileStore)
-//! on `object_store` for S3 (and S3-compatible servers such as Garage), local disk and memory,
-//! with presigned URLs; [`events`]: event sinks on PostgreSQL and SQLite with batching, and the log; [`pgvector::PgVectorSelector`]: a tool index several servers share.
+//! Storage for isa:
+//!
+//! - [`files::ObjectFileStore`]: the [`FileStore`](isa_core::FileStore) on `object_store` for S3
+//!   (and S3-compatible servers such as Garage), local disk and memory, with presigned URLs;
+//! - [`db::Database`]: PostgreSQL or SQLite, chosen by URL, with migrations for both: users,
+//!   API keys ([`keys`]), file metadata, events, credits ([`users`]) and agent sessions;
+//! - [`user_files::UserFiles`]: users' files, checked on the way in (size, [`media`] type
+//!   against the leading bytes, SHA-256), and their MCP tools ([`file_tools`]);
+//! - [`events`]: event sinks on the database with batching through a bounded channel, and the log;
+//! - [`pgvector::PgVectorSelector`]: a tool index several servers share.
 
 pub mod db;
 pub mod events;

@@ -1,6 +1,7 @@
 //! `isa-mcp`: the smart MCP server and its command-line tools.
 
 mod eval;
+mod keys;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,9 @@ enum Command {
     /// Work with tool catalogs: rank and evaluate selection.
     #[command(subcommand)]
     Tools(eval::ToolsCommand),
+    /// Make API keys in the server's database.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 #[tokio::main]
@@ -33,5 +37,6 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve::run(*args).await,
         Command::Tools(command) => eval::run(command).await,
+        Command::Keys(command) => keys::run(command).await,
     }
 }

@@ -148,6 +148,9 @@ pub struct ServeArgs {
     /// Credits a user starts with.
     #[arg(long, env = "ISA_INITIAL_CREDITS", default_value_t = 0)]
     initial_credits: i64,
+    /// Requests the user and event services each serve at once; more are refused with 503.
+    #[arg(long, env = "ISA_API_CONCURRENCY", default_value_t = isa_mcp_server::api::DEFAULT_CONCURRENCY)]
+    api_concurrency: usize,
     /// Seconds to let running calls finish after a shutdown signal.
     #[arg(long, env = "ISA_MCP_SHUTDOWN_GRACE", default_value_t = 30)]
     shutdown_grace: u64,
@@ -158,6 +161,14 @@ pub fn default_data_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."))
         .join(".local/share/isa")
+}
+
+/// `DATABASE_URL` when given, else the SQLite file `isa.db` in the data directory.
+pub fn database_url(data_dir: &std::path::Path, given: Option<&str>) -> String {
+    match given {
+        Some(url) => url.to_owned(),
+        None => format!("sqlite://{}", data_dir.join("isa.db").display()),
+    }
 }
 
 /// Ready when a query embeds.
@@ -342,6 +353,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             signer,
             keys,
             initial_credits: args.initial_credits,
+            concurrency: args.api_concurrency,
         };
         let listener = listen(bind).await?;
         eprintln!(
@@ -360,7 +372,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             Arc::new(db.clone()),
             BatchingConfig::default(),
         ));
-        let events = EventsService::new(db.clone(), sink);
+        let events = EventsService::new(db.clone(), sink, args.api_concurrency);
         let listener = listen(bind).await?;
         eprintln!(
             "  events        http://{}/api/events  (OpenAPI at /openapi.json)",

@@ -77,6 +77,10 @@ struct Users {
 
 /// The user service on a free port, files on local disk under `dir`, at most [`MAX_FILE`].
 async fn user_service(db: &Database, dir: &std::path::Path) -> Users {
+    user_service_serving(db, dir, 64).await
+}
+
+async fn user_service_serving(db: &Database, dir: &std::path::Path, concurrency: usize) -> Users {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let signer = LocalSigner::new(
@@ -102,6 +106,7 @@ async fn user_service(db: &Database, dir: &std::path::Path) -> Users {
         signer: Some(signer),
         keys: ApiKeys::new(Arc::new(db.clone())),
         initial_credits: 0,
+        concurrency,
     };
     let app = service.router(authenticator(db));
     tokio::spawn(serve_until(listener, app, std::future::pending()));
@@ -854,7 +859,7 @@ async fn event_service(db: &Database, config: BatchingConfig) -> Events {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let sink = Arc::new(BatchingSink::spawn(Arc::new(db.clone()), config));
-    let service = EventsService::new(db.clone(), sink);
+    let service = EventsService::new(db.clone(), sink, 64);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let app = service.clone().router(authenticator(db));
     let served = tokio::spawn(serve_until(listener, app, async {
@@ -1060,6 +1065,57 @@ async fn every_event_accepted_before_a_graceful_stop_is_written() {
             accepted.len()
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_beyond_the_concurrency_limit_are_refused_at_once() {
+    let (_, db, dir) = databases().await.remove(0);
+    let users = user_service_serving(&db, dir.path(), 1).await;
+    let alice = unique("alice");
+    let a = token(&alice, None);
+    let http = Client::new();
+    // An upload whose body trickles in holds the one slot.
+    use futures::SinkExt;
+    let (mut more, body) = futures::channel::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let (header, start) = multipart(b"slow.txt", "text/plain", b"first bytes");
+    let slow = {
+        let (http, url, a) = (
+            http.clone(),
+            format!("{}/api/users/{alice}/files", users.base),
+            a.clone(),
+        );
+        tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(a)
+                .header("content-type", header)
+                .body(reqwest::Body::wrap_stream(body))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    let (head, tail) = start.split_at(start.len() - 20);
+    more.send(Ok(head.to_vec())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = http
+        .get(format!("{}/api/users/me", users.base))
+        .bearer_auth(&a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    more.send(Ok(tail.to_vec())).await.unwrap();
+    drop(more);
+    assert_eq!(slow.await.unwrap(), StatusCode::CREATED);
+    let after = http
+        .get(format!("{}/api/users/me", users.base))
+        .bearer_auth(&a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 200, "the slot is free again");
 }
 
 #[tokio::test(flavor = "multi_thread")]

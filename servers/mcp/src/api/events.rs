@@ -36,16 +36,23 @@ pub const MAX_PAYLOAD: usize = 64 * 1024;
 pub struct EventsService {
     db: Database,
     sink: Arc<BatchingSink>,
+    concurrency: usize,
 }
 
 impl EventsService {
-    /// Events written to `db` through `sink` (a [`BatchingSink`] over `db`).
-    pub fn new(db: Database, sink: Arc<BatchingSink>) -> Self {
-        EventsService { db, sink }
+    /// Events written to `db` through `sink` (a [`BatchingSink`] over `db`), at most
+    /// `concurrency` requests at once.
+    pub fn new(db: Database, sink: Arc<BatchingSink>, concurrency: usize) -> Self {
+        EventsService {
+            db,
+            sink,
+            concurrency,
+        }
     }
 
     /// The service's routes; `auth` checks the credentials of `/api/events/*`.
     pub fn router(self, auth: Authenticator) -> Router {
+        let concurrency = self.concurrency;
         let protected = Router::new()
             .route("/api/events", get(query).post(record))
             .route("/api/events/recent", get(recent))

@@ -108,6 +108,29 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 /// Answers of the handlers.
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// Requests a service works on at once by default; more are refused at once with 503.
+pub const DEFAULT_CONCURRENCY: usize = 256;
+
+/// Refuses requests beyond `max` at once with 503 and `Retry-After`, rather than queueing
+/// them without bound.
+pub fn limit_concurrency(app: axum::Router, max: usize) -> axum::Router {
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(max.max(1)));
+    app.layer(axum::middleware::from_fn(
+        move |request: Request, next: axum::middleware::Next| {
+            let permits = permits.clone();
+            async move {
+                match permits.try_acquire_owned() {
+                    Ok(_permit) => next.run(request).await,
+                    Err(_) => ApiError(Error::Overloaded {
+                        retry_after: std::time::Duration::from_secs(1),
+                    })
+                    .into_response(),
+                }
+            }
+        },
+    ))
+}
+
 /// Serves `app` on `listener` until `stop` completes, then lets requests in flight finish.
 pub async fn serve_until(
     listener: tokio::net::TcpListener,

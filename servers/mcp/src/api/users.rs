@@ -42,11 +42,14 @@ pub struct UsersService {
     pub keys: ApiKeys,
     /// Credits a new user starts with.
     pub initial_credits: i64,
+    /// Requests served at once; more are refused with 503.
+    pub concurrency: usize,
 }
 
 impl UsersService {
     /// The service's routes; `auth` checks the credentials of `/api/users/*`.
     pub fn router(self, auth: Authenticator) -> Router {
+        let concurrency = self.concurrency;
         let protected = Router::new()
             .route("/api/users/me", get(me))
             .route("/api/users/me/api-keys", get(list_keys).post(create_key))
@@ -67,7 +70,7 @@ impl UsersService {
             .route("/api/users/{user_id}/credits/history", get(history))
             .route("/api/users/{user_id}/usage", get(usage))
             .layer(from_fn_with_state(auth.clone(), require_auth));
-        Router::new()
+        let app = Router::new()
             .merge(protected)
             .route("/api/auth/verify", post(verify))
             .route("/files/{*key}", get(serve_signed).put(serve_signed))
@@ -76,7 +79,8 @@ impl UsersService {
                 get(|| async { Json(super::openapi::users()) }),
             )
             .route("/health", get(health))
-            .with_state(Arc::new(Service { inner: self, auth }))
+            .with_state(Arc::new(Service { inner: self, auth }));
+        super::limit_concurrency(app, concurrency)
     }
 }
 
