@@ -58,14 +58,15 @@ impl EventsService {
             .route("/api/events/recent", get(recent))
             .route("/api/events/counts", get(counts))
             .layer(from_fn_with_state(auth, require_auth));
-        Router::new()
+        let app = Router::new()
             .merge(protected)
             .route(
                 "/openapi.json",
                 get(|| async { Json(super::openapi::events()) }),
             )
             .route("/health", get(health))
-            .with_state(self)
+            .with_state(self);
+        super::limit_concurrency(app, concurrency)
     }
 
     /// Refuses new events and returns once every accepted event is written. Call it after
