@@ -4,7 +4,11 @@ use std::collections::HashMap;
 
 use isa_core::{IndexItem, Result, Scored, SelectionQuery};
 
-use super::{bm25::Bm25Index, kernel::dot_rows};
+use super::{
+    bm25::Bm25Index,
+    kernel::dot_rows,
+    quantized::{QuantizedRows, candidates, exact},
+};
 
 /// One immutable version of the index. Updates build a new snapshot and swap it in whole, so a
 /// reader holds either the old or the new version, never half of one.
@@ -16,6 +20,8 @@ pub(crate) struct Snapshot {
     pub dims: usize,
     pub bm25: Option<Bm25Index>,
     pub positions: HashMap<String, usize>,
+    /// Int8 codes of `vectors`, for dense-only selection.
+    pub quantized: Option<QuantizedRows>,
 }
 
 impl Snapshot {
@@ -26,7 +32,7 @@ impl Snapshot {
         removed: &[String],
         added: Vec<IndexItem>,
         added_vectors: Vec<Vec<f32>>,
-        lexical: bool,
+        strategy: Strategy,
     ) -> Snapshot {
         let replaced: std::collections::HashSet<&str> = removed
             .iter()
@@ -53,13 +59,15 @@ impl Snapshot {
             .enumerate()
             .map(|(i, item)| (item.id.clone(), i))
             .collect();
-        let bm25 = lexical.then(|| Bm25Index::build(&items));
+        let bm25 = (!matches!(strategy, Strategy::Dense)).then(|| Bm25Index::build(&items));
+        let quantized = (strategy == Strategy::Dense).then(|| QuantizedRows::build(&vectors, dims));
         Snapshot {
             items,
             vectors,
             dims,
             bm25,
             positions,
+            quantized,
         }
     }
 }
@@ -167,6 +175,9 @@ pub(crate) fn rank(
     if snapshot.items.is_empty() || query.top_k == 0 {
         return Ok(Vec::new());
     }
+    if let (Strategy::Dense, Some(quantized)) = (strategy, &snapshot.quantized) {
+        return Ok(dense_rank(snapshot, quantized, query, vectors));
+    }
     let mut combined: Option<Vec<f32>> = None;
     for (i, text) in texts.iter().enumerate() {
         let scores = score_all(
@@ -189,6 +200,62 @@ pub(crate) fn rank(
     Ok(combined
         .map(|c| best(snapshot, query, &c))
         .unwrap_or_default())
+}
+
+/// Dense selection as [`rank`] defines it (each text's cosine clamped to `[0, 1]`, clauses
+/// discounted, each item's best kept), over int8 codes with bounds, then in full precision for
+/// the rows that may make the top k: the same result as scoring every row in f32.
+fn dense_rank(
+    snapshot: &Snapshot,
+    quantized: &QuantizedRows,
+    query: &SelectionQuery,
+    vectors: &[Vec<f32>],
+) -> Vec<Scored> {
+    let n = snapshot.items.len();
+    let discount = |t: usize| if t == 0 { 1.0 } else { CLAUSE_DISCOUNT };
+    let (mut approx, mut bounds) = (vec![f32::MIN; n], vec![0f32; n]);
+    for (t, vector) in vectors.iter().enumerate() {
+        let (scores, errors) = quantized.approximate(vector);
+        for i in 0..n {
+            // clamp and the discount are monotone and shrink distances, so bounds carry over.
+            let score = discount(t) * scores[i].clamp(0.0, 1.0);
+            if score > approx[i] {
+                approx[i] = score;
+            }
+            bounds[i] = bounds[i].max(discount(t) * errors[i]);
+        }
+    }
+    let filtered = !query.kinds.is_empty() || !query.tags.is_empty() || !query.exclude.is_empty();
+    let admitted = |i: usize| !filtered || query.admits(&snapshot.items[i]);
+    let rows = candidates(&approx, &bounds, admitted, query.top_k);
+    let exact_scores: Vec<(usize, f32)> = rows
+        .into_iter()
+        .map(|i| {
+            let best = vectors
+                .iter()
+                .enumerate()
+                .map(|(t, v)| {
+                    discount(t) * exact(&snapshot.vectors, snapshot.dims, i, v).clamp(0.0, 1.0)
+                })
+                .fold(0f32, f32::max);
+            (i, best)
+        })
+        .collect();
+    let min_score = query.min_score.unwrap_or(f32::MIN);
+    top_k(
+        exact_scores
+            .iter()
+            .map(|(i, s)| (*i, s))
+            .filter(|&(_, &s)| s >= min_score && s > 0.0),
+        query.top_k,
+    )
+    .into_iter()
+    .map(|(i, score)| Scored {
+        id: snapshot.items[i].id.clone(),
+        kind: snapshot.items[i].kind,
+        score,
+    })
+    .collect()
 }
 
 /// Rescales scores of admitted items to `[0, 1]` by the query's lowest and highest.
@@ -252,6 +319,65 @@ fn top_k<'a>(scores: impl Iterator<Item = (usize, &'a f32)>, k: usize) -> Vec<(u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use isa_core::{ItemKind, ToolSpec};
+
+    /// Unit vectors from a fixed sequence, with clusters so that scores near the top are close.
+    fn vectors(n: usize, dims: usize, seed: u64) -> Vec<Vec<f32>> {
+        let mut state = seed;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let centres: Vec<Vec<f32>> = (0..8)
+            .map(|_| (0..dims).map(|_| next()).collect())
+            .collect();
+        (0..n)
+            .map(|i| {
+                let mut v: Vec<f32> = centres[i % 8].iter().map(|c| c + 0.3 * next()).collect();
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.iter_mut().for_each(|x| *x /= norm);
+                v
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dense_selection_over_int8_codes_equals_full_precision_scoring() {
+        let (n, dims) = (3000, 384);
+        let items: Vec<IndexItem> = (0..n)
+            .map(|i| {
+                let mut item = IndexItem::from_tool(&ToolSpec::new(format!("t{i}"), "x"));
+                if i % 5 == 0 {
+                    item.kind = ItemKind::Prompt;
+                }
+                item
+            })
+            .collect();
+        let rows = vectors(n, dims, 7);
+        let quantized =
+            Snapshot::default().updated(&[], items.clone(), rows.clone(), Strategy::Dense);
+        let mut full = Snapshot::default().updated(&[], items, rows, Strategy::Dense);
+        full.quantized = None;
+        let queries = vectors(40, dims, 99);
+        for (q, k) in queries.chunks(2).zip([1usize, 5, 10, 50].iter().cycle()) {
+            for query in [
+                SelectionQuery::new("", *k),
+                SelectionQuery::new("", *k).kinds([ItemKind::Prompt]),
+                SelectionQuery::new("", *k).exclude(["t0", "t8", "t16"]),
+                SelectionQuery::new("", *k).min_score(0.5),
+            ] {
+                for vectors in [&q[..1], q] {
+                    let texts = vec![String::new(); vectors.len()];
+                    let fast = rank(&quantized, Strategy::Dense, &query, &texts, vectors).unwrap();
+                    let slow = rank(&full, Strategy::Dense, &query, &texts, vectors).unwrap();
+                    assert!(!slow.is_empty() || query.min_score.is_some());
+                    assert_eq!(fast, slow, "k {k}, {} texts", vectors.len());
+                }
+            }
+        }
+    }
 
     #[test]
     fn top_k_keeps_the_best_in_order_with_stable_ties() {

@@ -82,9 +82,83 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// Writes `out[i] = dot(codes[i], query)` in exact integer arithmetic for every row of an int8
+/// matrix, with the fastest kernel the CPU supports (AVX2 multiplies 16 pairs per instruction).
+pub(crate) fn dot_rows_i8(codes: &[i8], query: &[i8], out: &mut [i32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU supports AVX2, checked just above.
+        unsafe {
+            dot_rows_i8_avx2(codes, query, out)
+        };
+        return;
+    }
+    dot_rows_i8_portable(codes, query, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn dot_rows_i8_avx2(codes: &[i8], query: &[i8], out: &mut [i32]) {
+    dot_rows_i8_portable(codes, query, out)
+}
+
+#[inline(always)]
+fn dot_rows_i8_portable(codes: &[i8], query: &[i8], out: &mut [i32]) {
+    let dims = query.len();
+    if dims == 0 {
+        out.fill(0);
+        return;
+    }
+    for (row, score) in codes.chunks_exact(dims).zip(out.iter_mut()) {
+        let mut acc = [0i32; 2 * LANES];
+        let rows = row.chunks_exact(2 * LANES);
+        let queries = query.chunks_exact(2 * LANES);
+        let tail: i32 = rows
+            .remainder()
+            .iter()
+            .zip(queries.remainder())
+            .map(|(&x, &y)| i32::from(x) * i32::from(y))
+            .sum();
+        for (x, y) in rows.zip(queries) {
+            for i in 0..2 * LANES {
+                acc[i] += i32::from(x[i]) * i32::from(y[i]);
+            }
+        }
+        *score = acc.iter().sum::<i32>() + tail;
+    }
+}
+
+/// The dot product of two rows, as [`dot_rows`] computes it.
+pub(crate) fn dot_one(row: &[f32], query: &[f32]) -> f32 {
+    dot(row, query)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_int8_kernel_is_exact() {
+        for dims in [1, 31, 32, 33, 384] {
+            let rows = 20;
+            let codes: Vec<i8> = (0..rows * dims)
+                .map(|i| ((i * 7919) % 255) as i32 - 127)
+                .map(|v| v as i8)
+                .collect();
+            let query: Vec<i8> = (0..dims)
+                .map(|i| (((i * 104729) % 255) as i32 - 127) as i8)
+                .collect();
+            let mut out = vec![0; rows];
+            dot_rows_i8(&codes, &query, &mut out);
+            for r in 0..rows {
+                let naive: i32 = (0..dims)
+                    .map(|d| i32::from(codes[r * dims + d]) * i32::from(query[d]))
+                    .sum();
+                assert_eq!(out[r], naive, "dims {dims} row {r}");
+            }
+        }
+    }
 
     #[test]
     fn detected_kernel_matches_the_portable_one_and_a_naive_sum() {

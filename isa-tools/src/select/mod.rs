@@ -5,6 +5,7 @@ mod bm25;
 pub mod eval;
 mod index;
 mod kernel;
+mod quantized;
 
 use std::sync::Arc;
 
@@ -120,10 +121,6 @@ impl LocalSelector {
         !matches!(self.strategy, Strategy::Lexical)
     }
 
-    fn uses_lexical(&self) -> bool {
-        !matches!(self.strategy, Strategy::Dense)
-    }
-
     fn embedder(&self) -> Result<&Arc<dyn Embedder>> {
         self.embedder.as_ref().ok_or_else(|| {
             Error::Config(format!("{:?} selection needs an embedder", self.strategy))
@@ -139,9 +136,9 @@ impl LocalSelector {
         };
         let _writer = self.writer.lock().await;
         let base = self.current.read().clone();
-        let lexical = self.uses_lexical();
+        let strategy = self.strategy;
         let next =
-            tokio::task::spawn_blocking(move || base.updated(&removed, added, vectors, lexical))
+            tokio::task::spawn_blocking(move || base.updated(&removed, added, vectors, strategy))
                 .await
                 .map_err(|e| Error::internal(format!("index update failed: {e}")))?;
         *self.current.write() = Arc::new(next);
