@@ -25,6 +25,14 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
+    /// Bytes of vectors one query reads: int8 codes when dense-only, floats otherwise.
+    pub fn scan_bytes(&self) -> usize {
+        match self.quantized {
+            Some(_) => self.vectors.len(),
+            None => self.vectors.len() * std::mem::size_of::<f32>(),
+        }
+    }
+
     /// A new snapshot: `self` minus `removed` ids, with `added` items (and their vectors, when
     /// dense) replacing any with the same id.
     pub fn updated(

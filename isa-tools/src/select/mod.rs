@@ -24,8 +24,9 @@ use index::{Snapshot, rank};
 /// single-tool queries (see `docs/selection.md`).
 pub const DEFAULT_DENSE_WEIGHT: f32 = 0.8;
 
-/// Indexes above this many floats are scored on a blocking thread, not the async runtime.
-const INLINE_SCORING_LIMIT: usize = 200_000;
+/// Indexes whose scoring reads more than this many bytes are scored on a blocking thread, not
+/// the async runtime (about 40 µs of scanning on the development machine).
+const INLINE_SCAN_BYTES: usize = 800_000;
 
 /// An in-memory [`ToolSelector`].
 ///
@@ -169,7 +170,7 @@ impl ToolSelector for LocalSelector {
         };
         let snapshot = self.current.read().clone();
         let strategy = self.strategy;
-        if snapshot.vectors.len() <= INLINE_SCORING_LIMIT {
+        if snapshot.scan_bytes() <= INLINE_SCAN_BYTES {
             return rank(&snapshot, strategy, query, &texts, &vectors);
         }
         let query = query.clone();
