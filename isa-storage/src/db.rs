@@ -70,3 +70,15 @@ impl Database {
         outcome.map_err(|e| Error::Unavailable(format!("migrations: {e}")))
     }
 }
+
+/// `/health` readiness: the database must answer.
+#[isa_core::async_trait]
+impl isa_core::mcp::HealthCheck for Database {
+    fn name(&self) -> &str {
+        "database"
+    }
+
+    async fn check(&self) -> Result<()> {
+        self.ping().await
+    }
+}

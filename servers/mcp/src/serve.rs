@@ -191,11 +191,7 @@ impl HealthCheck for EmbedderHealth {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let database_url = args
-        .database_url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("isa.db").display()));
-    let db = Database::connect(&database_url)
+    let db = Database::connect(&database_url(&args.data_dir, args.database_url.as_deref()))
         .await
         .context("opening the database (DATABASE_URL)")?;
     let keys = ApiKeys::new(Arc::new(db.clone()));
@@ -250,6 +246,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     )?;
     let mut builder = McpServer::builder(config)
         .health_check(Arc::new(FileStoreHealth(files.clone())))
+        .health_check(Arc::new(db.clone()))
         .selector(selector)
         .health_check(Arc::new(EmbedderHealth(embedder.clone(), embedder_error)));
     if let Some(e) = &embedder {
