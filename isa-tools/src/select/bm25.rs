@@ -8,8 +8,10 @@ use super::analyze::terms;
 
 /// BM25's term-frequency saturation.
 const K1: f32 = 1.2;
-/// BM25's length normalisation.
-const B: f32 = 0.75;
+/// BM25's length normalisation, weak: tool descriptions are a sentence or two, and a longer one
+/// is longer because it says more, not because it repeats itself. Chosen on the tuning half of
+/// MetaTool (docs/selection.md): 0.75, the usual value for prose, ranked worst of 0 to 0.75.
+const B: f32 = 0.15;
 /// Name terms count this many times: a tool's name is its most precise description.
 const NAME_WEIGHT: usize = 2;
 
