@@ -389,6 +389,35 @@ impl UserFiles {
         self.delete_row(user, id).await
     }
 
+    /// Deletes direct uploads begun more than `older_than` ago and never completed: their
+    /// bytes, if any arrived, and their rows. Returns how many were swept.
+    pub async fn sweep_pending(&self, older_than: Duration) -> Result<usize> {
+        let cutoff = db_now()
+            - chrono::Duration::from_std(older_than)
+                .map_err(|_| Error::invalid("sweep age out of range"))?;
+        let sql = format!(
+            "select {COLUMNS} from files where status = 'pending' and created_at < $1 order by id limit 1000"
+        );
+        let rows: Vec<FileRow> = on_pool!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(cutoff)
+            .fetch_all(pool)
+            .await
+            .map_err(db_error)?);
+        let mut swept = 0;
+        for file in rows.into_iter().map(FileRecord::try_from) {
+            let file = file?;
+            self.forget_object(&FileKey::parse(&file.key)?).await;
+            on_pool!(&self.db, pool => sqlx::query("delete from files where id = $1 and status = 'pending'")
+                .bind(&file.id)
+                .execute(pool)
+                .await
+                .map_err(db_error)?
+                .rows_affected());
+            swept += 1;
+        }
+        Ok(swept)
+    }
+
     fn new_key(&self, user: &UserId, name: &str) -> (String, FileKey) {
         let id = Uuid::now_v7().to_string();
         let key = FileKey::new(user, Utc::now().date_naive(), &id, name);

@@ -343,6 +343,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     let mut services = tokio::task::JoinSet::new();
     if let Some(bind) = args.users_bind.0 {
+        // Direct uploads whose URL expired a day ago will not be completed any more.
+        let sweeper = user_files.clone();
+        let abandoned_after = Duration::from_secs(args.file_url_ttl + 24 * 3600);
+        tokio::spawn(async move {
+            let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                every_hour.tick().await;
+                match sweeper.sweep_pending(abandoned_after).await {
+                    Ok(0) => {}
+                    Ok(swept) => tracing::info!(swept, "abandoned direct uploads removed"),
+                    Err(error) => tracing::warn!(%error, "sweeping abandoned uploads failed"),
+                }
+            }
+        });
         let users = UsersService {
             db: db.clone(),
             files: user_files,

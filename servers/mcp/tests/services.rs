@@ -495,6 +495,34 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
             .await
             .unwrap();
         assert_eq!(refused.status(), 415);
+        // A direct upload never completed is swept with whatever bytes arrived.
+        let abandoned: Value = http
+            .post(format!("{base}/api/users/{alice}/files/uploads"))
+            .bearer_auth(&a)
+            .json(&json!({"name": "later.txt", "content_type": "text/plain"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        http.put(abandoned["url"].as_str().unwrap())
+            .body("never completed")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(objects_of(&users.store, &alice).await, 4);
+        assert!(users.files.sweep_pending(Duration::ZERO).await.unwrap() >= 1);
+        let abandoned_id = abandoned["file"]["id"].as_str().unwrap();
+        let late = http
+            .post(format!(
+                "{base}/api/users/{alice}/files/{abandoned_id}/complete"
+            ))
+            .bearer_auth(&a)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(late.status(), 404);
         assert_eq!(list().await, 3, "{name}: edge.txt, passwd, a_b");
         assert_eq!(objects_of(&users.store, &alice).await, 3);
 
