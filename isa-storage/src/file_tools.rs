@@ -11,7 +11,7 @@ use isa_core::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::user_files::{FileRecord, UserFiles};
+use crate::user_files::{FileFilter, FileRecord, UserFiles};
 
 struct Files {
     files: UserFiles,
@@ -32,12 +32,11 @@ impl Files {
         Ok(user)
     }
 
-    async fn with_url(&self, file: &FileRecord) -> Result<Value> {
-        let url = self.files.download_url(file).await?;
-        let mut value = serde_json::to_value(file).map_err(Error::internal)?;
-        value["url"] = json!(url.url);
-        value["url_expires_at"] = json!(url.expires_at);
-        Ok(value)
+    async fn with_url(&self, file: FileRecord) -> Result<ToolOutput> {
+        let file = self.files.with_download_url(file).await?;
+        Ok(ToolOutput::json(
+            serde_json::to_value(file).map_err(Error::internal)?,
+        ))
     }
 }
 
@@ -50,14 +49,6 @@ struct Upload {
     name: String,
     content_base64: String,
     content_type: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Listing {
-    year: Option<i32>,
-    month: Option<u32>,
-    after: Option<String>,
-    limit: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -107,7 +98,7 @@ pub fn file_tools(files: UserFiles, initial_credits: i64) -> Vec<Arc<dyn Tool>> 
                     .files
                     .upload(&user, &args.name, args.content_type.as_deref(), byte_stream(bytes))
                     .await?;
-                Ok(ToolOutput::json(state.with_url(&file).await?))
+                state.with_url(file).await
             }
         },
     );
@@ -133,17 +124,8 @@ pub fn file_tools(files: UserFiles, initial_credits: i64) -> Vec<Arc<dyn Tool>> 
             let state = list_state.clone();
             async move {
                 let user = state.caller(&ctx).await?;
-                let q: Listing = parse(args)?;
-                let page = state
-                    .files
-                    .list(
-                        &user,
-                        q.year,
-                        q.month,
-                        q.after.as_deref(),
-                        q.limit.unwrap_or(50),
-                    )
-                    .await?;
+                let filter: FileFilter = parse(args)?;
+                let page = state.files.list(&user, &filter).await?;
                 Ok(ToolOutput::json(
                     serde_json::to_value(page).map_err(Error::internal)?,
                 ))
@@ -170,7 +152,7 @@ pub fn file_tools(files: UserFiles, initial_credits: i64) -> Vec<Arc<dyn Tool>> 
                 let user = state.caller(&ctx).await?;
                 let r: FileRef = parse(args)?;
                 let file = state.files.get(&user, &r.file_id).await?;
-                Ok(ToolOutput::json(state.with_url(&file).await?))
+                state.with_url(file).await
             }
         },
     );

@@ -114,7 +114,8 @@ fn is_zip_based(media_type: &str) -> bool {
 }
 
 /// The media type to store a file under: the declared type (or the extension's, when none is
-/// declared), provided it is allowed and the leading bytes `head` agree with it. Otherwise
+/// declared), provided it is allowed and the leading bytes `head` (the first [`SNIFF_LEN`] are
+/// read) agree with it. Otherwise
 /// [`Error::UnsupportedMediaType`], saying why.
 ///
 /// ```
@@ -125,6 +126,7 @@ fn is_zip_based(media_type: &str) -> bool {
 /// assert!(check_media_type(Some("application/x-msdownload"), "a.exe", b"MZ").is_err());
 /// ```
 pub fn check_media_type(declared: Option<&str>, name: &str, head: &[u8]) -> Result<String> {
+    let head = &head[..head.len().min(SNIFF_LEN)];
     let declared = declared
         .map(|d| {
             d.split(';')

@@ -68,6 +68,32 @@ pub struct FileRecord {
     pub created_at: DateTime<Utc>,
 }
 
+/// A file with a fresh presigned download URL, as the user service and the file tools answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FileWithUrl {
+    /// The file.
+    #[serde(flatten)]
+    pub file: FileRecord,
+    /// Presigned download URL.
+    pub url: String,
+    /// When the URL stops working.
+    pub url_expires_at: DateTime<Utc>,
+}
+
+/// Which files to list: optionally one year (and month), a page of `limit` (100 by default)
+/// after the file id `after`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+pub struct FileFilter {
+    /// Only files uploaded in this year.
+    pub year: Option<i32>,
+    /// Only files uploaded in this month (needs `year`).
+    pub month: Option<u32>,
+    /// The `next` of the previous page.
+    pub after: Option<String>,
+    /// Page size, 1 to [`MAX_PAGE`].
+    pub limit: Option<usize>,
+}
+
 /// A page of files, newest last.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FilePage {
@@ -190,8 +216,7 @@ impl UserFiles {
         mut body: ByteStream,
     ) -> Result<FileRecord> {
         let head = read_head(&mut body, SNIFF_LEN).await?;
-        let content_type =
-            check_media_type(declared_type, name, &head[..head.len().min(SNIFF_LEN)])?;
+        let content_type = check_media_type(declared_type, name, &head)?;
         let (id, key) = self.new_key(user, name);
         let hasher = Arc::new(Mutex::new(Sha256::new()));
         let hashing = hasher.clone();
@@ -302,11 +327,7 @@ impl UserFiles {
         }
         let mut body = self.store.get(key).await?;
         let head = read_head(&mut body, SNIFF_LEN).await?;
-        let content_type = check_media_type(
-            Some(&pending.content_type),
-            &pending.name,
-            &head[..head.len().min(SNIFF_LEN)],
-        )?;
+        let content_type = check_media_type(Some(&pending.content_type), &pending.name, &head)?;
         let mut hasher = Sha256::new();
         hasher.update(&head);
         while let Some(chunk) = body.next().await {
@@ -315,23 +336,21 @@ impl UserFiles {
         Ok((info.size, content_type, hex::encode(hasher.finalize())))
     }
 
-    /// The user's files, optionally of one year (and month), `limit` per page after the file
-    /// id `after`.
-    pub async fn list(
-        &self,
-        user: &UserId,
-        year: Option<i32>,
-        month: Option<u32>,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<FilePage> {
+    /// The user's files matching `filter`, in upload order.
+    pub async fn list(&self, user: &UserId, filter: &FileFilter) -> Result<FilePage> {
+        let FileFilter {
+            year,
+            month,
+            after,
+            limit,
+        } = filter.clone();
         if month.is_some() && year.is_none() {
             return Err(Error::invalid("a month filter needs a year"));
         }
         if month.is_some_and(|m| !(1..=12).contains(&m)) {
             return Err(Error::invalid("month must be 1 to 12"));
         }
-        let limit = limit.clamp(1, MAX_PAGE);
+        let limit = limit.unwrap_or(100).clamp(1, MAX_PAGE);
         let sql = format!(
             "select {COLUMNS} from files where user_id = $1 and status = 'ready' \
              and ($2 is null or year = $2) and ($3 is null or month = $3) \
@@ -341,7 +360,7 @@ impl UserFiles {
             .bind(user.as_str())
             .bind(year)
             .bind(month.map(|m| m as i32))
-            .bind(after)
+            .bind(after.as_deref())
             .bind(limit as i64 + 1)
             .fetch_all(pool)
             .await
@@ -366,20 +385,21 @@ impl UserFiles {
         self.find(user, id, "ready").await
     }
 
-    /// A download URL for a file, valid for the configured lifetime.
-    pub async fn download_url(&self, file: &FileRecord) -> Result<PresignedUrl> {
-        self.store
+    /// The file with a download URL valid for the configured lifetime.
+    pub async fn with_download_url(&self, file: FileRecord) -> Result<FileWithUrl> {
+        let url = self
+            .store
             .presign(
                 PresignMethod::Get,
                 &FileKey::parse(&file.key)?,
                 self.config.url_ttl,
             )
-            .await
-    }
-
-    /// The file's bytes.
-    pub async fn content(&self, file: &FileRecord) -> Result<ByteStream> {
-        self.store.get(&FileKey::parse(&file.key)?).await
+            .await?;
+        Ok(FileWithUrl {
+            file,
+            url: url.url,
+            url_expires_at: url.expires_at,
+        })
     }
 
     /// Deletes a file of the user's: its bytes, then its metadata.

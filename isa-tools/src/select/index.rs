@@ -223,15 +223,7 @@ fn dense_rank(
     let discount = |t: usize| if t == 0 { 1.0 } else { CLAUSE_DISCOUNT };
     let (mut approx, mut bounds) = (vec![f32::MIN; n], vec![0f32; n]);
     for (t, vector) in vectors.iter().enumerate() {
-        let (scores, errors) = quantized.approximate(vector);
-        for i in 0..n {
-            // clamp and the discount are monotone and shrink distances, so bounds carry over.
-            let score = discount(t) * scores[i].clamp(0.0, 1.0);
-            if score > approx[i] {
-                approx[i] = score;
-            }
-            bounds[i] = bounds[i].max(discount(t) * errors[i]);
-        }
+        quantized.fold_approximate(vector, discount(t), &mut approx, &mut bounds);
     }
     let filtered = !query.kinds.is_empty() || !query.tags.is_empty() || !query.exclude.is_empty();
     let admitted = |i: usize| !filtered || query.admits(&snapshot.items[i]);

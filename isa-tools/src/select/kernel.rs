@@ -63,8 +63,9 @@ fn dot_rows_portable(matrix: &[f32], query: &[f32], out: &mut [f32]) {
     }
 }
 
+/// The dot product of two rows, as [`dot_rows`] computes it.
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let chunks_a = a.chunks_exact(LANES);
     let chunks_b = b.chunks_exact(LANES);
@@ -127,11 +128,6 @@ fn dot_rows_i8_portable(codes: &[i8], query: &[i8], out: &mut [i32]) {
         }
         *score = acc.iter().sum::<i32>() + tail;
     }
-}
-
-/// The dot product of two rows, as [`dot_rows`] computes it.
-pub(crate) fn dot_one(row: &[f32], query: &[f32]) -> f32 {
-    dot(row, query)
 }
 
 #[cfg(test)]

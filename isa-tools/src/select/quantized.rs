@@ -8,7 +8,7 @@
 //! same items, with the same full-precision scores, as scoring every row in f32. A 10k x 384
 //! index is 3.8 MB of codes instead of 15 MB of floats, which is what the scan is bound by.
 
-use super::kernel::{dot_one, dot_rows_i8};
+use super::kernel::{dot, dot_rows_i8};
 
 /// Margin for floating-point rounding in the bounds and in the full-precision dot products.
 const ROUNDING_MARGIN: f32 = 1e-4;
@@ -64,26 +64,28 @@ impl QuantizedRows {
         rows
     }
 
-    /// Approximate scores of every row for `query`, each with its bound: the exact score lies
-    /// within `approx ± bound`.
-    pub fn approximate(&self, query: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    /// Folds the approximate score of every row for `query` into `approx` and its bound into
+    /// `bounds`, keeping each row's best: the exact score, clamped to `[0, 1]` and multiplied by
+    /// `weight`, lies within `approx ± bounds`. Clamping and the weight are monotone and shrink
+    /// distances, so the bounds carry over.
+    pub fn fold_approximate(
+        &self,
+        query: &[f32],
+        weight: f32,
+        approx: &mut [f32],
+        bounds: &mut [f32],
+    ) {
         let (codes, scale) = quantize(query);
         let (query_error, _) = error_and_norm(query, &codes, scale);
         let query_norm = query.iter().map(|x| x * x).sum::<f32>().sqrt();
         let mut dots = vec![0i32; self.scales.len()];
         dot_rows_i8(&self.codes, &codes, &mut dots);
-        let approx = dots
-            .iter()
-            .zip(&self.scales)
-            .map(|(&d, &s)| d as f32 * s * scale)
-            .collect();
-        let bounds = self
-            .errors
-            .iter()
-            .zip(&self.norms)
-            .map(|(&e, &n)| query_norm * e + query_error * n + ROUNDING_MARGIN)
-            .collect();
-        (approx, bounds)
+        for (i, &dot) in dots.iter().enumerate() {
+            let score = weight * (dot as f32 * self.scales[i] * scale).clamp(0.0, 1.0);
+            approx[i] = approx[i].max(score);
+            let bound = query_norm * self.errors[i] + query_error * self.norms[i] + ROUNDING_MARGIN;
+            bounds[i] = bounds[i].max(weight * bound);
+        }
     }
 }
 
@@ -122,7 +124,7 @@ pub(crate) fn candidates(
 
 /// The full-precision dot product of row `i`.
 pub(crate) fn exact(vectors: &[f32], dims: usize, i: usize, query: &[f32]) -> f32 {
-    dot_one(&vectors[i * dims..(i + 1) * dims], query)
+    dot(&vectors[i * dims..(i + 1) * dims], query)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -195,8 +195,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("opening the database (DATABASE_URL)")?;
     let keys = ApiKeys::new(Arc::new(db.clone()));
-    let verifier = jwt_verifier(&args)?;
-    let mcp_auth = mcp_authenticator(&args, verifier.clone(), keys.clone())?;
+    let issuers = token_issuers(&args)?;
+    let mcp_auth = mcp_authenticator(&args, issuers.clone(), keys.clone())?;
     let (embedder, embedder_error) = match tokio::task::spawn_blocking(OrtEmbedder::from_env)
         .await?
     {
@@ -338,7 +338,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         args.public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}/mcp", args.bind)),
-        verifier,
+        issuers.verifier,
         Some(keys.clone()),
     );
     let mut services = tokio::task::JoinSet::new();
@@ -446,9 +446,17 @@ fn file_store(args: &ServeArgs) -> anyhow::Result<(Arc<dyn FileStore>, Option<Lo
     ))
 }
 
-/// The verifier of the configured token issuers (Supabase, Auth0), if any.
-fn jwt_verifier(args: &ServeArgs) -> anyhow::Result<Option<JwtVerifier>> {
+/// Token verification: the configured issuers (Supabase, Auth0), if any.
+#[derive(Clone)]
+struct Issuers {
+    verifier: Option<JwtVerifier>,
+    /// Issuer URLs of OAuth authorization servers, named in the resource metadata.
+    authorization_servers: Vec<String>,
+}
+
+fn token_issuers(args: &ServeArgs) -> anyhow::Result<Issuers> {
     let mut issuers = Vec::new();
+    let mut authorization_servers = Vec::new();
     if let Some(secret) = &args.supabase_jwt_secret {
         issuers.push(IssuerConfig::supabase(secret.as_bytes().to_vec()));
     }
@@ -462,12 +470,18 @@ fn jwt_verifier(args: &ServeArgs) -> anyhow::Result<Option<JwtVerifier>> {
         if let Some(url) = &args.auth0_jwks_url {
             auth0.keys = KeySource::Jwks(url.clone());
         }
+        authorization_servers.extend(auth0.issuer.clone());
         issuers.push(auth0);
     }
-    if issuers.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(JwtVerifier::new(issuers, JwksOptions::default())?))
+    let verifier = if issuers.is_empty() {
+        None
+    } else {
+        Some(JwtVerifier::new(issuers, JwksOptions::default())?)
+    };
+    Ok(Issuers {
+        verifier,
+        authorization_servers,
+    })
 }
 
 fn mcp_resource(args: &ServeArgs) -> String {
@@ -480,7 +494,7 @@ fn mcp_resource(args: &ServeArgs) -> String {
 /// issuers and the API keys of the user service are accepted.
 fn mcp_authenticator(
     args: &ServeArgs,
-    verifier: Option<JwtVerifier>,
+    issuers: Issuers,
     keys: ApiKeys,
 ) -> anyhow::Result<Option<Authenticator>> {
     let required = match args.require_auth {
@@ -492,21 +506,14 @@ fn mcp_authenticator(
         return Ok(None);
     }
     anyhow::ensure!(
-        verifier.is_some(),
+        issuers.verifier.is_some(),
         "authentication is required (the server listens on {}) but no token issuer is configured: \
          set SUPABASE_JWT_SECRET or AUTH0_DOMAIN, or pass --require-auth never to run open",
         args.bind
     );
-    let authorization_servers = args
-        .auth0_domain
-        .as_ref()
-        .map(|domain| IssuerConfig::auth0(domain, String::new()).issuer)
-        .into_iter()
-        .flatten()
-        .collect();
     Ok(Some(
-        Authenticator::new(mcp_resource(args), verifier, Some(keys))
-            .with_authorization_servers(authorization_servers),
+        Authenticator::new(mcp_resource(args), issuers.verifier, Some(keys))
+            .with_authorization_servers(issuers.authorization_servers),
     ))
 }
 

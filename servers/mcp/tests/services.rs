@@ -158,6 +158,31 @@ async fn objects_of(store: &Arc<dyn FileStore>, user: &str) -> usize {
     store.list(&prefix, None, 1000).await.unwrap().objects.len()
 }
 
+/// GET with a bearer credential; the JSON answer.
+async fn get_json(http: &Client, url: impl reqwest::IntoUrl, bearer: &str) -> Value {
+    http.get(url)
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// POST a JSON body with a bearer credential; the JSON answer.
+async fn post_json(http: &Client, url: impl reqwest::IntoUrl, bearer: &str, body: &Value) -> Value {
+    http.post(url)
+        .bearer_auth(bearer)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn users_upload_list_and_download_only_their_own_files() {
     for (name, db, dir) in databases().await {
@@ -197,15 +222,7 @@ async fn users_upload_list_and_download_only_their_own_files() {
 
         // Alice lists and reads it; a fresh URL comes with the metadata.
         let id = file["id"].as_str().unwrap();
-        let listed: Value = http
-            .get(format!("{base}/api/users/{alice}/files"))
-            .bearer_auth(&a)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let listed = get_json(&http, format!("{base}/api/users/{alice}/files"), &a).await;
         assert_eq!(listed["files"].as_array().unwrap().len(), 1, "{listed}");
         assert_eq!(listed["files"][0]["id"], id);
         let this_month = format!(
@@ -213,36 +230,12 @@ async fn users_upload_list_and_download_only_their_own_files() {
             now.format("%Y"),
             now.format("%-m")
         );
-        let by_month: Value = http
-            .get(&this_month)
-            .bearer_auth(&a)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let by_month = get_json(&http, &this_month, &a).await;
         assert_eq!(by_month["files"].as_array().unwrap().len(), 1);
         let last_year = format!("{base}/api/users/{alice}/files?year=2001");
-        let none: Value = http
-            .get(&last_year)
-            .bearer_auth(&a)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let none = get_json(&http, &last_year, &a).await;
         assert!(none["files"].as_array().unwrap().is_empty());
-        let got: Value = http
-            .get(format!("{base}/api/users/{alice}/files/{id}"))
-            .bearer_auth(&a)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let got = get_json(&http, format!("{base}/api/users/{alice}/files/{id}"), &a).await;
         assert_eq!(got["sha256"], file["sha256"]);
         let again = http.get(got["url"].as_str().unwrap()).send().await.unwrap();
         assert_eq!(again.bytes().await.unwrap().as_ref(), content);
@@ -276,15 +269,7 @@ async fn users_upload_list_and_download_only_their_own_files() {
             .await
             .unwrap();
         assert_eq!(r.status(), 404, "her file id under his name is not found");
-        let his: Value = http
-            .get(format!("{base}/api/users/{bob}/files"))
-            .bearer_auth(&b)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let his = get_json(&http, format!("{base}/api/users/{bob}/files"), &b).await;
         assert!(his["files"].as_array().unwrap().is_empty(), "{his}");
         let anonymous = http
             .get(format!("{base}/api/users/{alice}/files"))
@@ -332,15 +317,7 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
         let alice = unique("alice");
         let a = token(&alice, None);
         let list = || async {
-            let listed: Value = http
-                .get(format!("{base}/api/users/{alice}/files"))
-                .bearer_auth(&a)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let listed = get_json(&http, format!("{base}/api/users/{alice}/files"), &a).await;
             listed["files"].as_array().unwrap().len()
         };
 
@@ -429,16 +406,13 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
             .await
             .unwrap();
         assert_eq!(fetched.bytes().await.unwrap().as_ref(), png);
-        let nul: Value = http
-            .post(format!("{base}/api/users/{alice}/files/uploads"))
-            .bearer_auth(&a)
-            .json(&json!({"name": "a\u{0000}b", "content_type": "text/plain"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let nul = post_json(
+            &http,
+            format!("{base}/api/users/{alice}/files/uploads"),
+            &a,
+            &json!({"name": "a\u{0000}b", "content_type": "text/plain"}),
+        )
+        .await;
         assert_eq!(nul["file"]["name"], "a_b", "{nul}");
         let nul_key = nul["file"]["key"].as_str().unwrap();
         assert!(nul_key.ends_with("-a_b"), "{nul_key}");
@@ -470,16 +444,13 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
             "{done}"
         );
         assert_eq!(done["size"], 12);
-        let lying: Value = http
-            .post(format!("{base}/api/users/{alice}/files/uploads"))
-            .bearer_auth(&a)
-            .json(&json!({"name": "x.png", "content_type": "image/png"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let lying = post_json(
+            &http,
+            format!("{base}/api/users/{alice}/files/uploads"),
+            &a,
+            &json!({"name": "x.png", "content_type": "image/png"}),
+        )
+        .await;
         http.put(lying["url"].as_str().unwrap())
             .body("not a png")
             .send()
@@ -496,16 +467,13 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
             .unwrap();
         assert_eq!(refused.status(), 415);
         // A direct upload never completed is swept with whatever bytes arrived.
-        let abandoned: Value = http
-            .post(format!("{base}/api/users/{alice}/files/uploads"))
-            .bearer_auth(&a)
-            .json(&json!({"name": "later.txt", "content_type": "text/plain"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let abandoned = post_json(
+            &http,
+            format!("{base}/api/users/{alice}/files/uploads"),
+            &a,
+            &json!({"name": "later.txt", "content_type": "text/plain"}),
+        )
+        .await;
         http.put(abandoned["url"].as_str().unwrap())
             .body("never completed")
             .send()
@@ -582,15 +550,7 @@ async fn api_keys_are_made_used_and_revoked() {
             .unwrap();
         assert_eq!(me["id"], alice.as_str());
         assert_eq!(me["auth_method"], "api_key");
-        let listed: Value = http
-            .get(format!("{base}/api/users/me/api-keys"))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let listed = get_json(&http, format!("{base}/api/users/me/api-keys"), key).await;
         assert_eq!(listed["api_keys"].as_array().unwrap().len(), 1);
         assert!(
             !listed.to_string().contains(&key[20..]),
@@ -731,26 +691,15 @@ async fn credits_are_charged_once_per_request_and_never_overdrawn() {
         let charged = outcomes.iter().filter(|(s, _)| *s == 201).count();
         let refused = outcomes.iter().filter(|(s, _)| *s == 402).count();
         assert_eq!((charged, refused), (7, 3), "{name}: {outcomes:?}");
-        let balance: Value = http
-            .get(format!("{base}/api/users/{alice}/credits"))
-            .bearer_auth(&a)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let balance = get_json(&http, format!("{base}/api/users/{alice}/credits"), &a).await;
         assert_eq!(balance["balance"], 0);
 
-        let history: Value = http
-            .get(format!("{base}/api/users/{alice}/credits/history?limit=5"))
-            .bearer_auth(&a)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let history = get_json(
+            &http,
+            format!("{base}/api/users/{alice}/credits/history?limit=5"),
+            &a,
+        )
+        .await;
         let page = history["transactions"].as_array().unwrap();
         assert_eq!(page.len(), 5);
         assert!(
@@ -775,15 +724,7 @@ async fn credits_are_charged_once_per_request_and_never_overdrawn() {
             4,
             "grant + r1 + 7 charges = 9"
         );
-        let usage: Value = http
-            .get(format!("{base}/api/users/{alice}/usage"))
-            .bearer_auth(&a)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let usage = get_json(&http, format!("{base}/api/users/{alice}/usage"), &a).await;
         assert_eq!(
             usage["operations"],
             json!([

@@ -16,11 +16,14 @@ use axum::{
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use isa_auth::{ApiKeys, Authenticator, Principal, require_auth};
-use isa_core::{ByteStream, Error, FileKey, FileStore, PresignMethod, PutOptions, UserId};
+use isa_core::{
+    ByteStream, Error, FileKey, FileStore, PresignMethod, PutOptions, UserId, mcp::HealthCheck,
+};
 use isa_storage::{
     db::Database,
-    files::LocalSigner,
-    user_files::{FileRecord, UserFiles},
+    files::{FileStoreHealth, LocalSigner},
+    user_files::{FileFilter, FileRecord, UserFiles},
+    users::Charge,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -118,24 +121,20 @@ impl Service {
 }
 
 async fn health(State(service): Shared) -> Response {
-    let checks = [
-        ("database", service.inner.db.ping().await),
-        (
-            "files",
-            service.inner.store.list("users", None, 1).await.map(drop),
-        ),
-    ];
-    let ready = checks.iter().all(|(_, r)| r.is_ok());
-    let body: serde_json::Map<String, Value> = checks
-        .iter()
-        .map(|(name, r)| {
-            let state = match r {
-                Ok(()) => json!({"ok": true}),
-                Err(e) => json!({"ok": false, "error": e.to_string()}),
-            };
-            ((*name).to_owned(), state)
-        })
-        .collect();
+    let files = FileStoreHealth(service.inner.store.clone());
+    let checks: [&dyn HealthCheck; 2] = [&service.inner.db, &files];
+    let mut ready = true;
+    let mut body = serde_json::Map::new();
+    for check in checks {
+        let state = match check.check().await {
+            Ok(()) => json!({"ok": true}),
+            Err(e) => {
+                ready = false;
+                json!({"ok": false, "error": e.to_string()})
+            }
+        };
+        body.insert(check.name().to_owned(), state);
+    }
     let status = if ready {
         StatusCode::OK
     } else {
@@ -239,13 +238,10 @@ async fn verify(
     }))
 }
 
-/// A file as the API shows it: metadata, and a presigned download URL when asked for one.
-async fn file_json(service: &Service, file: &FileRecord) -> ApiResult<Value> {
-    let url = service.inner.files.download_url(file).await?;
-    let mut value = serde_json::to_value(file).map_err(Error::internal)?;
-    value["url"] = json!(url.url);
-    value["url_expires_at"] = json!(url.expires_at);
-    Ok(value)
+/// A file as the API shows it: metadata and a fresh presigned download URL.
+async fn file_json(service: &Service, file: FileRecord) -> ApiResult<Value> {
+    let file = service.inner.files.with_download_url(file).await?;
+    Ok(serde_json::to_value(file).map_err(Error::internal)?)
 }
 
 /// `POST /api/users/{user_id}/files`: multipart with the content in the field `file`.
@@ -283,7 +279,7 @@ async fn upload(
             .files
             .upload(&user, &name, declared.as_deref(), stream)
             .await?;
-        return Ok((StatusCode::CREATED, Json(file_json(&service, &file).await?)));
+        return Ok((StatusCode::CREATED, Json(file_json(&service, file).await?)));
     }
     Err(Error::invalid("the multipart body has no field named \"file\"").into())
 }
@@ -297,32 +293,14 @@ fn multipart_error(limit: u64) -> impl Fn(multer::Error) -> Error + Clone {
     }
 }
 
-#[derive(Deserialize)]
-struct FileListing {
-    year: Option<i32>,
-    month: Option<u32>,
-    after: Option<String>,
-    limit: Option<usize>,
-}
-
 async fn list_files(
     State(service): Shared,
     principal: Principal,
     Path(user_id): Path<String>,
-    ApiQuery(q): ApiQuery<FileListing>,
+    ApiQuery(filter): ApiQuery<FileFilter>,
 ) -> ApiResult<Json<Value>> {
     let user = service.account_of(&principal, &user_id).await?;
-    let page = service
-        .inner
-        .files
-        .list(
-            &user,
-            q.year,
-            q.month,
-            q.after.as_deref(),
-            q.limit.unwrap_or(100),
-        )
-        .await?;
+    let page = service.inner.files.list(&user, &filter).await?;
     Ok(Json(serde_json::to_value(page).map_err(Error::internal)?))
 }
 
@@ -333,7 +311,7 @@ async fn get_file(
 ) -> ApiResult<Json<Value>> {
     let user = service.account_of(&principal, &user_id).await?;
     let file = service.inner.files.get(&user, &file_id).await?;
-    Ok(Json(file_json(&service, &file).await?))
+    Ok(Json(file_json(&service, file).await?))
 }
 
 async fn delete_file(
@@ -389,7 +367,7 @@ async fn complete_upload(
 ) -> ApiResult<Json<Value>> {
     let user = service.account_of(&principal, &user_id).await?;
     let file = service.inner.files.complete_upload(&user, &file_id).await?;
-    Ok(Json(file_json(&service, &file).await?))
+    Ok(Json(file_json(&service, file).await?))
 }
 
 #[derive(Deserialize)]
@@ -489,6 +467,11 @@ async fn consume(
         .db
         .consume_credits(&user, &c.request_id, c.amount, &c.operation, c.units)
         .await?;
+    charge_response(charge)
+}
+
+/// 201 for a new transaction, 200 for a replay of an earlier one.
+fn charge_response(charge: Charge) -> ApiResult<(StatusCode, Json<Value>)> {
     let status = if charge.replayed {
         StatusCode::OK
     } else {
@@ -531,15 +514,7 @@ async fn grant(
         .db
         .grant_credits(&user, &g.request_id, g.amount, &g.reason)
         .await?;
-    let status = if charge.replayed {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    Ok((
-        status,
-        Json(serde_json::to_value(charge).map_err(Error::internal)?),
-    ))
+    charge_response(charge)
 }
 
 #[derive(Deserialize)]
