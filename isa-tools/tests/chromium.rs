@@ -119,7 +119,9 @@ mod driver {
         }
         let config = BrowserConfig {
             guard: SsrfGuard::allowing(["127.0.0.1/32".parse().unwrap()]),
-            max_task_timeout: Duration::from_secs(5),
+            // Room for a fill, a click and a screenshot while the test command loads both cores;
+            // the stuck-page test sets its own short deadline.
+            max_task_timeout: Duration::from_secs(20),
             max_tabs: 2,
             ..BrowserConfig::default()
         };
