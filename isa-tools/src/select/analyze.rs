@@ -11,12 +11,13 @@ const STOP_WORDS: &[&str] = &[
 
 /// Splits text into lower-case terms: on anything that is not a letter or digit, on `_`, `-`,
 /// `.` and `/`, and at camelCase boundaries (`getWeatherNow` gives `get`, `weather`, `now`;
-/// `HTTPServer` gives `http`, `server`). Drops stop words and one-letter terms, and folds
-/// simple English plurals (`flights` to `flight`).
+/// `HTTPServer` gives `http`, `server`). Drops stop words and one-letter terms, and stems the
+/// rest (`flights` and `flight` are one term, `booking` and `book` another).
 ///
 /// ```
 /// use isa_tools::select::terms;
 /// assert_eq!(terms("searchFlights_v2"), vec!["search", "flight", "v2"]);
+/// assert_eq!(terms("booking hotels"), terms("book a hotel"));
 /// assert_eq!(terms("HTTPServer.get-status"), vec!["http", "server", "status"]);
 /// ```
 pub fn terms(text: &str) -> Vec<String> {
@@ -27,7 +28,7 @@ pub fn terms(text: &str) -> Vec<String> {
             if lower.chars().count() < 2 || STOP_WORDS.contains(&lower.as_str()) {
                 continue;
             }
-            out.push(fold_plural(lower));
+            out.push(stem(&lower));
         }
     }
     out
@@ -100,30 +101,12 @@ fn split_camel(word: &str) -> Vec<&str> {
     parts
 }
 
-/// A deliberately small plural folding: `-ies` to `-y`, `-sses`/`-xes`/`-ches`/`-shes` drop
-/// `-es`, other `-s` (not `-ss`, `-us`, `-is`) drop `-s`. Enough to match `flights` with
-/// `flight` without a full stemmer's surprises.
-fn fold_plural(word: String) -> String {
-    let len = word.len();
-    if len <= 3 || !word.is_ascii() {
-        return word;
-    }
-    if let Some(stem) = word.strip_suffix("ies") {
-        return format!("{stem}y");
-    }
-    for suffix in ["sses", "xes", "ches", "shes"] {
-        if word.ends_with(suffix) {
-            return word[..len - 2].to_string();
-        }
-    }
-    if word.ends_with('s')
-        && !word.ends_with("ss")
-        && !word.ends_with("us")
-        && !word.ends_with("is")
-    {
-        return word[..len - 1].to_string();
-    }
-    word
+/// Snowball's English (Porter2) stemmer, so `searching`, `searches` and `search` are one term.
+fn stem(word: &str) -> String {
+    static ENGLISH: std::sync::LazyLock<rust_stemmers::Stemmer> = std::sync::LazyLock::new(|| {
+        rust_stemmers::Stemmer::create(rust_stemmers::Algorithm::English)
+    });
+    ENGLISH.stem(word).into_owned()
 }
 
 #[cfg(test)]
@@ -147,14 +130,15 @@ mod tests {
     }
 
     #[test]
-    fn splits_identifiers_and_folds_plurals() {
+    fn splits_identifiers_and_stems() {
         assert_eq!(terms("get_current_weather"), vec!["current", "weather"]);
         assert_eq!(
             terms("listGitHubIssues"),
-            vec!["list", "git", "hub", "issue"]
+            vec!["list", "git", "hub", "issu"]
         );
-        assert_eq!(terms("Companies and boxes"), vec!["company", "box"]);
-        assert_eq!(terms("status analysis"), vec!["status", "analysis"]);
+        assert_eq!(terms("Companies and boxes"), terms("company box"));
+        assert_eq!(terms("searching searches"), vec!["search", "search"]);
+        assert_eq!(terms("status"), terms("statuses"));
         assert_eq!(
             terms("web.fetch-page/v2"),
             vec!["web", "fetch", "page", "v2"]

@@ -345,7 +345,8 @@ mod tests {
 
     #[test]
     fn dense_selection_over_int8_codes_equals_full_precision_scoring() {
-        let (n, dims) = (3000, 384);
+        // 6,000 x 384 codes (2.3 MB) are scanned in parallel parts.
+        let (n, dims) = (6000, 384);
         let items: Vec<IndexItem> = (0..n)
             .map(|i| {
                 let mut item = IndexItem::from_tool(&ToolSpec::new(format!("t{i}"), "x"));
