@@ -178,11 +178,76 @@ impl ToolSelector for LocalSelector {
         let query = query.clone();
         let (done, result) = tokio::sync::oneshot::channel();
         rayon::spawn(move || {
+            // A panic on rayon's pool would abort the process: it becomes this request's error.
+            let ranked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                rank(&snapshot, strategy, &query, &texts, &vectors)
+            }))
+            .unwrap_or_else(|_| Err(Error::internal("selection failed: its scoring panicked")));
             // The receiver is gone only if the caller stopped waiting.
-            let _ = done.send(rank(&snapshot, strategy, &query, &texts, &vectors));
+            let _ = done.send(ranked);
         });
         result
             .await
             .map_err(|_| Error::internal("selection failed: its worker stopped"))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use isa_core::ToolSpec;
+
+    /// A deterministic unit vector per text, the same for queries and documents: a query equal
+    /// to a document's text scores 1 against it.
+    struct HashedTexts;
+
+    #[async_trait]
+    impl Embedder for HashedTexts {
+        fn dimensions(&self) -> usize {
+            384
+        }
+        async fn embed(&self, texts: &[String], _kind: TextKind) -> Result<Vec<Vec<f32>>> {
+            Ok(texts
+                .iter()
+                .map(|text| {
+                    let mut state = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+                    });
+                    let mut v: Vec<f32> = (0..384)
+                        .map(|_| {
+                            state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+                        })
+                        .collect();
+                    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                    v.iter_mut().for_each(|x| *x /= norm);
+                    v
+                })
+                .collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn large_indexes_are_scored_on_rayon_with_the_results_of_inline_scoring() {
+        let selector = LocalSelector::dense(Arc::new(HashedTexts));
+        let items: Vec<IndexItem> = (0..3000)
+            .map(|i| IndexItem::from_tool(&ToolSpec::new(format!("tool_{i}"), format!("does {i}"))))
+            .collect();
+        let wanted = items[1717].document_text();
+        selector.upsert(items).await.unwrap();
+        let snapshot = selector.current.read().clone();
+        assert!(snapshot.scan_bytes() > INLINE_SCAN_BYTES);
+
+        let query = SelectionQuery::new(wanted.clone(), 5);
+        let hits = selector.select(&query).await.unwrap();
+        assert_eq!(hits.len(), 5);
+        assert_eq!(hits[0].id, "tool_1717");
+        assert!((hits[0].score - 1.0).abs() < 1e-4, "{hits:?}");
+        let vectors = HashedTexts
+            .embed(std::slice::from_ref(&wanted), TextKind::Query)
+            .await
+            .unwrap();
+        let inline = rank(&snapshot, Strategy::Dense, &query, &[wanted], &vectors).unwrap();
+        assert_eq!(hits, inline);
     }
 }
