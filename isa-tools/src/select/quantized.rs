@@ -98,7 +98,8 @@ impl QuantizedRows {
                 .chunks_mut(BLOCK_ROWS)
                 .zip(bounds.chunks_mut(BLOCK_ROWS));
             for (block, (approx, bounds)) in blocks.enumerate() {
-                let rows = first + block * BLOCK_ROWS..first + block * BLOCK_ROWS + approx.len();
+                let start = first + block * BLOCK_ROWS;
+                let rows = start..start + approx.len();
                 let dots = &mut dots[..rows.len()];
                 dot_rows_i8(
                     &self.codes[rows.start * dims..rows.end * dims],

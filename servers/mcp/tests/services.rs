@@ -183,6 +183,33 @@ async fn post_json(http: &Client, url: impl reqwest::IntoUrl, bearer: &str, body
         .unwrap()
 }
 
+/// Begins a direct upload of `name` for `user` and PUTs `bytes` to its presigned URL: the
+/// service's answer to the beginning, and the status of the PUT.
+async fn direct_upload(
+    http: &Client,
+    base: &str,
+    bearer: &str,
+    user: &str,
+    name: &str,
+    content_type: &str,
+    bytes: &'static str,
+) -> (Value, StatusCode) {
+    let begun = post_json(
+        http,
+        format!("{base}/api/users/{user}/files/uploads"),
+        bearer,
+        &json!({"name": name, "content_type": content_type}),
+    )
+    .await;
+    let put = http
+        .put(begun["url"].as_str().unwrap())
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    (begun, put.status())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn users_upload_list_and_download_only_their_own_files() {
     for (name, db, dir) in databases().await {
@@ -406,11 +433,15 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
             .await
             .unwrap();
         assert_eq!(fetched.bytes().await.unwrap().as_ref(), png);
-        let nul = post_json(
+        // A direct upload: PUT to the presigned URL, then complete; checked like any upload.
+        let (nul, put) = direct_upload(
             &http,
-            format!("{base}/api/users/{alice}/files/uploads"),
+            base,
             &a,
-            &json!({"name": "a\u{0000}b", "content_type": "text/plain"}),
+            &alice,
+            "a\u{0000}b",
+            "text/plain",
+            "direct bytes",
         )
         .await;
         assert_eq!(nul["file"]["name"], "a_b", "{nul}");
@@ -420,14 +451,7 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
         let (status, _) = upload(&http, base, &a, &alice, b"a\x00b.txt", "text/plain", b"x").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
 
-        // A direct upload: PUT to the presigned URL, then complete; checked like any upload.
-        let put = http
-            .put(nul["url"].as_str().unwrap())
-            .body("direct bytes")
-            .send()
-            .await
-            .unwrap();
-        assert!(put.status().is_success(), "{}", put.status());
+        assert!(put.is_success(), "{put}");
         let id = nul["file"]["id"].as_str().unwrap();
         let done: Value = http
             .post(format!("{base}/api/users/{alice}/files/{id}/complete"))
@@ -444,18 +468,8 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
             "{done}"
         );
         assert_eq!(done["size"], 12);
-        let lying = post_json(
-            &http,
-            format!("{base}/api/users/{alice}/files/uploads"),
-            &a,
-            &json!({"name": "x.png", "content_type": "image/png"}),
-        )
-        .await;
-        http.put(lying["url"].as_str().unwrap())
-            .body("not a png")
-            .send()
-            .await
-            .unwrap();
+        let (lying, _) =
+            direct_upload(&http, base, &a, &alice, "x.png", "image/png", "not a png").await;
         let lying_id = lying["file"]["id"].as_str().unwrap();
         let refused = http
             .post(format!(
@@ -467,18 +481,16 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
             .unwrap();
         assert_eq!(refused.status(), 415);
         // A direct upload never completed is swept with whatever bytes arrived.
-        let abandoned = post_json(
+        let (abandoned, _) = direct_upload(
             &http,
-            format!("{base}/api/users/{alice}/files/uploads"),
+            base,
             &a,
-            &json!({"name": "later.txt", "content_type": "text/plain"}),
+            &alice,
+            "later.txt",
+            "text/plain",
+            "never completed",
         )
         .await;
-        http.put(abandoned["url"].as_str().unwrap())
-            .body("never completed")
-            .send()
-            .await
-            .unwrap();
         assert_eq!(objects_of(&users.store, &alice).await, 4);
         assert!(users.files.sweep_pending(Duration::ZERO).await.unwrap() >= 1);
         let abandoned_id = abandoned["file"]["id"].as_str().unwrap();
