@@ -6,4 +6,6 @@
 mod embed;
 mod error;
 
-pub use embed::{EmbedderConfig, EmbedderStats, OrtEmbedder, Pooling, default_cache_dir};
+pub use embed::{
+    EmbedderConfig, EmbedderStats, FusionReport, OrtEmbedder, Pooling, default_cache_dir,
+};

@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use isa_core::{Embedder, Error, TextKind};
-use isa_models::OrtEmbedder;
+use isa_models::{EmbedderConfig, OrtEmbedder};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -72,6 +72,61 @@ async fn matches_the_reference_token_ids_and_embeddings() -> anyhow::Result<()> 
     }
     let mean = total / reference.cases.len() as f32;
     assert!(mean >= 0.999, "mean cosine {mean}");
+    Ok(())
+}
+
+/// The installed model is rewritten into ONNX Runtime's fused operators, and the rewrite gives
+/// the vectors of the model as written, for batches padded to different lengths and for single
+/// queries. A rewrite that disagrees (here, from a wrong head count) is caught and not used.
+#[tokio::test]
+async fn the_fused_graph_gives_the_vectors_of_the_model_as_written() -> anyhow::Result<()> {
+    let Some(config) = common::installed_model() else {
+        return Ok(());
+    };
+    let fused = OrtEmbedder::new(config.clone())?;
+    let report = fused
+        .fusion()
+        .ok_or_else(|| anyhow::anyhow!("the installed model was not fused"))?;
+    assert_eq!((report.attention, report.gelu), (6, 6), "{report:?}");
+    assert!(report.nodes_after < report.nodes_before, "{report:?}");
+    let as_written = OrtEmbedder::new(EmbedderConfig {
+        attention_heads: None,
+        ..config.clone()
+    })?;
+    assert_eq!(as_written.fusion(), None);
+    let wrong_heads = OrtEmbedder::new(EmbedderConfig {
+        attention_heads: Some(4),
+        ..config
+    })?;
+    assert_eq!(
+        wrong_heads.fusion(),
+        None,
+        "a rewrite that disagrees is not used"
+    );
+
+    let mut texts: Vec<String> = reference()?.cases.into_iter().map(|c| c.text).collect();
+    texts.push("a much longer text about many things ".repeat(40));
+    let max_difference = |a: &[Vec<f32>], b: &[Vec<f32>]| {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .flatten()
+            .zip(b.iter().flatten())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    };
+    let expected = as_written.embed(&texts, TextKind::Document).await?;
+    for embedder in [&fused, &wrong_heads] {
+        let batch = embedder.embed(&texts, TextKind::Document).await?;
+        let d = max_difference(&batch, &expected);
+        assert!(d < 1e-4, "batched: max difference {d}");
+        for (text, want) in texts.iter().zip(&expected).take(8) {
+            let one = embedder
+                .embed(std::slice::from_ref(text), TextKind::Query)
+                .await?;
+            let d = max_difference(&one, std::slice::from_ref(want));
+            assert!(d < 1e-4, "{text:?} alone: max difference {d}");
+        }
+    }
     Ok(())
 }
 

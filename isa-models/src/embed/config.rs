@@ -26,6 +26,11 @@ pub struct EmbedderConfig {
     pub tokenizer_file: PathBuf,
     /// Vector length; checked against the model's output when the embedder starts.
     pub dimensions: usize,
+    /// The encoder's attention heads (`num_attention_heads` in `config.json`). When known, the
+    /// embedder rewrites the graph into ONNX Runtime's fused attention and GELU operators, and
+    /// uses the rewrite if it gives the model's own vectors on a probe batch. `None` runs the
+    /// model as written.
+    pub attention_heads: Option<usize>,
     /// Inputs are truncated to this many tokens (the model's `max_seq_length`, not the
     /// tokenizer file's own truncation).
     pub max_seq_length: usize,
@@ -70,11 +75,13 @@ struct SentenceBertConfig {
 #[derive(Deserialize)]
 struct ModelConfig {
     hidden_size: usize,
+    num_attention_heads: Option<usize>,
 }
 
 impl EmbedderConfig {
     /// A configuration for a sentence-transformers model directory holding `model.onnx`,
-    /// `tokenizer.json`, and optionally `config.json` (for `hidden_size`) and
+    /// `tokenizer.json`, and optionally `config.json` (for `hidden_size` and
+    /// `num_attention_heads`) and
     /// `sentence_bert_config.json` (for `max_seq_length`); defaults are MiniLM's 384 and 256.
     pub fn from_model_dir(model_dir: &Path, runtime_library: &Path) -> Result<Self> {
         let read_json = |name: &str| -> Result<Option<String>> {
@@ -102,13 +109,13 @@ impl EmbedderConfig {
             }
             None => 256,
         };
-        let dimensions = match read_json("config.json")? {
+        let (dimensions, attention_heads) = match read_json("config.json")? {
             Some(s) => {
-                serde_json::from_str::<ModelConfig>(&s)
-                    .map_err(|e| parse_err("config.json", e))?
-                    .hidden_size
+                let model = serde_json::from_str::<ModelConfig>(&s)
+                    .map_err(|e| parse_err("config.json", e))?;
+                (model.hidden_size, model.num_attention_heads)
             }
-            None => 384,
+            None => (384, None),
         };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(EmbedderConfig {
@@ -116,6 +123,7 @@ impl EmbedderConfig {
             model_file: model_dir.join("model.onnx"),
             tokenizer_file: model_dir.join("tokenizer.json"),
             dimensions,
+            attention_heads,
             max_seq_length,
             pooling: Pooling::Mean,
             normalize: true,
@@ -133,7 +141,8 @@ impl EmbedderConfig {
     /// `ISA_ONNXRUNTIME_LIB` (default `$ISA_CACHE/onnxruntime/libonnxruntime.so`), plus optional
     /// overrides `ISA_EMBEDDING_POOLING` (`mean`|`cls`), `ISA_EMBEDDING_QUERY_PREFIX`,
     /// `ISA_EMBEDDING_DOCUMENT_PREFIX`, `ISA_EMBEDDING_WORKERS`, `ISA_EMBEDDING_THREADS`,
-    /// `ISA_EMBEDDING_BATCH_TOKENS`.
+    /// `ISA_EMBEDDING_BATCH_TOKENS`, and `ISA_EMBEDDING_FUSION` (`on`, the default, or `off` to
+    /// run the model as written).
     pub fn from_env() -> Result<Self> {
         let cache = default_cache_dir();
         let env_path = |name: &str, default: PathBuf| {
@@ -158,6 +167,15 @@ impl EmbedderConfig {
                     )));
                 }
             };
+        }
+        match std::env::var("ISA_EMBEDDING_FUSION").as_deref() {
+            Err(_) | Ok("on") => {}
+            Ok("off") => config.attention_heads = None,
+            Ok(other) => {
+                return Err(Error::Config(format!(
+                    "ISA_EMBEDDING_FUSION must be on or off, not {other:?}"
+                )));
+            }
         }
         if let Ok(p) = std::env::var("ISA_EMBEDDING_QUERY_PREFIX") {
             config.query_prefix = p;

@@ -1,6 +1,7 @@
 //! The local ONNX sentence embedder.
 
 mod config;
+mod fusion;
 mod stats;
 mod worker;
 
@@ -24,6 +25,7 @@ use tokenizers::{Tokenizer, TruncationParams};
 use tokio::sync::oneshot;
 
 pub use config::{EmbedderConfig, Pooling, default_cache_dir};
+pub use fusion::FusionReport;
 pub use isa_core::EmbedderStats;
 use stats::Counters;
 use worker::{Encoder, Job, ModelInputs};
@@ -53,6 +55,7 @@ pub struct OrtEmbedder {
     config: Arc<EmbedderConfig>,
     cache: Option<Mutex<LruCache<String, Arc<[f32]>>>>,
     counters: Arc<Counters>,
+    fusion: Option<FusionReport>,
 }
 
 impl std::fmt::Debug for OrtEmbedder {
@@ -119,7 +122,7 @@ fn load_tokenizer(config: &EmbedderConfig) -> Result<Tokenizer> {
     Ok(tokenizer)
 }
 
-fn load_session(env: &Environment, config: &EmbedderConfig) -> Result<Session> {
+fn read_model(config: &EmbedderConfig) -> Result<Vec<u8>> {
     let path = &config.model_file;
     if !path.is_file() {
         return Err(Error::Config(format!(
@@ -127,22 +130,100 @@ fn load_session(env: &Environment, config: &EmbedderConfig) -> Result<Session> {
             path.display()
         )));
     }
+    std::fs::read(path).map_err(|e| {
+        Error::Config(format!(
+            "cannot read the ONNX model {}: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// A session for `model`, which is the output of [`fusion::fuse`] when `fused`.
+fn load_session(
+    env: &Environment,
+    config: &EmbedderConfig,
+    model: &[u8],
+    fused: bool,
+) -> Result<Session> {
     let setup = |e: ort::Error| Error::Config(format!("cannot configure ONNX Runtime: {e}"));
-    Session::builder(env)
+    let mut builder = Session::builder(env)
         .map_err(setup)?
         .with_optimization_level(GraphOptimizationLevel::Level3)
         .map_err(|e| setup(e.into()))?
         .with_intra_threads(config.intra_threads.max(1))
         .map_err(|e| setup(e.into()))?
         .with_inter_threads(1)
-        .map_err(|e| setup(e.into()))?
-        .commit_from_file(path)
-        .map_err(|e| {
-            Error::Config(format!(
-                "could not load the ONNX model {}: {e}",
-                path.display()
-            ))
-        })
+        .map_err(|e| setup(e.into()))?;
+    if fused {
+        builder = builder
+            .with_disabled_optimizers(fusion::DISABLED_OPTIMIZERS)
+            .map_err(|e| setup(e.into()))?;
+    }
+    builder.commit_from_memory(model).map_err(|e| {
+        Error::Config(format!(
+            "could not load the ONNX model {}: {e}",
+            config.model_file.display()
+        ))
+    })
+}
+
+/// Texts of different lengths, embedded in one padded batch, so the probe also checks that the
+/// fused attention honours the attention mask.
+const PROBE: [&str; 3] = [
+    "warm up",
+    "find me a flight to Lisbon next Tuesday",
+    "a longer probe sentence about weather forecasts, currency exchange rates and calendars",
+];
+
+/// Largest difference in any vector component between the rewritten graph and the model as
+/// written; float summation order differs between fused and unfused kernels, nothing more.
+const FUSION_TOLERANCE: f32 = 1e-4;
+
+/// The model to run: the fused rewrite when [`fusion::fuse`] matched the graph and the rewrite
+/// embeds [`PROBE`] as the model as written does, the model as written otherwise.
+fn choose_model(
+    model: Vec<u8>,
+    config: &EmbedderConfig,
+    encoder: impl Fn(&[u8], bool) -> Result<Encoder>,
+) -> Result<(Vec<u8>, Option<FusionReport>)> {
+    let Some((fused, report)) = config
+        .attention_heads
+        .and_then(|heads| fusion::fuse(&model, heads))
+    else {
+        return Ok((model, None));
+    };
+    let expected = encoder(&model, false)?.encode(&PROBE)?;
+    let difference = encoder(&fused, true)
+        .and_then(|mut e| e.encode(&PROBE))
+        .map(|got| {
+            got.iter()
+                .flatten()
+                .zip(expected.iter().flatten())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max)
+        });
+    match difference {
+        Ok(d) if d <= FUSION_TOLERANCE => {
+            tracing::info!(
+                attention = report.attention,
+                gelu = report.gelu,
+                nodes_before = report.nodes_before,
+                nodes_after = report.nodes_after,
+                "embedding model rewritten into fused operators"
+            );
+            Ok((fused, Some(report)))
+        }
+        outcome => {
+            let why = match outcome {
+                Ok(d) => format!("its vectors differ by up to {d}"),
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!(
+                "running the embedding model as written; the fused rewrite is not used: {why}"
+            );
+            Ok((model, None))
+        }
+    }
 }
 
 impl OrtEmbedder {
@@ -154,15 +235,19 @@ impl OrtEmbedder {
         let tokenizer = Arc::new(load_tokenizer(&config)?);
         let counters = Arc::new(Counters::default());
         let (queue, jobs) = crossbeam_channel::bounded(config.queue_capacity.max(1));
-        for n in 0..config.workers.max(1) {
-            let session = load_session(&env, &config)?;
-            let mut encoder = Encoder {
+        let encoder = |model: &[u8], fused: bool| -> Result<Encoder> {
+            let session = load_session(&env, &config, model, fused)?;
+            Ok(Encoder {
                 inputs: ModelInputs::of(&session)?,
                 session,
                 tokenizer: tokenizer.clone(),
                 config: config.clone(),
                 counters: counters.clone(),
-            };
+            })
+        };
+        let (model, fusion) = choose_model(read_model(&config)?, &config, encoder)?;
+        for n in 0..config.workers.max(1) {
+            let mut encoder = encoder(&model, fusion.is_some())?;
             // Warm-up: the first run allocates; this also proves the output shape matches.
             encoder.encode(&["warm up"])?;
             let jobs = jobs.clone();
@@ -178,12 +263,19 @@ impl OrtEmbedder {
             config,
             cache,
             counters,
+            fusion,
         })
     }
 
     /// Loads the embedder from [`EmbedderConfig::from_env`].
     pub fn from_env() -> Result<Self> {
         Self::new(EmbedderConfig::from_env()?)
+    }
+
+    /// What the graph rewrite fused, or `None` when the model runs as written (see
+    /// [`EmbedderConfig::attention_heads`]).
+    pub fn fusion(&self) -> Option<FusionReport> {
+        self.fusion
     }
 
     /// The configuration in use.
