@@ -122,6 +122,14 @@ impl<'a> Field<'a> {
     }
 }
 
+/// The string field `number` of the message in `field` (a tensor's or a value's name).
+fn name_field(field: &Field<'_>, number: u32) -> Option<String> {
+    fields(field.bytes()?)?
+        .iter()
+        .find(|f| f.number == number)?
+        .string()
+}
+
 fn read_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
     let mut value = 0u64;
     for shift in (0..64).step_by(7) {
@@ -300,12 +308,6 @@ impl<'a> Graph<'a> {
             inputs: Vec::new(),
             outputs: Vec::new(),
         };
-        let name_in = |field: &Field<'_>, number: u32| -> Option<String> {
-            fields(field.bytes()?)?
-                .iter()
-                .find(|f| f.number == number)?
-                .string()
-        };
         for field in fields(bytes)? {
             match field.number {
                 GRAPH_NODE => {
@@ -316,10 +318,10 @@ impl<'a> Graph<'a> {
                     continue;
                 }
                 GRAPH_INITIALIZER => {
-                    graph.initializers.insert(name_in(&field, TENSOR_NAME)?);
+                    graph.initializers.insert(name_field(&field, TENSOR_NAME)?);
                 }
-                GRAPH_INPUT => graph.inputs.push(name_in(&field, VALUE_INFO_NAME)?),
-                GRAPH_OUTPUT => graph.outputs.push(name_in(&field, VALUE_INFO_NAME)?),
+                GRAPH_INPUT => graph.inputs.push(name_field(&field, VALUE_INFO_NAME)?),
+                GRAPH_OUTPUT => graph.outputs.push(name_field(&field, VALUE_INFO_NAME)?),
                 _ => {}
             }
             graph.layout.push(Some(field));
@@ -347,11 +349,7 @@ impl<'a> Graph<'a> {
                     }
                 }
                 Some(field) if field.number == GRAPH_INITIALIZER => {
-                    let name = fields(field.payload).and_then(|f| {
-                        f.iter()
-                            .find(|f| f.number == TENSOR_NAME)
-                            .and_then(Field::string)
-                    });
+                    let name = name_field(field, TENSOR_NAME);
                     if name.is_some_and(|name| read.contains(name.as_str())) {
                         out.extend_from_slice(field.raw);
                     }
@@ -464,20 +462,14 @@ impl<'a> Graph<'a> {
         for (layer, (input, weights, output)) in layers.iter().enumerate() {
             let weight = format!("isa_fused_{layer}_qkv_weight");
             let bias = format!("isa_fused_{layer}_qkv_bias");
-            let names = |part: fn(&(String, String)) -> &String| -> Vec<&str> {
-                weights.iter().map(|w| part(w).as_str()).collect()
-            };
+            let weights_in: Vec<&str> = weights.iter().map(|(w, _)| w.as_str()).collect();
+            let biases_in: Vec<&str> = weights.iter().map(|(_, b)| b.as_str()).collect();
             replacements.insert(
                 output.clone(),
                 vec![
-                    Node::new(
-                        "Concat",
-                        format!("{weight}_concat"),
-                        &names(|w| &w.0),
-                        &weight,
-                    )
-                    .with(int_attribute("axis", 1)),
-                    Node::new("Concat", format!("{bias}_concat"), &names(|w| &w.1), &bias)
+                    Node::new("Concat", format!("{weight}_concat"), &weights_in, &weight)
+                        .with(int_attribute("axis", 1)),
+                    Node::new("Concat", format!("{bias}_concat"), &biases_in, &bias)
                         .with(int_attribute("axis", 0)),
                     Node::new(
                         "Attention",
@@ -492,15 +484,8 @@ impl<'a> Graph<'a> {
         }
         let cast = Node::new("Cast", format!("{mask_i32}_cast"), &[&mask], &mask_i32)
             .with(int_attribute("to", TENSOR_INT32));
-        let mut nodes = vec![cast];
-        for node in self.nodes.drain(..) {
-            match node.outputs.iter().find_map(|o| replacements.remove(o)) {
-                Some(fused) => nodes.extend(fused),
-                None => nodes.push(node),
-            }
-        }
-        self.nodes = nodes;
-        layers.len()
+        self.nodes.insert(0, cast);
+        self.replace_producers(replacements)
     }
 
     /// Whether `value` is computed (transitively) from the outputs of all of `nodes`.
@@ -558,21 +543,24 @@ impl<'a> Graph<'a> {
                     &[&h, &bias],
                     &output,
                 );
-                Some((output, node.contrib()))
+                Some((output, vec![node.contrib()]))
             })();
             replacements.extend(fused);
         }
         self.replace_producers(replacements)
     }
 
-    /// Puts each replacement where the node producing its output was.
-    fn replace_producers(&mut self, mut replacements: HashMap<String, Node>) -> usize {
+    /// Puts each replacement where the node producing its key (an output) was.
+    fn replace_producers(&mut self, mut replacements: HashMap<String, Vec<Node>>) -> usize {
         let count = replacements.len();
-        for node in &mut self.nodes {
-            if let Some(fused) = node.outputs.first().and_then(|o| replacements.remove(o)) {
-                *node = fused;
+        let mut nodes = Vec::with_capacity(self.nodes.len());
+        for node in self.nodes.drain(..) {
+            match node.outputs.iter().find_map(|o| replacements.remove(o)) {
+                Some(fused) => nodes.extend(fused),
+                None => nodes.push(node),
             }
         }
+        self.nodes = nodes;
         count
     }
 
