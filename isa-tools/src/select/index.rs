@@ -7,7 +7,7 @@ use isa_core::{IndexItem, Result, Scored, SelectionQuery};
 use super::{
     bm25::Bm25Index,
     kernel::dot_rows,
-    quantized::{QuantizedRows, candidates, exact},
+    quantized::{QuantizedRows, exact},
 };
 
 /// One immutable version of the index. Updates build a new snapshot and swap it in whole, so a
@@ -219,15 +219,15 @@ fn dense_rank(
     query: &SelectionQuery,
     vectors: &[Vec<f32>],
 ) -> Vec<Scored> {
-    let n = snapshot.items.len();
     let discount = |t: usize| if t == 0 { 1.0 } else { CLAUSE_DISCOUNT };
-    let (mut approx, mut bounds) = (vec![f32::MIN; n], vec![0f32; n]);
-    for (t, vector) in vectors.iter().enumerate() {
-        quantized.fold_approximate(vector, discount(t), &mut approx, &mut bounds);
-    }
+    let weighted: Vec<(&[f32], f32)> = vectors
+        .iter()
+        .enumerate()
+        .map(|(t, v)| (v.as_slice(), discount(t)))
+        .collect();
     let filtered = !query.kinds.is_empty() || !query.tags.is_empty() || !query.exclude.is_empty();
     let admitted = |i: usize| !filtered || query.admits(&snapshot.items[i]);
-    let rows = candidates(&approx, &bounds, admitted, query.top_k);
+    let rows = quantized.candidates(&weighted, admitted, query.top_k);
     let exact_scores: Vec<(usize, f32)> = rows
         .into_iter()
         .map(|i| {
@@ -345,8 +345,9 @@ mod tests {
 
     #[test]
     fn dense_selection_over_int8_codes_equals_full_precision_scoring() {
-        // 6,000 x 384 codes (2.3 MB) are scanned in parallel parts.
-        let (n, dims) = (6000, 384);
+        // 6,001 x 384 codes (2.3 MB) are scanned in parallel parts; the last block of 16 rows
+        // holds one.
+        let (n, dims) = (6001, 384);
         let items: Vec<IndexItem> = (0..n)
             .map(|i| {
                 let mut item = IndexItem::from_tool(&ToolSpec::new(format!("t{i}"), "x"));

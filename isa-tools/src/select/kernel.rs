@@ -82,34 +82,75 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// An int8 query as the int8 kernels read it.
+/// Rows per block of the int8 layout: one AVX-512 register holds one i32 sum per row.
+pub(crate) const BLOCK_ROWS: usize = 16;
+
+/// Codes per row and block that one `vpdpbusd` lane multiplies and adds.
+const GROUP: usize = 4;
+
+/// Bytes of one block: `groups` of 16 rows x 4 codes.
+pub(crate) fn block_bytes(dims: usize) -> usize {
+    dims.div_ceil(GROUP) * BLOCK_ROWS * GROUP
+}
+
+/// Where code `dim` of row `row` sits in the int8 layout (see [`dot_blocks`]).
+pub(crate) fn code_position(dims: usize, row: usize, dim: usize) -> usize {
+    let (block, lane) = (row / BLOCK_ROWS, row % BLOCK_ROWS);
+    block * block_bytes(dims) + (dim / GROUP) * BLOCK_ROWS * GROUP + lane * GROUP + dim % GROUP
+}
+
+/// The byte stored for an int8 code: `code + 128`, the unsigned operand `vpdpbusd` takes.
+pub(crate) fn stored_code(code: i8) -> u8 {
+    (code as u8) ^ 0x80
+}
+
+/// An int8 query as [`dot_blocks`] reads it.
 #[derive(Debug)]
 pub(crate) struct Int8Query {
+    /// The codes, padded with zeros to whole groups of four.
     codes: Vec<i8>,
-    /// The bytes of `code + 128` as u8 (the sign bit flipped), for the VNNI kernel.
-    shifted: Vec<i8>,
+    /// The same codes, four to an `i32`, as `vpdpbusd` broadcasts them.
+    words: Vec<i32>,
+    /// `128 x Σ codes`: what the stored codes' `+ 128` adds to every dot product.
+    excess: i32,
 }
 
 impl Int8Query {
-    pub fn new(codes: Vec<i8>) -> Self {
-        let shifted = codes.iter().map(|&q| ((q as u8) ^ 0x80) as i8).collect();
-        Int8Query { codes, shifted }
+    pub fn new(mut codes: Vec<i8>) -> Self {
+        codes.resize(codes.len().div_ceil(GROUP) * GROUP, 0);
+        let words = codes
+            .chunks_exact(GROUP)
+            .map(|group| i32::from_le_bytes([0, 1, 2, 3].map(|j| group[j] as u8)))
+            .collect();
+        let excess = 128 * codes.iter().map(|&c| i32::from(c)).sum::<i32>();
+        Int8Query {
+            codes,
+            words,
+            excess,
+        }
     }
 }
 
-/// Writes `out[i] = dot(codes[i], query)` in exact integer arithmetic for every row of an int8
-/// matrix, with the fastest kernel the CPU supports. `row_sums[i]` is the sum of row `i`'s codes,
-/// which the AVX-512 VNNI kernel needs (see [`dot_rows_i8_vnni`]).
-pub(crate) fn dot_rows_i8(codes: &[i8], query: &Int8Query, row_sums: &[i32], out: &mut [i32]) {
+/// Writes `out[i] = dot(row i, query)` in exact integer arithmetic for every row of whole blocks
+/// of int8 codes, with the fastest kernel the CPU supports.
+///
+/// The layout puts 16 rows side by side: a block holds, for each group of four dimensions, the
+/// four codes of row 0, then of row 1, …, of row 15 (64 bytes), each stored as `code + 128`. One
+/// `vpdpbusd` then multiplies a group of all 16 rows by the query's four codes (broadcast) and
+/// adds into 16 sums, one per row: a block's dot products end in one register, with no
+/// horizontal sums, and the scan reads the codes front to back.
+pub(crate) fn dot_blocks(blocks: &[u8], query: &Int8Query, out: &mut [i32]) {
+    assert!(
+        out.len().is_multiple_of(BLOCK_ROWS)
+            && blocks.len() == out.len() / BLOCK_ROWS * block_bytes(query.codes.len()),
+        "one block of codes per 16 outputs"
+    );
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512vnni")
-        && std::arch::is_x86_feature_detected!("avx512bw")
-        && !query.codes.is_empty()
-    {
+    if std::arch::is_x86_feature_detected!("avx512vnni") && !query.words.is_empty() {
         #[allow(unsafe_code)]
-        // SAFETY: the CPU supports AVX-512 F, BW and VNNI, checked just above.
+        // SAFETY: the CPU supports AVX-512 F and VNNI, checked just above.
         unsafe {
-            dot_rows_i8_vnni(codes, &query.shifted, row_sums, out)
+            dot_blocks_vnni(blocks, query, out)
         };
         return;
     }
@@ -118,109 +159,98 @@ pub(crate) fn dot_rows_i8(codes: &[i8], query: &Int8Query, row_sums: &[i32], out
         #[allow(unsafe_code)]
         // SAFETY: the CPU supports AVX2, checked just above.
         unsafe {
-            dot_rows_i8_avx2(codes, &query.codes, out)
+            dot_blocks_avx2(blocks, query, out)
         };
         return;
     }
-    dot_rows_i8_portable(codes, &query.codes, out);
+    dot_blocks_portable(blocks, query, out);
 }
 
-/// Bytes per AVX-512 register.
+/// Blocks scanned together: four independent sums hide `vpdpbusd`'s latency, and each
+/// broadcast of the query serves all four.
 #[cfg(target_arch = "x86_64")]
-const VNNI_BLOCK: usize = 64;
+const VNNI_BLOCKS: usize = 4;
 
-/// `vpdpbusd` multiplies 64 unsigned bytes by 64 signed bytes and adds them into 16 i32 lanes in
-/// one instruction, several times the work per instruction of the AVX2 loop, so the scan runs
-/// as fast as the cache delivers the codes. Its first operand is unsigned, so the query comes
-/// shifted by 128: `Σ (q + 128) x = Σ q x + 128 Σ x`, and the row's code sum takes the excess off.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn dot_rows_i8_vnni(codes: &[i8], shifted_query: &[i8], row_sums: &[i32], out: &mut [i32]) {
+#[target_feature(enable = "avx512f,avx512vnni")]
+fn dot_blocks_vnni(blocks: &[u8], query: &Int8Query, out: &mut [i32]) {
+    let bytes = query.words.len() * BLOCK_ROWS * GROUP;
+    let mut together = blocks.chunks_exact(VNNI_BLOCKS * bytes);
+    let mut outs = out.chunks_exact_mut(VNNI_BLOCKS * BLOCK_ROWS);
+    for (blocks, out) in (&mut together).zip(&mut outs) {
+        dot_vnni::<VNNI_BLOCKS>(blocks, query, out);
+    }
+    let rest = together.remainder().chunks_exact(bytes);
+    for (block, out) in rest.zip(outs.into_remainder().chunks_exact_mut(BLOCK_ROWS)) {
+        dot_vnni::<1>(block, query, out);
+    }
+}
+
+/// [`dot_blocks`] for exactly `N` blocks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vnni")]
+fn dot_vnni<const N: usize>(blocks: &[u8], query: &Int8Query, out: &mut [i32]) {
     use std::arch::x86_64::{
-        __m512i, _mm512_dpbusd_epi32, _mm512_maskz_loadu_epi8, _mm512_reduce_add_epi32,
-        _mm512_setzero_si512,
+        _mm512_dpbusd_epi32, _mm512_loadu_si512, _mm512_set1_epi32, _mm512_setzero_si512,
+        _mm512_storeu_si512, _mm512_sub_epi32,
     };
-    /// Rows scored together: four independent accumulators hide the instruction's latency.
-    const ROWS: usize = 4;
-    let dims = shifted_query.len();
-    let blocks = dims.div_ceil(VNNI_BLOCK);
-    // The last block of a row may be partial: lanes past its end are masked off, read as zero
-    // and add nothing.
-    let tail = dims - (blocks - 1) * VNNI_BLOCK;
-    let tail_mask = if tail == VNNI_BLOCK {
-        u64::MAX
-    } else {
-        (1u64 << tail) - 1
-    };
-    let load = |row: &[i8], block: usize| -> __m512i {
-        let mask = if block + 1 < blocks {
-            u64::MAX
-        } else {
-            tail_mask
-        };
-        #[allow(unsafe_code)]
-        // SAFETY: `row` has `dims` bytes and `block < ceil(dims / 64)`; the mask selects only
-        // bytes `block * 64 .. min(dims, block * 64 + 64)`, all inside the row, and AVX-512
-        // does not touch masked-off lanes.
-        unsafe {
-            _mm512_maskz_loadu_epi8(mask, row.as_ptr().add(block * VNNI_BLOCK))
-        }
-    };
-    let query: Vec<__m512i> = (0..blocks).map(|b| load(shifted_query, b)).collect();
-    let groups = codes.chunks_exact(ROWS * dims);
-    let rest = groups.remainder();
-    let mut scored = 0;
-    for group in groups {
-        let mut acc = [_mm512_setzero_si512(); ROWS];
-        for (b, &q) in query.iter().enumerate() {
-            for (r, acc) in acc.iter_mut().enumerate() {
-                *acc = _mm512_dpbusd_epi32(*acc, q, load(&group[r * dims..(r + 1) * dims], b));
-            }
-        }
-        for acc in acc {
-            out[scored] = _mm512_reduce_add_epi32(acc) - 128 * row_sums[scored];
-            scored += 1;
+    const LANE_BYTES: usize = BLOCK_ROWS * GROUP;
+    let bytes = query.words.len() * LANE_BYTES;
+    assert!(blocks.len() == N * bytes && out.len() == N * BLOCK_ROWS);
+    let mut sums = [_mm512_setzero_si512(); N];
+    for (g, &word) in query.words.iter().enumerate() {
+        let word = _mm512_set1_epi32(word);
+        for (b, sum) in sums.iter_mut().enumerate() {
+            let at = b * bytes + g * LANE_BYTES;
+            #[allow(unsafe_code)]
+            // SAFETY: `g < words.len()` and `b < N`, so `at + 64 <= N * bytes = blocks.len()`
+            // (asserted above): the 64 bytes read are inside `blocks`.
+            let codes = unsafe { _mm512_loadu_si512(blocks.as_ptr().add(at).cast()) };
+            *sum = _mm512_dpbusd_epi32(*sum, codes, word);
         }
     }
-    for row in rest.chunks_exact(dims) {
-        let mut acc = _mm512_setzero_si512();
-        for (b, &q) in query.iter().enumerate() {
-            acc = _mm512_dpbusd_epi32(acc, q, load(row, b));
-        }
-        out[scored] = _mm512_reduce_add_epi32(acc) - 128 * row_sums[scored];
-        scored += 1;
+    let excess = _mm512_set1_epi32(query.excess);
+    for (sum, out) in sums.into_iter().zip(out.chunks_exact_mut(BLOCK_ROWS)) {
+        #[allow(unsafe_code)]
+        // SAFETY: `out` is a chunk of exactly 16 i32s, the 64 bytes written.
+        unsafe {
+            _mm512_storeu_si512(out.as_mut_ptr().cast(), _mm512_sub_epi32(sum, excess))
+        };
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn dot_rows_i8_avx2(codes: &[i8], query: &[i8], out: &mut [i32]) {
-    dot_rows_i8_portable(codes, query, out)
+fn dot_blocks_avx2(blocks: &[u8], query: &Int8Query, out: &mut [i32]) {
+    dot_blocks_portable(blocks, query, out)
 }
 
 #[inline(always)]
-fn dot_rows_i8_portable(codes: &[i8], query: &[i8], out: &mut [i32]) {
-    let dims = query.len();
-    if dims == 0 {
+fn dot_blocks_portable(blocks: &[u8], query: &Int8Query, out: &mut [i32]) {
+    let lanes = BLOCK_ROWS * GROUP;
+    let bytes = query.words.len() * lanes;
+    if bytes == 0 {
         out.fill(0);
         return;
     }
-    for (row, score) in codes.chunks_exact(dims).zip(out.iter_mut()) {
-        let mut acc = [0i32; 2 * LANES];
-        let rows = row.chunks_exact(2 * LANES);
-        let queries = query.chunks_exact(2 * LANES);
-        let tail: i32 = rows
-            .remainder()
-            .iter()
-            .zip(queries.remainder())
-            .map(|(&x, &y)| i32::from(x) * i32::from(y))
-            .sum();
-        for (x, y) in rows.zip(queries) {
-            for i in 0..2 * LANES {
-                acc[i] += i32::from(x[i]) * i32::from(y[i]);
+    for (block, out) in blocks
+        .chunks_exact(bytes)
+        .zip(out.chunks_exact_mut(BLOCK_ROWS))
+    {
+        let mut sums = [0i32; BLOCK_ROWS];
+        for (codes, query) in block
+            .chunks_exact(lanes)
+            .zip(query.codes.chunks_exact(GROUP))
+        {
+            for (sum, row) in sums.iter_mut().zip(codes.chunks_exact(GROUP)) {
+                for (&x, &q) in row.iter().zip(query) {
+                    *sum += i32::from(x) * i32::from(q);
+                }
             }
         }
-        *score = acc.iter().sum::<i32>() + tail;
+        for (out, sum) in out.iter_mut().zip(sums) {
+            *out = sum - query.excess;
+        }
     }
 }
 
@@ -228,16 +258,13 @@ fn dot_rows_i8_portable(codes: &[i8], query: &[i8], out: &mut [i32]) {
 mod tests {
     use super::*;
 
-    type Int8Kernel = Box<dyn Fn(&[i8], &Int8Query, &[i32], &mut [i32])>;
+    type Int8Kernel = Box<dyn Fn(&[u8], &Int8Query, &mut [i32])>;
 
     /// Every int8 kernel this CPU can run, by name.
     fn int8_kernels() -> Vec<(&'static str, Int8Kernel)> {
         let mut kernels: Vec<(&str, Int8Kernel)> = vec![
-            ("detected", Box::new(dot_rows_i8)),
-            (
-                "portable",
-                Box::new(|codes, query, _, out| dot_rows_i8_portable(codes, &query.codes, out)),
-            ),
+            ("detected", Box::new(dot_blocks)),
+            ("portable", Box::new(dot_blocks_portable)),
         ];
         #[cfg(target_arch = "x86_64")]
         {
@@ -246,62 +273,71 @@ mod tests {
                 // SAFETY: the CPU supports AVX2, checked just above.
                 kernels.push((
                     "avx2",
-                    Box::new(|codes, query, _, out| unsafe {
-                        dot_rows_i8_avx2(codes, &query.codes, out)
-                    }),
+                    Box::new(|blocks, query, out| unsafe { dot_blocks_avx2(blocks, query, out) }),
                 ));
             }
             #[allow(unsafe_code)]
-            if std::arch::is_x86_feature_detected!("avx512vnni")
-                && std::arch::is_x86_feature_detected!("avx512bw")
-            {
-                // SAFETY: the CPU supports AVX-512 F, BW and VNNI, checked just above.
+            if std::arch::is_x86_feature_detected!("avx512vnni") {
+                // SAFETY: the CPU supports AVX-512 F and VNNI, checked just above.
                 kernels.push((
                     "avx512-vnni",
-                    Box::new(|codes, query, sums, out| unsafe {
-                        dot_rows_i8_vnni(codes, &query.shifted, sums, out)
-                    }),
+                    Box::new(|blocks, query, out| unsafe { dot_blocks_vnni(blocks, query, out) }),
                 ));
             }
         }
         kernels
     }
 
+    /// Lays out `rows` of `dims` codes as [`dot_blocks`] reads them, padding with zero codes.
+    fn layout(codes: &[i8], dims: usize) -> Vec<u8> {
+        let rows = codes.len() / dims;
+        let mut blocks = vec![stored_code(0); rows.div_ceil(BLOCK_ROWS) * block_bytes(dims)];
+        for (r, row) in codes.chunks_exact(dims).enumerate() {
+            for (d, &code) in row.iter().enumerate() {
+                blocks[code_position(dims, r, d)] = stored_code(code);
+            }
+        }
+        blocks
+    }
+
     #[test]
     fn every_int8_kernel_is_exact() {
-        // Widths around the 32- and 64-byte blocks, so partial blocks are covered.
-        for dims in [1, 31, 32, 33, 63, 64, 65, 127, 128, 383, 384] {
-            let rows = 20;
-            let codes: Vec<i8> = (0..rows * dims)
-                .map(|i| ((i * 7919) % 255) as i32 - 127)
-                .map(|v| v as i8)
-                .collect();
-            let query: Vec<i8> = (0..dims)
-                .map(|i| (((i * 104729) % 255) as i32 - 127) as i8)
-                .collect();
-            let sums: Vec<i32> = codes
-                .chunks_exact(dims)
-                .map(|row| row.iter().map(|&c| i32::from(c)).sum())
-                .collect();
-            let query = Int8Query::new(query);
-            for (name, kernel) in int8_kernels() {
-                let mut out = vec![0; rows];
-                kernel(&codes, &query, &sums, &mut out);
-                for r in 0..rows {
-                    let naive: i32 = (0..dims)
-                        .map(|d| i32::from(codes[r * dims + d]) * i32::from(query.codes[d]))
-                        .sum();
-                    assert_eq!(out[r], naive, "{name}: dims {dims} row {r}");
+        // Widths around whole groups of four, and row counts that leave the four-block scan a
+        // remainder and the last block partly empty.
+        for dims in [1, 3, 4, 5, 63, 64, 65, 383, 384] {
+            for rows in [1, 16, 17, 64, 65, 100] {
+                let codes: Vec<i8> = (0..rows * dims)
+                    .map(|i| (((i * 7919) % 255) as i32 - 127) as i8)
+                    .collect();
+                let query: Vec<i8> = (0..dims)
+                    .map(|i| (((i * 104729) % 255) as i32 - 127) as i8)
+                    .collect();
+                let blocks = layout(&codes, dims);
+                let int8_query = Int8Query::new(query.clone());
+                for (name, kernel) in int8_kernels() {
+                    let mut out = vec![0; rows.div_ceil(BLOCK_ROWS) * BLOCK_ROWS];
+                    kernel(&blocks, &int8_query, &mut out);
+                    for r in 0..rows {
+                        let naive: i32 = (0..dims)
+                            .map(|d| i32::from(codes[r * dims + d]) * i32::from(query[d]))
+                            .sum();
+                        assert_eq!(out[r], naive, "{name}: dims {dims}, {rows} rows, row {r}");
+                    }
+                    assert!(out[rows..].iter().all(|&o| o == 0), "{name}: padding rows");
                 }
             }
         }
-        // The extreme codes, where the shifted query reaches 255 and 1.
-        let codes = vec![127i8, -127, 127, -127];
-        let sums = vec![0, 0];
+        // The extreme codes, where stored bytes reach 255 and 1 and the query ±127.
+        let codes = [127i8, -127, 127, -127, -127, -127, 127, 127];
+        let blocks = layout(&codes, 4);
         for (name, kernel) in int8_kernels() {
-            let mut out = vec![0; 2];
-            kernel(&codes, &Int8Query::new(vec![127, -127]), &sums, &mut out);
-            assert_eq!(out, vec![2 * 127 * 127, 2 * 127 * 127], "{name}");
+            let mut out = vec![0; BLOCK_ROWS];
+            kernel(
+                &blocks,
+                &Int8Query::new(vec![127, -127, 127, -127]),
+                &mut out,
+            );
+            assert_eq!(out[..2], [4 * 127 * 127, 0], "{name}");
         }
     }
 

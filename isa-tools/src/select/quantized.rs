@@ -3,12 +3,18 @@
 //!
 //! For a unit query `q` and a row `x` with int8 approximations `q̂` and `x̂`,
 //! `|q·x − q̂·x̂| ≤ ‖q‖‖x − x̂‖ + ‖q − q̂‖‖x̂‖` (Cauchy–Schwarz), a bound known per row. An item
-//! whose approximate score plus its bound falls below the k-th best approximate score minus
-//! that item's bound cannot be in the top k, so skipping it changes nothing: the result is the
-//! same items, with the same full-precision scores, as scoring every row in f32. A 10k x 384
-//! index is 3.8 MB of codes instead of 15 MB of floats, which is what the scan is bound by.
+//! whose upper bound (approximate score plus bound) falls below the k-th best lower bound
+//! cannot be in the top k, so skipping it changes nothing: the result is the same items, with
+//! the same full-precision scores, as scoring every row in f32. A 10k x 384 index is 3.8 MB of
+//! codes instead of 15 MB of floats, which is what the scan is bound by. Each core keeps the
+//! k-th best lower bound of its own part as it scans, so a row is dropped as soon as it is
+//! scored and only the few that may qualify are kept.
 
-use super::kernel::{Int8Query, dot, dot_rows_i8};
+use std::ops::Range;
+
+use super::kernel::{
+    BLOCK_ROWS, Int8Query, block_bytes, code_position, dot, dot_blocks, stored_code,
+};
 
 /// Margin for floating-point rounding in the bounds and in the full-precision dot products.
 const ROUNDING_MARGIN: f32 = 1e-4;
@@ -18,19 +24,19 @@ const ROUNDING_MARGIN: f32 = 1e-4;
 /// cores together read twice the bandwidth of one.
 const PARALLEL_MIN_BYTES: usize = 2 << 20;
 
-/// Rows scored at a time, so their integer dot products stay in L1.
-const BLOCK_ROWS: usize = 256;
+/// Rows scored at a time, so their scores stay in L1 (a multiple of the kernel's blocks).
+const CHUNK_ROWS: usize = 256;
 
-/// Int8 codes of unit vectors, with what the bound needs per row.
+/// Int8 codes of unit vectors, laid out for [`dot_blocks`], with what the bound needs per row.
 #[derive(Debug, Default)]
 pub(crate) struct QuantizedRows {
-    codes: Vec<i8>,
-    /// The sum of each row's codes, for the VNNI kernel.
-    sums: Vec<i32>,
+    dims: usize,
+    rows: usize,
+    /// Whole blocks of 16 rows; rows past `rows` are zero codes.
+    blocks: Vec<u8>,
+    /// Per row, padded with zeros to whole blocks: `x ≈ scale x codes`, ‖x − x̂‖ and ‖x̂‖.
     scales: Vec<f32>,
-    /// `‖x − x̂‖` per row.
     errors: Vec<f32>,
-    /// `‖x̂‖` per row.
     norms: Vec<f32>,
 }
 
@@ -38,9 +44,16 @@ pub(crate) struct QuantizedRows {
 fn quantize(v: &[f32]) -> (Vec<i8>, f32) {
     let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
     let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+    // Rounds half away from zero by truncating `r ± 0.5`: `f32::round` is a call into libm on
+    // the baseline x86-64 target, and quantising each query spent more time there than the scan
+    // of a thousand rows. The bounds use the codes as they are, so the rounding rule only has to
+    // be close.
     let codes = v
         .iter()
-        .map(|x| (x / scale).round().clamp(-127.0, 127.0) as i8)
+        .map(|x| {
+            let r = x / scale;
+            ((r + 0.5f32.copysign(r)) as i32).clamp(-127, 127) as i8
+        })
         .collect();
     (codes, scale)
 }
@@ -56,127 +69,203 @@ fn error_and_norm(v: &[f32], codes: &[i8], scale: f32) -> (f32, f32) {
     (error.sqrt() as f32, norm.sqrt() as f32)
 }
 
-impl QuantizedRows {
-    /// Codes for a row-major matrix of `dims` columns.
-    pub fn build(vectors: &[f32], dims: usize) -> Self {
-        let mut rows = QuantizedRows::default();
-        if dims == 0 {
-            return rows;
-        }
-        for v in vectors.chunks_exact(dims) {
-            let (codes, scale) = quantize(v);
-            let (error, norm) = error_and_norm(v, &codes, scale);
-            rows.sums.push(codes.iter().map(|&c| i32::from(c)).sum());
-            rows.codes.extend(codes);
-            rows.scales.push(scale);
-            rows.errors.push(error);
-            rows.norms.push(norm);
-        }
-        rows
-    }
+/// One query vector as the scan compares it: its codes, what its bound needs, and the weight
+/// its scores get.
+struct QueryCodes {
+    codes: Int8Query,
+    scale: f32,
+    error: f32,
+    norm: f32,
+    weight: f32,
+}
 
-    /// Folds the approximate score of every row for `query` into `approx` and its bound into
-    /// `bounds`, keeping each row's best: the exact score, clamped to `[0, 1]` and multiplied by
-    /// `weight`, lies within `approx ± bounds`. Clamping and the weight are monotone and shrink
-    /// distances, so the bounds carry over.
-    pub fn fold_approximate(
-        &self,
-        query: &[f32],
-        weight: f32,
-        approx: &mut [f32],
-        bounds: &mut [f32],
-    ) {
-        let dims = query.len();
-        let (codes, scale) = quantize(query);
-        let (query_error, _) = error_and_norm(query, &codes, scale);
-        let query_norm = query.iter().map(|x| x * x).sum::<f32>().sqrt();
-        let codes = Int8Query::new(codes);
-        // Folds rows `first ..` into `approx` and `bounds`, which start at row `first`.
-        let fold = |first: usize, approx: &mut [f32], bounds: &mut [f32]| {
-            let mut dots = [0i32; BLOCK_ROWS];
-            let blocks = approx
-                .chunks_mut(BLOCK_ROWS)
-                .zip(bounds.chunks_mut(BLOCK_ROWS));
-            for (block, (approx, bounds)) in blocks.enumerate() {
-                let start = first + block * BLOCK_ROWS;
-                let rows = start..start + approx.len();
-                let dots = &mut dots[..rows.len()];
-                dot_rows_i8(
-                    &self.codes[rows.start * dims..rows.end * dims],
-                    &codes,
-                    &self.sums[rows.clone()],
-                    dots,
-                );
-                let per_row = self.scales[rows.clone()]
-                    .iter()
-                    .zip(&self.errors[rows.clone()])
-                    .zip(&self.norms[rows]);
-                let folded = approx.iter_mut().zip(bounds.iter_mut()).zip(dots.iter());
-                for (((approx, bound), &dot), ((&row_scale, &error), &norm)) in folded.zip(per_row)
-                {
-                    let score = weight * (dot as f32 * row_scale * scale).clamp(0.0, 1.0);
-                    *approx = approx.max(score);
-                    let row_bound = query_norm * error + query_error * norm + ROUNDING_MARGIN;
-                    *bound = bound.max(weight * row_bound);
-                }
-            }
-        };
-        let parts = rayon::current_num_threads();
-        if self.codes.len() < PARALLEL_MIN_BYTES || parts < 2 {
-            return fold(0, approx, bounds);
+impl QueryCodes {
+    fn new(vector: &[f32], weight: f32) -> Self {
+        let (codes, scale) = quantize(vector);
+        let (error, _) = error_and_norm(vector, &codes, scale);
+        QueryCodes {
+            codes: Int8Query::new(codes),
+            scale,
+            error,
+            norm: vector.iter().map(|x| x * x).sum::<f32>().sqrt(),
+            weight,
         }
-        // Part `i` is always scanned by thread `i` of the pool, so a core keeps finding its part
-        // in its own cache from one query to the next.
-        let rows_per_part = approx.len().div_ceil(parts);
-        let work: Vec<parking_lot::Mutex<(&mut [f32], &mut [f32])>> = approx
-            .chunks_mut(rows_per_part)
-            .zip(bounds.chunks_mut(rows_per_part))
-            .map(parking_lot::Mutex::new)
-            .collect();
-        rayon::broadcast(|thread| {
-            if let Some(part) = work.get(thread.index()) {
-                let (approx, bounds) = &mut *part.lock();
-                fold(thread.index() * rows_per_part, approx, bounds);
-            }
-        });
     }
 }
 
-/// Rows that may be among the `k` best of `scores`, given each score's `bounds`, among the rows
-/// `admitted`: every row whose upper bound reaches the k-th best lower bound.
-pub(crate) fn candidates(
-    scores: &[f32],
-    bounds: &[f32],
-    admitted: impl Fn(usize) -> bool,
-    k: usize,
-) -> Vec<usize> {
-    if k == 0 {
-        return Vec::new();
-    }
-    // The k-th largest lower bound: the k largest seen so far, kept sorted, largest first. Most
-    // rows fall below the smallest of them and cost one comparison.
-    let mut largest: Vec<f32> = Vec::with_capacity(k + 1);
-    let mut threshold = f32::MIN;
-    for (i, (&score, &bound)) in scores.iter().zip(bounds).enumerate() {
+/// What one part of the scan found: the k best lower bounds among its admitted rows, best
+/// first, and its rows whose upper bound reached its k-th best lower bound as it went.
+#[derive(Default)]
+struct PartCandidates {
+    best_lows: Vec<f32>,
+    rows: Vec<(usize, f32)>,
+}
+
+impl PartCandidates {
+    /// Adds an admitted row whose upper bound reached the threshold, and returns the new
+    /// threshold: the k-th best lower bound so far, or `f32::MIN` while there are fewer.
+    #[inline(never)] // the rare path, kept out of the scan's loop
+    fn add(&mut self, row: usize, score: f32, bound: f32, k: usize) -> f32 {
+        self.rows.push((row, score + bound));
         let low = score - bound;
-        if (largest.len() == k && low <= threshold) || !admitted(i) {
-            continue;
+        let at = self.best_lows.partition_point(|&kept| kept >= low);
+        if at < k {
+            self.best_lows.insert(at, low);
+            self.best_lows.truncate(k);
         }
-        let at = largest.partition_point(|&kept| kept >= low);
-        largest.insert(at, low);
-        largest.truncate(k);
-        if largest.len() == k {
-            threshold = largest[k - 1];
+        if self.best_lows.len() == k {
+            self.best_lows[k - 1]
+        } else {
+            f32::MIN
         }
     }
-    scores
-        .iter()
-        .zip(bounds)
-        .enumerate()
-        .filter_map(|(i, (&score, &bound))| {
-            (score + bound >= threshold && admitted(i)).then_some(i)
-        })
-        .collect()
+}
+
+impl QuantizedRows {
+    /// Codes for a row-major matrix of `dims` columns.
+    pub fn build(vectors: &[f32], dims: usize) -> Self {
+        if dims == 0 {
+            return QuantizedRows::default();
+        }
+        let rows = vectors.len() / dims;
+        let padded = rows.div_ceil(BLOCK_ROWS) * BLOCK_ROWS;
+        let mut quantized = QuantizedRows {
+            dims,
+            rows,
+            blocks: vec![stored_code(0); padded / BLOCK_ROWS * block_bytes(dims)],
+            scales: vec![0.0; padded],
+            errors: vec![0.0; padded],
+            norms: vec![0.0; padded],
+        };
+        for (r, v) in vectors.chunks_exact(dims).enumerate() {
+            let (codes, scale) = quantize(v);
+            let (error, norm) = error_and_norm(v, &codes, scale);
+            for (d, &code) in codes.iter().enumerate() {
+                quantized.blocks[code_position(dims, r, d)] = stored_code(code);
+            }
+            quantized.scales[r] = scale;
+            quantized.errors[r] = error;
+            quantized.norms[r] = norm;
+        }
+        quantized
+    }
+
+    /// The rows, among those `admitted`, that may be among the `k` best for the query vectors
+    /// `queries` (each with its weight), ascending: every row whose upper bound reaches the
+    /// k-th best lower bound. A row's score is its best over the vectors of the exact score
+    /// clamped to `[0, 1]` times the vector's weight; clamping and the weight are monotone and
+    /// shrink distances, so the bounds of the int8 scores carry over.
+    pub fn candidates(
+        &self,
+        queries: &[(&[f32], f32)],
+        admitted: impl Fn(usize) -> bool + Sync,
+        k: usize,
+    ) -> Vec<usize> {
+        if k == 0 || self.rows == 0 || queries.is_empty() {
+            return Vec::new();
+        }
+        let queries: Vec<QueryCodes> = queries
+            .iter()
+            .map(|&(vector, weight)| QueryCodes::new(vector, weight))
+            .collect();
+        let parts = rayon::current_num_threads();
+        let found: Vec<PartCandidates> = if self.blocks.len() < PARALLEL_MIN_BYTES || parts < 2 {
+            vec![self.scan(0..self.rows, &queries, &admitted, k)]
+        } else {
+            // Part `i` is always scanned by thread `i` of the pool, so a core keeps finding its
+            // part in its own cache from one query to the next.
+            let rows_per_part = self.rows.div_ceil(parts).next_multiple_of(BLOCK_ROWS);
+            let found: Vec<parking_lot::Mutex<PartCandidates>> =
+                (0..parts).map(|_| Default::default()).collect();
+            rayon::broadcast(|thread| {
+                let start = thread.index() * rows_per_part;
+                let rows = start.min(self.rows)..(start + rows_per_part).min(self.rows);
+                if let Some(part) = found.get(thread.index()) {
+                    *part.lock() = self.scan(rows, &queries, &admitted, k);
+                }
+            });
+            found
+                .into_iter()
+                .map(parking_lot::Mutex::into_inner)
+                .collect()
+        };
+        let mut lows: Vec<f32> = found
+            .iter()
+            .flat_map(|part| part.best_lows.iter().copied())
+            .collect();
+        lows.sort_by(|a, b| b.total_cmp(a));
+        let threshold = lows.get(k - 1).copied().unwrap_or(f32::MIN);
+        found
+            .into_iter()
+            .flat_map(|part| part.rows)
+            .filter_map(|(row, high)| (high >= threshold).then_some(row))
+            .collect()
+    }
+
+    /// [`Self::candidates`] within `rows`, which start at a block boundary. A part's k-th best
+    /// lower bound never exceeds the whole index's, so a row below it is below the final one.
+    fn scan(
+        &self,
+        rows: Range<usize>,
+        queries: &[QueryCodes],
+        admitted: &impl Fn(usize) -> bool,
+        k: usize,
+    ) -> PartCandidates {
+        let mut found = PartCandidates::default();
+        let mut threshold = f32::MIN;
+        let bytes = block_bytes(self.dims);
+        let mut dots = [0i32; CHUNK_ROWS];
+        let (mut approx, mut bounds) = ([0f32; CHUNK_ROWS], [0f32; CHUNK_ROWS]);
+        for start in rows.clone().step_by(CHUNK_ROWS) {
+            let end = (start + CHUNK_ROWS).min(rows.end);
+            let padded = (end - start).next_multiple_of(BLOCK_ROWS);
+            let codes = &self.blocks[start / BLOCK_ROWS * bytes..][..padded / BLOCK_ROWS * bytes];
+            let per_row = start..start + padded;
+            let (scales, errors, norms) = (
+                &self.scales[per_row.clone()],
+                &self.errors[per_row.clone()],
+                &self.norms[per_row],
+            );
+            approx[..padded].fill(f32::MIN);
+            bounds[..padded].fill(0.0);
+            for query in queries {
+                dot_blocks(codes, &query.codes, &mut dots[..padded]);
+                let factor = query.weight * query.scale;
+                let rows = approx[..padded]
+                    .iter_mut()
+                    .zip(&mut bounds[..padded])
+                    .zip(&dots[..padded])
+                    .zip(scales.iter().zip(errors).zip(norms));
+                // Comparisons rather than `f32::max` and `clamp`, which would also handle NaN
+                // (codes have none) and keep the loop from being vectorised.
+                for (((approx, bound), &dot), ((&scale, &error), &norm)) in rows {
+                    let score = dot as f32 * scale * factor;
+                    let score = if score < 0.0 { 0.0 } else { score };
+                    let score = if score > query.weight {
+                        query.weight
+                    } else {
+                        score
+                    };
+                    *approx = if score > *approx { score } else { *approx };
+                    let row_bound =
+                        query.weight * (query.norm * error + query.error * norm + ROUNDING_MARGIN);
+                    *bound = if row_bound > *bound {
+                        row_bound
+                    } else {
+                        *bound
+                    };
+                }
+            }
+            // Most rows fall below the threshold: that test is all the loop does for them.
+            let rows = approx.iter().zip(&bounds).take(end - start).enumerate();
+            for (i, (&score, &bound)) in rows {
+                if score + bound >= threshold && admitted(start + i) {
+                    threshold = found.add(start + i, score, bound, k);
+                }
+            }
+        }
+        found
+    }
 }
 
 /// The full-precision dot product of row `i`.
