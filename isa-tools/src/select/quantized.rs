@@ -202,11 +202,11 @@ impl QuantizedRows {
             .collect()
     }
 
-    /// [`Self::candidates`] within `rows`, which start at a block boundary. A part's k-th best
+    /// [`Self::candidates`] within the rows `part`, which starts at a block boundary. A part's k-th best
     /// lower bound never exceeds the whole index's, so a row below it is below the final one.
     fn scan(
         &self,
-        rows: Range<usize>,
+        part: Range<usize>,
         queries: &[QueryCodes],
         admitted: &impl Fn(usize) -> bool,
         k: usize,
@@ -216,8 +216,8 @@ impl QuantizedRows {
         let bytes = block_bytes(self.dims);
         let mut dots = [0i32; CHUNK_ROWS];
         let (mut approx, mut bounds) = ([0f32; CHUNK_ROWS], [0f32; CHUNK_ROWS]);
-        for start in rows.clone().step_by(CHUNK_ROWS) {
-            let end = (start + CHUNK_ROWS).min(rows.end);
+        for start in part.clone().step_by(CHUNK_ROWS) {
+            let end = (start + CHUNK_ROWS).min(part.end);
             let padded = (end - start).next_multiple_of(BLOCK_ROWS);
             let codes = &self.blocks[start / BLOCK_ROWS * bytes..][..padded / BLOCK_ROWS * bytes];
             let per_row = start..start + padded;
