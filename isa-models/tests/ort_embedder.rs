@@ -75,19 +75,44 @@ async fn matches_the_reference_token_ids_and_embeddings() -> anyhow::Result<()> 
     Ok(())
 }
 
-/// The installed model is rewritten into ONNX Runtime's fused operators, and the rewrite gives
-/// the vectors of the model as written, for batches padded to different lengths and for single
-/// queries. A rewrite that disagrees (here, from a wrong head count) is caught and not used.
+/// Largest difference in any component between two lists of vectors.
+fn max_difference(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
+/// The reference texts and one longer than the model's 256 tokens.
+fn probe_texts() -> anyhow::Result<Vec<String>> {
+    let mut texts: Vec<String> = reference()?.cases.into_iter().map(|c| c.text).collect();
+    texts.push("a much longer text about many things ".repeat(40));
+    Ok(texts)
+}
+
+/// With every product in f32, the installed model is rewritten into ONNX Runtime's fused
+/// operators, and the rewrite gives the vectors of the model as written, for batches padded to
+/// different lengths and for single queries. A rewrite that disagrees (here, from a wrong head
+/// count) is caught and not used, in int8 or in f32.
 #[tokio::test]
 async fn the_fused_graph_gives_the_vectors_of_the_model_as_written() -> anyhow::Result<()> {
     let Some(config) = common::installed_model() else {
         return Ok(());
     };
-    let fused = OrtEmbedder::new(config.clone())?;
+    let fused = OrtEmbedder::new(EmbedderConfig {
+        int8_matmuls: false,
+        ..config.clone()
+    })?;
     let report = fused
         .fusion()
         .ok_or_else(|| anyhow::anyhow!("the installed model was not fused"))?;
-    assert_eq!((report.attention, report.gelu), (6, 6), "{report:?}");
+    assert_eq!(
+        (report.attention, report.gelu, report.int8_matmuls),
+        (6, 6, 0),
+        "{report:?}"
+    );
     assert!(report.nodes_after < report.nodes_before, "{report:?}");
     let as_written = OrtEmbedder::new(EmbedderConfig {
         attention_heads: None,
@@ -104,16 +129,7 @@ async fn the_fused_graph_gives_the_vectors_of_the_model_as_written() -> anyhow::
         "a rewrite that disagrees is not used"
     );
 
-    let mut texts: Vec<String> = reference()?.cases.into_iter().map(|c| c.text).collect();
-    texts.push("a much longer text about many things ".repeat(40));
-    let max_difference = |a: &[Vec<f32>], b: &[Vec<f32>]| {
-        assert_eq!(a.len(), b.len());
-        a.iter()
-            .flatten()
-            .zip(b.iter().flatten())
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max)
-    };
+    let texts = probe_texts()?;
     let expected = as_written.embed(&texts, TextKind::Document).await?;
     for embedder in [&fused, &wrong_heads] {
         let batch = embedder.embed(&texts, TextKind::Document).await?;
@@ -126,6 +142,52 @@ async fn the_fused_graph_gives_the_vectors_of_the_model_as_written() -> anyhow::
             let d = max_difference(&one, std::slice::from_ref(want));
             assert!(d < 1e-4, "{text:?} alone: max difference {d}");
         }
+    }
+    Ok(())
+}
+
+/// By default the output projections and feed-forward layers run in int8 over the model's own
+/// codes: every text stays within rounding of the model as written (the reference test above
+/// holds the same embedder to the fp32 reference), and a text gets the same vector alone as in
+/// a batch, because each row's activations are quantised on their own.
+#[tokio::test]
+async fn the_int8_rewrite_stays_within_rounding_of_the_model_as_written() -> anyhow::Result<()> {
+    let Some(config) = common::installed_model() else {
+        return Ok(());
+    };
+    let int8 = OrtEmbedder::new(config.clone())?;
+    let report = int8
+        .fusion()
+        .ok_or_else(|| anyhow::anyhow!("the installed model was not rewritten"))?;
+    assert_eq!(
+        (report.attention, report.gelu, report.int8_matmuls),
+        (6, 6, 18),
+        "{report:?}"
+    );
+    let as_written = OrtEmbedder::new(EmbedderConfig {
+        attention_heads: None,
+        ..config
+    })?;
+    let texts = probe_texts()?;
+    let expected = as_written.embed(&texts, TextKind::Document).await?;
+    let batch = int8.embed(&texts, TextKind::Document).await?;
+    let mut total = 0.0;
+    for ((text, got), want) in texts.iter().zip(&batch).zip(&expected) {
+        let similarity = cosine(got, want);
+        assert!(similarity >= 0.998, "cosine {similarity} for {text:?}");
+        total += similarity;
+    }
+    let mean = total / texts.len() as f32;
+    assert!(mean >= 0.9995, "mean cosine {mean}");
+    for (text, want) in texts.iter().zip(&batch) {
+        let alone = int8
+            .embed(std::slice::from_ref(text), TextKind::Query)
+            .await?;
+        let d = max_difference(&alone, std::slice::from_ref(want));
+        assert!(
+            d < 1e-5,
+            "{text:?} alone: max difference {d} from its batch"
+        );
     }
     Ok(())
 }
