@@ -271,8 +271,18 @@ impl<'a> Tensor<'a> {
         })
     }
 
-    fn elements(&self) -> u64 {
-        self.dims.iter().product()
+    /// `None` when the dimensions' product overflows (a corrupt model).
+    fn elements(&self) -> Option<u64> {
+        self.dims.iter().try_fold(1u64, |n, &d| n.checked_mul(d))
+    }
+
+    /// Whether the tensor holds exactly `elements()` values of `data_type`, `width` bytes each.
+    fn holds(&self, data_type: u64, width: u64) -> bool {
+        self.data_type == data_type
+            && self
+                .elements()
+                .and_then(|n| n.checked_mul(width))
+                .is_some_and(|bytes| bytes == self.raw.len() as u64)
     }
 
     /// A `TensorProto` holding `raw`.
@@ -734,12 +744,12 @@ impl<'a> Graph<'a> {
         let [k, n] = codes.dims[..] else {
             return None;
         };
-        let well_formed = codes.data_type == TENSOR_INT8
-            && codes.raw.len() as u64 == k * n
+        let well_formed = codes.holds(TENSOR_INT8, 1)
+            && k > 0
+            && n > 0
             && k % INT8_BLOCK as u64 == 0
-            && scales.data_type == TENSOR_FLOAT
-            && scales.elements() == n
-            && scales.raw.len() as u64 == 4 * n;
+            && scales.holds(TENSOR_FLOAT, 4)
+            && scales.elements() == Some(n);
         well_formed.then_some((codes, scales))
     }
 
@@ -930,8 +940,10 @@ mod tests {
         // 40 rows: not a whole number of 32-value blocks.
         let bytes = int8_weight_graph(40, &[1; 120], &scales);
         assert_eq!(Graph::parse(&bytes).expect("well-formed").int8_matmuls(), 0);
-        // Codes that do not fill the declared shape.
+        // Codes that do not fill the declared shape, and an empty weight.
         let bytes = int8_weight_graph(64, &[1; 100], &scales);
+        assert_eq!(Graph::parse(&bytes).expect("well-formed").int8_matmuls(), 0);
+        let bytes = int8_weight_graph(0, &[], &scales);
         assert_eq!(Graph::parse(&bytes).expect("well-formed").int8_matmuls(), 0);
     }
 }
