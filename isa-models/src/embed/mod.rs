@@ -196,11 +196,13 @@ fn choose_model(
     let Some(heads) = config.attention_heads else {
         return Ok((model, None));
     };
+    let attempts: &[bool] = if config.int8_matmuls {
+        &[true, false]
+    } else {
+        &[false]
+    };
     let mut expected = None;
-    for int8 in [true, false] {
-        if int8 && !config.int8_matmuls {
-            continue;
-        }
+    for &int8 in attempts {
         let Some((rewritten, report)) = fusion::fuse(&model, heads, int8) else {
             return Ok((model, None));
         };

@@ -202,8 +202,9 @@ impl QuantizedRows {
             .collect()
     }
 
-    /// [`Self::candidates`] within the rows `part`, which starts at a block boundary. A part's k-th best
-    /// lower bound never exceeds the whole index's, so a row below it is below the final one.
+    /// [`Self::candidates`] within the rows `part`, which starts at a block boundary. A part's
+    /// k-th best lower bound never exceeds the whole index's, so a row below it is below the
+    /// final one.
     fn scan(
         &self,
         part: Range<usize>,
