@@ -7,5 +7,5 @@ mod embed;
 mod error;
 
 pub use embed::{
-    EmbedderConfig, EmbedderStats, FusionReport, OrtEmbedder, Pooling, default_cache_dir,
+    EmbedderConfig, EmbedderStats, FusionReport, OrtEmbedder, Pooling, Products, default_cache_dir,
 };

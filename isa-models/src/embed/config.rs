@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use isa_core::{Error, Result};
 use serde::Deserialize;
 
+use super::Products;
+
 /// How token vectors become one sentence vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pooling {
@@ -31,11 +33,13 @@ pub struct EmbedderConfig {
     /// uses the rewrite if it gives the model's own vectors on a probe batch. `None` runs the
     /// model as written.
     pub attention_heads: Option<usize>,
-    /// Whether the rewrite also multiplies the weights a model stores as int8 codes (the output
-    /// projections and feed-forward layers) in int8, activations quantised at run time; about a
-    /// quarter off a short query on two cores. Used only when the probe batch's vectors keep a
-    /// cosine of at least 0.998 with the model's own; ignored when `attention_heads` is `None`.
-    pub int8_matmuls: bool,
+    /// How the rewrite multiplies the weights a model stores as int8 codes (the output
+    /// projections and feed-forward layers). In int8 (activations quantised at run time) by the
+    /// embedder's own kernel, the default, where the CPU has AVX-512 VNNI, else by ONNX
+    /// Runtime's `MatMulNBits`; or in f32. An int8 rewrite is used only when the probe batch's
+    /// vectors keep a cosine of at least 0.998 with the model's own; the embedder falls back
+    /// down that list, and ignores this when `attention_heads` is `None`.
+    pub products: Products,
     /// Inputs are truncated to this many tokens (the model's `max_seq_length`, not the
     /// tokenizer file's own truncation).
     pub max_seq_length: usize,
@@ -140,7 +144,7 @@ impl EmbedderConfig {
             tokenizer_file: model_dir.join("tokenizer.json"),
             dimensions,
             attention_heads,
-            int8_matmuls: true,
+            products: Products::IsaInt8,
             max_seq_length,
             pooling: Pooling::Mean,
             normalize: true,
@@ -159,8 +163,9 @@ impl EmbedderConfig {
     /// overrides `ISA_EMBEDDING_POOLING` (`mean`|`cls`), `ISA_EMBEDDING_QUERY_PREFIX`,
     /// `ISA_EMBEDDING_DOCUMENT_PREFIX`, `ISA_EMBEDDING_WORKERS`, `ISA_EMBEDDING_THREADS`,
     /// `ISA_EMBEDDING_BATCH_TOKENS`, `ISA_EMBEDDING_FUSION` (`on`, the default, or `off` to
-    /// run the model as written) and `ISA_EMBEDDING_INT8` (`on`, the default, or `off` to keep
-    /// every product in f32).
+    /// run the model as written) and `ISA_EMBEDDING_INT8` (`on`, the default; `onnxruntime` for
+    /// ONNX Runtime's int8 kernel instead of the embedder's own; `off` to keep every product in
+    /// f32).
     pub fn from_env() -> Result<Self> {
         let cache = default_cache_dir();
         let env_path = |name: &str, default: PathBuf| {
@@ -189,7 +194,16 @@ impl EmbedderConfig {
         if !switch("ISA_EMBEDDING_FUSION")? {
             config.attention_heads = None;
         }
-        config.int8_matmuls = switch("ISA_EMBEDDING_INT8")?;
+        config.products = match std::env::var("ISA_EMBEDDING_INT8").as_deref() {
+            Err(_) | Ok("on") => Products::IsaInt8,
+            Ok("onnxruntime") => Products::OnnxRuntimeInt8,
+            Ok("off") => Products::F32,
+            Ok(other) => {
+                return Err(Error::Config(format!(
+                    "ISA_EMBEDDING_INT8 must be on, onnxruntime or off, not {other:?}"
+                )));
+            }
+        };
         if let Ok(p) = std::env::var("ISA_EMBEDDING_QUERY_PREFIX") {
             config.query_prefix = p;
         }

@@ -6,19 +6,22 @@
 //! for some three hundred kernel launches, each a thread-pool round trip on a small machine. This
 //! pass replaces, per layer:
 //!
-//! - the Q, K and V projections and everything up to the attention output with one
-//!   `com.microsoft.Attention` (weights and biases concatenated by `Concat` nodes that ONNX
-//!   Runtime folds at load);
+//! - everything from the Q, K and V projections' products to the attention output with one
+//!   `com.microsoft.MultiHeadAttention` (the three biases concatenated by a `Concat` that ONNX
+//!   Runtime folds at load). The products stay separate nodes, so Q and K can be multiplied in
+//!   int8 while V is not; with int8 products around it, this was also a fifth faster than
+//!   `com.microsoft.Attention`, which takes the three weights as one f32 matrix;
 //! - `x * 0.5 * (1 + erf(x / sqrt 2))` over `x = h + bias` with `BiasGelu(h, bias)`.
 //!
-//! When asked to, it also runs the remaining weight products (each layer's output projection and
-//! both feed-forward products, three quarters of the encoder's multiply-adds) in int8: a
-//! `MatMul` over weights stored as int8 codes with one scale per output column (dequantised in
-//! the graph by `Cast` and `Mul`) becomes a `com.microsoft.MatMulNBits` over the same codes,
-//! with `accuracy_level` 4, under which ONNX Runtime quantises the activations at run time, one
-//! scale per 32 values of a row, and multiplies in int8. The weights are the model's own, so the
-//! only new error is the activations' rounding; Q, K and V stay in f32 inside `Attention`,
-//! because the value projections were the products most sensitive to that rounding.
+//! When asked to, it also runs weight products in int8: each `MatMul` over weights stored as
+//! int8 codes with one scale per output column (dequantised in the graph by `Cast` and `Mul`)
+//! becomes either the embedder's own `ai.isa.Int8MatMul` over those codes (see `super::int8`) or
+//! a `com.microsoft.MatMulNBits` over the same codes repacked, with `accuracy_level` 4. Both
+//! quantise the activations at run time, one scale per 32 values of a row, and multiply in int8.
+//! The weights are the model's own, so the only new error is the activations' rounding. The
+//! value projections stay in f32: they were the products most sensitive to that rounding (all
+//! products in int8 brought the worst cosine with the fp32 reference to 0.9951, everything but V
+//! to 0.9957).
 //!
 //! Layer norms stay as they are, and ONNX Runtime's own fusion of them into
 //! `SkipLayerNormalization` is turned off for the rewritten model ([`DISABLED_OPTIMIZERS`]): on
@@ -31,27 +34,47 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::int8;
+
 /// What the rewrite replaced.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FusionReport {
-    /// Attention blocks now one `Attention` node each.
+    /// Attention blocks now one `MultiHeadAttention` node each.
     pub attention: usize,
     /// GELUs now one `BiasGelu` each.
     pub gelu: usize,
-    /// Weight products now multiplied in int8 (`MatMulNBits`).
+    /// Weight products now multiplied in int8, by [`FusionReport::products`].
     pub int8_matmuls: usize,
+    /// How the weight products outside attention are multiplied.
+    pub products: Products,
     /// Nodes in the graph before the rewrite.
     pub nodes_before: usize,
     /// Nodes in the graph after it (constant folding at load removes more).
     pub nodes_after: usize,
 }
 
+/// How the rewrite multiplies the weight products outside attention.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Products {
+    /// As the model does: in f32, over weights dequantised at load.
+    #[default]
+    F32,
+    /// In int8 by ONNX Runtime's `com.microsoft.MatMulNBits`.
+    OnnxRuntimeInt8,
+    /// In int8 by the embedder's own `ai.isa.Int8MatMul`, which needs AVX-512 VNNI.
+    IsaInt8,
+}
+
 /// ONNX Runtime optimisers to turn off when running a rewritten model (see the module's notes).
 pub const DISABLED_OPTIMIZERS: &str = "SkipLayerNormFusion";
 
 /// The rewritten model, or `None` when the bytes are not a model this pass understands or
-/// nothing in it matched. `int8` asks for the remaining weight products in int8 as well.
-pub fn fuse(model: &[u8], attention_heads: usize, int8: bool) -> Option<(Vec<u8>, FusionReport)> {
+/// nothing in it matched. `products` says how to multiply the remaining weight products.
+pub fn fuse(
+    model: &[u8],
+    attention_heads: usize,
+    products: Products,
+) -> Option<(Vec<u8>, FusionReport)> {
     let model_fields = fields(model)?;
     let graph_field = model_fields.iter().find(|f| f.number == MODEL_GRAPH)?;
     let mut graph = Graph::parse(graph_field.bytes()?)?;
@@ -66,30 +89,36 @@ pub fn fuse(model: &[u8], attention_heads: usize, int8: bool) -> Option<(Vec<u8>
         return None;
     }
     graph.remove_dead_nodes();
-    if int8 {
-        report.int8_matmuls = graph.int8_matmuls();
+    if products != Products::F32 {
+        report.products = products;
+        report.int8_matmuls = graph.int8_matmuls(products);
         graph.remove_dead_nodes();
     }
     report.nodes_after = graph.nodes.len();
 
     let mut out = Vec::with_capacity(model.len() + 4096);
-    let mut has_contrib_opset = false;
+    let mut missing_domains: Vec<&str> = vec![CONTRIB_DOMAIN];
+    if products == Products::IsaInt8 {
+        missing_domains.push(int8::DOMAIN);
+    }
     for field in &model_fields {
         match field.number {
             MODEL_GRAPH => put_bytes(&mut out, MODEL_GRAPH, &graph.encode()),
             MODEL_OPSET_IMPORT => {
                 let opset = fields(field.bytes()?)?;
-                has_contrib_opset |= opset
-                    .iter()
-                    .any(|f| f.number == 1 && f.bytes() == Some(CONTRIB_DOMAIN.as_bytes()));
+                missing_domains.retain(|domain| {
+                    !opset
+                        .iter()
+                        .any(|f| f.number == 1 && f.bytes() == Some(domain.as_bytes()))
+                });
                 out.extend_from_slice(field.raw);
             }
             _ => out.extend_from_slice(field.raw),
         }
     }
-    if !has_contrib_opset {
+    for domain in missing_domains {
         let mut opset = Vec::new();
-        put_bytes(&mut opset, 1, CONTRIB_DOMAIN.as_bytes());
+        put_bytes(&mut opset, 1, domain.as_bytes());
         put_varint_field(&mut opset, 2, 1);
         put_bytes(&mut out, MODEL_OPSET_IMPORT, &opset);
     }
@@ -124,7 +153,7 @@ const TENSOR_INT8: u64 = 3;
 const TENSOR_INT32: u64 = 6;
 const CONTRIB_DOMAIN: &str = "com.microsoft";
 /// Values of a row that share one activation scale in an int8 product.
-const INT8_BLOCK: usize = 32;
+const INT8_BLOCK: usize = int8::BLOCK;
 /// `MatMulNBits`' `accuracy_level` that multiplies in int8.
 const INT8_COMPUTE: u64 = 4;
 
@@ -322,8 +351,8 @@ impl Node {
         }
     }
 
-    fn contrib(mut self) -> Self {
-        self.domain = CONTRIB_DOMAIN.into();
+    fn in_domain(mut self, domain: &str) -> Self {
+        self.domain = domain.into();
         self
     }
 
@@ -512,10 +541,10 @@ impl<'a> Graph<'a> {
         }
     }
 
-    /// Replaces each layer's Q/K/V projections and attention with one `Attention` node. A layer
-    /// is three constant-weight `MatMul`s of the same input, each plus a constant bias, and the
-    /// next constant-weight `MatMul` (the output projection), whose input is the attention's
-    /// result and depends on all three.
+    /// Replaces each layer's attention after the Q/K/V products with one `MultiHeadAttention`
+    /// node. A layer is three constant-weight `MatMul`s of the same input, each plus a constant
+    /// bias, and the next constant-weight `MatMul` (the output projection), whose input is the
+    /// attention's result and depends on all three.
     fn fuse_attention(&mut self, heads: usize) -> usize {
         let Some(mask) = self.inputs.iter().find(|i| *i == "attention_mask").cloned() else {
             return 0;
@@ -532,7 +561,8 @@ impl<'a> Graph<'a> {
                     && constants.contains(&n.inputs[1])
             })
             .collect();
-        // (q, k, v, output projection), each of q, k, v as (weight, bias).
+        // Per layer: the input, the q, k and v projections' outputs and biases, and the value
+        // the output projection reads.
         let mut layers = Vec::new();
         let mut at = 0;
         while at + 3 < projections.len() {
@@ -545,14 +575,14 @@ impl<'a> Graph<'a> {
                         return None;
                     };
                     let (_, bias) = self.bias_add(&self.nodes[*add], &constants)?;
-                    Some((p.inputs[1].clone(), bias))
+                    Some((p.outputs[0].clone(), bias))
                 })
                 .collect();
             match biased {
-                Some(weights)
+                Some(projected)
                     if same_input && self.depends_on_all(&o.inputs[0], [q, k, v], &producers) =>
                 {
-                    layers.push((q.inputs[0].clone(), weights, o.inputs[0].clone()));
+                    layers.push((projected, o.inputs[0].clone()));
                     at += 4;
                 }
                 _ => at += 1,
@@ -564,25 +594,24 @@ impl<'a> Graph<'a> {
 
         let mask_i32 = format!("{mask}_int32");
         let mut replacements: HashMap<String, Vec<Node>> = HashMap::new();
-        for (layer, (input, weights, output)) in layers.iter().enumerate() {
-            let weight = format!("isa_fused_{layer}_qkv_weight");
+        for (layer, (projected, output)) in layers.iter().enumerate() {
             let bias = format!("isa_fused_{layer}_qkv_bias");
-            let weights_in: Vec<&str> = weights.iter().map(|(w, _)| w.as_str()).collect();
-            let biases_in: Vec<&str> = weights.iter().map(|(_, b)| b.as_str()).collect();
+            let biases_in: Vec<&str> = projected.iter().map(|(_, b)| b.as_str()).collect();
+            let [(q, _), (k, _), (v, _)] = projected.as_slice() else {
+                unreachable!("three projections per layer");
+            };
             replacements.insert(
                 output.clone(),
                 vec![
-                    Node::new("Concat", format!("{weight}_concat"), &weights_in, &weight)
-                        .with(int_attribute("axis", 1)),
                     Node::new("Concat", format!("{bias}_concat"), &biases_in, &bias)
                         .with(int_attribute("axis", 0)),
                     Node::new(
-                        "Attention",
+                        "MultiHeadAttention",
                         format!("isa_fused_{layer}_attention"),
-                        &[input, &weight, &bias, &mask_i32],
+                        &[q, k, v, &bias, &mask_i32],
                         output,
                     )
-                    .contrib()
+                    .in_domain(CONTRIB_DOMAIN)
                     .with(int_attribute("num_heads", heads as u64)),
                 ],
             );
@@ -648,7 +677,7 @@ impl<'a> Graph<'a> {
                     &[&h, &bias],
                     &output,
                 );
-                Some((output, vec![node.contrib()]))
+                Some((output, vec![node.in_domain(CONTRIB_DOMAIN)]))
             })();
             replacements.extend(fused);
         }
@@ -656,77 +685,113 @@ impl<'a> Graph<'a> {
     }
 
     /// Replaces each `MatMul` by a weight stored as int8 codes with one scale per output column
-    /// with a `MatMulNBits` over the same codes (see the module's notes). Runs after the other
-    /// fusions, so the Q, K and V projections are inside `Attention` by then.
-    fn int8_matmuls(&mut self) -> usize {
+    /// with an int8 product over the same codes (see the module's notes), except the value
+    /// projections that `MultiHeadAttention` reads. Runs after the other fusions.
+    fn int8_matmuls(&mut self, products: Products) -> usize {
         let producers = self.producers();
         let tensors = self.tensors();
+        let values: HashSet<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.op_type == "MultiHeadAttention" && n.inputs.len() > 2)
+            .map(|n| n.inputs[2].clone())
+            .collect();
         let mut replaced = 0;
         for index in 0..self.nodes.len() {
             let node = &self.nodes[index];
-            if !node.is("MatMul") || node.inputs.len() != 2 {
+            if !node.is("MatMul") || node.inputs.len() != 2 || values.contains(&node.outputs[0]) {
                 continue;
             }
-            let Some((codes, scales)) = self.int8_weight(&node.inputs[1], &producers, &tensors)
+            let Some(((codes_name, codes), (scales_name, scales))) =
+                self.int8_weight(&node.inputs[1], &producers, &tensors)
             else {
                 continue;
             };
             let (k, n) = (codes.dims[0] as usize, codes.dims[1] as usize);
-            let blocks = k / INT8_BLOCK;
-            // MatMulNBits reads each output column's codes contiguously, as unsigned bytes
-            // around its default zero point of 128 (`code ^ 0x80` is `code + 128`).
-            let mut columns = vec![0u8; k * n];
-            for (row, codes) in codes.raw.chunks_exact(n).enumerate() {
-                for (column, &code) in codes.iter().enumerate() {
-                    columns[column * k + row] = code ^ 0x80;
-                }
-            }
-            let block_scales: Vec<u8> = scales
-                .raw
-                .chunks_exact(4)
-                .flat_map(|scale| scale.repeat(blocks))
-                .collect();
             let name = format!("isa_int8_{index}");
-            let codes_name = format!("{name}_codes");
-            let scales_name = format!("{name}_scales");
-            self.new_initializers.push(Tensor::encode(
-                &codes_name,
-                &[n, blocks, INT8_BLOCK],
-                TENSOR_UINT8,
-                &columns,
-            ));
-            self.new_initializers.push(Tensor::encode(
-                &scales_name,
-                &[n * blocks],
-                TENSOR_FLOAT,
-                &block_scales,
-            ));
             let (input, output) = (node.inputs[0].clone(), node.outputs[0].clone());
-            self.nodes[index] = Node::new(
-                "MatMulNBits",
-                name,
-                &[&input, &codes_name, &scales_name],
-                &output,
-            )
-            .contrib()
-            .with(int_attribute("K", k as u64))
-            .with(int_attribute("N", n as u64))
-            .with(int_attribute("bits", 8))
-            .with(int_attribute("block_size", INT8_BLOCK as u64))
-            .with(int_attribute("accuracy_level", INT8_COMPUTE));
+            let product = match products {
+                Products::F32 => continue,
+                Products::IsaInt8 if !int8::fits(k, n) => continue,
+                Products::IsaInt8 => Node::new(
+                    int8::OPERATOR,
+                    name,
+                    &[&input, codes_name, scales_name],
+                    &output,
+                )
+                .in_domain(int8::DOMAIN),
+                Products::OnnxRuntimeInt8 => {
+                    let (codes_name, scales_name) =
+                        self.repack_for_matmul_nbits(&name, codes, scales);
+                    Node::new(
+                        "MatMulNBits",
+                        name,
+                        &[&input, &codes_name, &scales_name],
+                        &output,
+                    )
+                    .in_domain(CONTRIB_DOMAIN)
+                    .with(int_attribute("K", k as u64))
+                    .with(int_attribute("N", n as u64))
+                    .with(int_attribute("bits", 8))
+                    .with(int_attribute("block_size", INT8_BLOCK as u64))
+                    .with(int_attribute("accuracy_level", INT8_COMPUTE))
+                }
+            };
+            self.nodes[index] = product;
             replaced += 1;
         }
         replaced
     }
 
+    /// Adds initializers named after `name` holding a `[K, N]` weight's codes and scales as
+    /// `MatMulNBits` reads them; returns their names.
+    fn repack_for_matmul_nbits(
+        &mut self,
+        name: &str,
+        codes: &Tensor<'_>,
+        scales: &Tensor<'_>,
+    ) -> (String, String) {
+        let (k, n) = (codes.dims[0] as usize, codes.dims[1] as usize);
+        let blocks = k / INT8_BLOCK;
+        // MatMulNBits reads each output column's codes contiguously, as unsigned bytes around
+        // its default zero point of 128 (`code ^ 0x80` is `code + 128`).
+        let mut columns = vec![0u8; k * n];
+        for (row, codes) in codes.raw.chunks_exact(n).enumerate() {
+            for (column, &code) in codes.iter().enumerate() {
+                columns[column * k + row] = code ^ 0x80;
+            }
+        }
+        let block_scales: Vec<u8> = scales
+            .raw
+            .chunks_exact(4)
+            .flat_map(|scale| scale.repeat(blocks))
+            .collect();
+        let codes_name = format!("{name}_codes");
+        let scales_name = format!("{name}_scales");
+        self.new_initializers.push(Tensor::encode(
+            &codes_name,
+            &[n, blocks, INT8_BLOCK],
+            TENSOR_UINT8,
+            &columns,
+        ));
+        self.new_initializers.push(Tensor::encode(
+            &scales_name,
+            &[n * blocks],
+            TENSOR_FLOAT,
+            &block_scales,
+        ));
+        (codes_name, scales_name)
+    }
+
     /// The codes (`[K, N]` int8, K a whole number of blocks) and scales (N floats) of a weight
-    /// the graph computes as `Cast(codes) * scales`.
+    /// the graph computes as `Cast(codes) * scales`, each with its name.
+    #[allow(clippy::type_complexity)]
     fn int8_weight<'t>(
         &self,
         weight: &str,
         producers: &HashMap<String, usize>,
         tensors: &'t HashMap<String, Tensor<'a>>,
-    ) -> Option<(&'t Tensor<'a>, &'t Tensor<'a>)> {
+    ) -> Option<((&'t String, &'t Tensor<'a>), (&'t String, &'t Tensor<'a>))> {
         let mul = &self.nodes[*producers.get(weight)?];
         if !mul.is("Mul") || mul.inputs.len() != 2 {
             return None;
@@ -740,16 +805,19 @@ impl<'a> Graph<'a> {
             (None, Some(codes)) => (codes, &mul.inputs[0]),
             _ => return None,
         };
-        let (codes, scales) = (tensors.get(codes)?, tensors.get(scales)?);
-        let [k, n] = codes.dims[..] else {
+        let (codes, scales) = (
+            tensors.get_key_value(codes)?,
+            tensors.get_key_value(scales)?,
+        );
+        let [k, n] = codes.1.dims[..] else {
             return None;
         };
-        let well_formed = codes.holds(TENSOR_INT8, 1)
+        let well_formed = codes.1.holds(TENSOR_INT8, 1)
             && k > 0
             && n > 0
             && k % INT8_BLOCK as u64 == 0
-            && scales.holds(TENSOR_FLOAT, 4)
-            && scales.elements() == Some(n);
+            && scales.1.holds(TENSOR_FLOAT, 4)
+            && scales.1.elements() == Some(n);
         well_formed.then_some((codes, scales))
     }
 
@@ -788,11 +856,11 @@ mod tests {
 
     #[test]
     fn bytes_that_are_not_a_model_are_left_alone() {
-        for int8 in [false, true] {
-            assert!(fuse(b"", 12, int8).is_none());
-            assert!(fuse(b"not protobuf at all \xff\xff\xff\xff", 12, int8).is_none());
+        for products in [Products::F32, Products::OnnxRuntimeInt8, Products::IsaInt8] {
+            assert!(fuse(b"", 12, products).is_none());
+            assert!(fuse(b"not protobuf at all \xff\xff\xff\xff", 12, products).is_none());
             // A length prefix running past the end.
-            assert!(fuse(&[0x3a, 0x7f, 0x01], 12, int8).is_none());
+            assert!(fuse(&[0x3a, 0x7f, 0x01], 12, products).is_none());
         }
     }
 
@@ -822,7 +890,7 @@ mod tests {
     #[test]
     fn a_node_survives_decoding_and_encoding() {
         let node = Node::new("Attention", "a".into(), &["x", "w", "b", "m"], "y")
-            .contrib()
+            .in_domain(CONTRIB_DOMAIN)
             .with(int_attribute("num_heads", 12));
         let mut encoded = Vec::new();
         node.encode(&mut encoded);
@@ -867,13 +935,40 @@ mod tests {
     }
 
     #[test]
+    fn a_weight_stored_as_int8_codes_becomes_the_embedders_own_int8_product_over_those_codes() {
+        let scales = [0.5f32; 32];
+        let bytes = int8_weight_graph(64, &[3; 64 * 32], &scales);
+        let mut graph = Graph::parse(&bytes).expect("well-formed");
+        assert_eq!(graph.int8_matmuls(Products::IsaInt8), 1);
+        graph.remove_dead_nodes();
+        let [product] = graph.nodes.as_slice() else {
+            panic!("the dequantisation is left in the graph");
+        };
+        assert_eq!(
+            (product.op_type.as_str(), product.domain.as_str()),
+            (int8::OPERATOR, int8::DOMAIN)
+        );
+        assert_eq!(product.inputs, ["x", "q", "s"]);
+        assert_eq!(product.outputs, ["y"]);
+        assert!(
+            graph.new_initializers.is_empty(),
+            "the codes are read as stored"
+        );
+        // The kernel's tiles are 16 columns wide: a weight of 3 stays with `MatMulNBits`' rewrite.
+        let bytes = int8_weight_graph(64, &[3; 64 * 3], &scales[..3]);
+        let mut graph = Graph::parse(&bytes).expect("well-formed");
+        assert_eq!(graph.int8_matmuls(Products::IsaInt8), 0);
+        assert_eq!(graph.int8_matmuls(Products::OnnxRuntimeInt8), 1);
+    }
+
+    #[test]
     fn a_weight_stored_as_int8_codes_becomes_an_int8_product_over_the_same_codes() {
         let (k, n) = (64, 3);
         let codes: Vec<u8> = (0..k * n).map(|i| ((i * 37) % 255) as u8).collect();
         let scales = [0.5f32, 0.25, 2.0];
         let bytes = int8_weight_graph(k, &codes, &scales);
         let mut graph = Graph::parse(&bytes).expect("well-formed");
-        assert_eq!(graph.int8_matmuls(), 1);
+        assert_eq!(graph.int8_matmuls(Products::OnnxRuntimeInt8), 1);
         graph.remove_dead_nodes();
         let [product] = graph.nodes.as_slice() else {
             panic!("the dequantisation is left in the graph");
@@ -938,12 +1033,22 @@ mod tests {
     fn a_weight_that_is_not_whole_blocks_of_int8_codes_stays_in_f32() {
         let scales = [1.0f32, 1.0, 1.0];
         // 40 rows: not a whole number of 32-value blocks.
-        let bytes = int8_weight_graph(40, &[1; 120], &scales);
-        assert_eq!(Graph::parse(&bytes).expect("well-formed").int8_matmuls(), 0);
+        let rewritten = |bytes: &[u8]| {
+            [Products::OnnxRuntimeInt8, Products::IsaInt8].map(|products| {
+                Graph::parse(bytes)
+                    .expect("well-formed")
+                    .int8_matmuls(products)
+            })
+        };
+        assert_eq!(
+            rewritten(&int8_weight_graph(40, &[1; 120], &scales)),
+            [0, 0]
+        );
         // Codes that do not fill the declared shape, and an empty weight.
-        let bytes = int8_weight_graph(64, &[1; 100], &scales);
-        assert_eq!(Graph::parse(&bytes).expect("well-formed").int8_matmuls(), 0);
-        let bytes = int8_weight_graph(0, &[], &scales);
-        assert_eq!(Graph::parse(&bytes).expect("well-formed").int8_matmuls(), 0);
+        assert_eq!(
+            rewritten(&int8_weight_graph(64, &[1; 100], &scales)),
+            [0, 0]
+        );
+        assert_eq!(rewritten(&int8_weight_graph(0, &[], &scales)), [0, 0]);
     }
 }

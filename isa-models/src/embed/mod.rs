@@ -2,6 +2,7 @@
 
 mod config;
 mod fusion;
+mod int8;
 mod stats;
 mod worker;
 
@@ -18,6 +19,7 @@ use isa_core::{Embedder, Error, Result, TextKind};
 use lru::LruCache;
 use ort::{
     environment::Environment,
+    operator::OperatorDomain,
     session::{Session, builder::GraphOptimizationLevel},
 };
 use parking_lot::Mutex;
@@ -25,7 +27,7 @@ use tokenizers::{Tokenizer, TruncationParams};
 use tokio::sync::oneshot;
 
 pub use config::{EmbedderConfig, Pooling, default_cache_dir};
-pub use fusion::FusionReport;
+pub use fusion::{FusionReport, Products};
 pub use isa_core::EmbedderStats;
 use stats::Counters;
 use worker::{Encoder, Job, ModelInputs};
@@ -138,12 +140,13 @@ fn read_model(config: &EmbedderConfig) -> Result<Vec<u8>> {
     })
 }
 
-/// A session for `model`, which is the output of [`fusion::fuse`] when `fused`.
+/// A session for `model`, which is the output of [`fusion::fuse`] when `rewrite` says how its
+/// products were rewritten.
 fn load_session(
     env: &Environment,
     config: &EmbedderConfig,
     model: &[u8],
-    fused: bool,
+    rewrite: Option<Products>,
 ) -> Result<Session> {
     let setup = |e: ort::Error| Error::Config(format!("cannot configure ONNX Runtime: {e}"));
     let mut builder = Session::builder(env)
@@ -154,9 +157,17 @@ fn load_session(
         .map_err(|e| setup(e.into()))?
         .with_inter_threads(1)
         .map_err(|e| setup(e.into()))?;
-    if fused {
+    if rewrite.is_some() {
         builder = builder
             .with_disabled_optimizers(fusion::DISABLED_OPTIMIZERS)
+            .map_err(|e| setup(e.into()))?;
+    }
+    if rewrite == Some(Products::IsaInt8) {
+        let domain = OperatorDomain::new(int8::DOMAIN)
+            .and_then(|domain| domain.add(int8::Int8MatMul))
+            .map_err(setup)?;
+        builder = builder
+            .with_operators(domain)
             .map_err(|e| setup(e.into()))?;
     }
     builder.commit_from_memory(model).map_err(|e| {
@@ -191,29 +202,35 @@ const INT8_MIN_COSINE: f32 = 0.998;
 fn choose_model(
     model: Vec<u8>,
     config: &EmbedderConfig,
-    encoder: impl Fn(&[u8], bool) -> Result<Encoder>,
+    encoder: impl Fn(&[u8], Option<Products>) -> Result<Encoder>,
 ) -> Result<(Vec<u8>, Option<FusionReport>)> {
     let Some(heads) = config.attention_heads else {
         return Ok((model, None));
     };
-    let attempts: &[bool] = if config.int8_matmuls {
-        &[true, false]
-    } else {
-        &[false]
+    let attempts = match config.products {
+        Products::IsaInt8 if int8::available() => {
+            &[Products::IsaInt8, Products::OnnxRuntimeInt8, Products::F32][..]
+        }
+        Products::IsaInt8 | Products::OnnxRuntimeInt8 => {
+            &[Products::OnnxRuntimeInt8, Products::F32]
+        }
+        Products::F32 => &[Products::F32],
     };
     let mut expected = None;
-    for &int8 in attempts {
-        let Some((rewritten, report)) = fusion::fuse(&model, heads, int8) else {
+    for &products in attempts {
+        let Some((rewritten, report)) = fusion::fuse(&model, heads, products) else {
             return Ok((model, None));
         };
+        let int8 = products != Products::F32;
         if int8 && report.int8_matmuls == 0 {
             continue;
         }
         let expected = match &expected {
             Some(vectors) => vectors,
-            None => expected.insert(encoder(&model, false)?.encode(&PROBE)?),
+            None => expected.insert(encoder(&model, None)?.encode(&PROBE)?),
         };
-        let disagreement = match encoder(&rewritten, true).and_then(|mut e| e.encode(&PROBE)) {
+        let probed = encoder(&rewritten, Some(products)).and_then(|mut e| e.encode(&PROBE));
+        let disagreement = match probed {
             Ok(got) if int8 => {
                 let worst = got
                     .iter()
@@ -240,13 +257,19 @@ fn choose_model(
                     attention = report.attention,
                     gelu = report.gelu,
                     int8_matmuls = report.int8_matmuls,
+                    products = ?report.products,
                     nodes_before = report.nodes_before,
                     nodes_after = report.nodes_after,
                     "embedding model rewritten into fused operators"
                 );
                 return Ok((rewritten, Some(report)));
             }
-            Some(why) => tracing::warn!(int8, "the rewritten embedding model is not used: {why}"),
+            Some(why) => {
+                tracing::warn!(
+                    ?products,
+                    "the rewritten embedding model is not used: {why}"
+                )
+            }
         }
     }
     tracing::warn!("running the embedding model as written");
@@ -268,8 +291,8 @@ impl OrtEmbedder {
         let tokenizer = Arc::new(load_tokenizer(&config)?);
         let counters = Arc::new(Counters::default());
         let (queue, jobs) = crossbeam_channel::bounded(config.queue_capacity.max(1));
-        let encoder = |model: &[u8], fused: bool| -> Result<Encoder> {
-            let session = load_session(&env, &config, model, fused)?;
+        let encoder = |model: &[u8], rewrite: Option<Products>| -> Result<Encoder> {
+            let session = load_session(&env, &config, model, rewrite)?;
             Ok(Encoder {
                 inputs: ModelInputs::of(&session)?,
                 session,
@@ -280,7 +303,7 @@ impl OrtEmbedder {
         };
         let (model, fusion) = choose_model(read_model(&config)?, &config, encoder)?;
         for n in 0..config.workers.max(1) {
-            let mut encoder = encoder(&model, fusion.is_some())?;
+            let mut encoder = encoder(&model, fusion.map(|report| report.products))?;
             // Warm-up: the first run allocates; this also proves the output shape matches.
             encoder.encode(&["warm up"])?;
             let jobs = jobs.clone();
