@@ -33,12 +33,12 @@ pub struct EmbedderConfig {
     /// uses the rewrite if it gives the model's own vectors on a probe batch. `None` runs the
     /// model as written.
     pub attention_heads: Option<usize>,
-    /// How the rewrite multiplies the weights a model stores as int8 codes (the output
-    /// projections and feed-forward layers). In int8 (activations quantised at run time) by the
-    /// embedder's own kernel, the default, where the CPU has AVX-512 VNNI, else by ONNX
-    /// Runtime's `MatMulNBits`; or in f32. An int8 rewrite is used only when the probe batch's
-    /// vectors keep a cosine of at least 0.998 with the model's own; the embedder falls back
-    /// down that list, and ignores this when `attention_heads` is `None`.
+    /// How the rewrite multiplies the weights a model stores as int8 codes (all products but the
+    /// value projections). In int8 (activations quantised at run time) by the embedder's own
+    /// kernel, the default, where the CPU has AVX-512 VNNI, else by ONNX Runtime's
+    /// `MatMulNBits`; or in f32. An int8 rewrite is used only when the probe batch's vectors
+    /// keep a cosine of at least 0.998 with the model's own; the embedder falls back down that
+    /// list, and ignores this when `attention_heads` is `None`.
     pub products: Products,
     /// Inputs are truncated to this many tokens (the model's `max_seq_length`, not the
     /// tokenizer file's own truncation).
