@@ -32,7 +32,7 @@ const PANEL: usize = 16;
 /// short query pass through the core once. Twelve rows take 24 of the 32 vector registers.
 const TILE_ROWS: usize = 12;
 /// How far ahead the kernel asks for weights, in blocks of 32 input rows (512 bytes a panel):
-/// the weights of 18 products do not stay in cache between queries, and the hardware's own
+/// the weights of 30 products do not stay in cache between queries, and the hardware's own
 /// prefetching left the loop waiting on them.
 const PREFETCH_BLOCKS: usize = 4;
 /// Input values in one `vpdpbusd` lane.
@@ -75,7 +75,7 @@ pub struct PackedWeights {
 impl PackedWeights {
     /// Repacks row-major `[k, n]` codes with one scale per column.
     pub fn new(codes: &[i8], k: usize, n: usize, scales: &[f32]) -> Result<Self, String> {
-        if !fits(k, n) || codes.len() != k * n || scales.len() != n {
+        if !fits(k, n) || k.checked_mul(n) != Some(codes.len()) || scales.len() != n {
             return Err(format!(
                 "an int8 weight of {} codes and {} scales is not [{k}, {n}] with K a multiple \
                  of {BLOCK} and N of {PANEL}",
@@ -602,5 +602,7 @@ mod tests {
         assert!(PackedWeights::new(&codes, 32, 32, &scales[..31]).is_err());
         assert!(PackedWeights::new(&codes[..100], 32, 32, &scales).is_err());
         assert!(PackedWeights::new(&[], 0, 0, &[]).is_err());
+        // A shape whose size overflows (a corrupt model's dimensions) is refused, not a panic.
+        assert!(PackedWeights::new(&codes, 1 << 60, 32, &scales).is_err());
     }
 }
