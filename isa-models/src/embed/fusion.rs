@@ -45,7 +45,7 @@ pub struct FusionReport {
     pub gelu: usize,
     /// Weight products now multiplied in int8, by [`FusionReport::products`].
     pub int8_matmuls: usize,
-    /// How the weight products outside attention are multiplied.
+    /// How the weight products stored as int8 codes are multiplied.
     pub products: Products,
     /// Nodes in the graph before the rewrite.
     pub nodes_before: usize,
@@ -53,7 +53,8 @@ pub struct FusionReport {
     pub nodes_after: usize,
 }
 
-/// How the rewrite multiplies the weight products outside attention.
+/// How the rewrite multiplies the weight products a model stores as int8 codes (all but the
+/// value projections, which stay in f32).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Products {
     /// As the model does: in f32, over weights dequantised at load.
