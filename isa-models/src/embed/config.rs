@@ -35,7 +35,7 @@ pub struct EmbedderConfig {
     pub attention_heads: Option<usize>,
     /// How the rewrite multiplies the weights a model stores as int8 codes (all products but the
     /// value projections). In int8 (activations quantised at run time) by the embedder's own
-    /// kernel, the default, where the CPU has AVX-512 VNNI, else by ONNX Runtime's
+    /// kernel, the default, where the CPU has AVX2 or AVX-512 VNNI, else by ONNX Runtime's
     /// `MatMulNBits`; or in f32. An int8 rewrite is used only when the probe batch's vectors
     /// keep a cosine of at least 0.998 with the model's own; the embedder falls back down that
     /// list, and ignores this when `attention_heads` is `None`.

@@ -62,7 +62,7 @@ pub enum Products {
     F32,
     /// In int8 by ONNX Runtime's `com.microsoft.MatMulNBits`.
     OnnxRuntimeInt8,
-    /// In int8 by the embedder's own `ai.isa.Int8MatMul`, which needs AVX-512 VNNI.
+    /// In int8 by the embedder's own `ai.isa.Int8MatMul`, which needs AVX2 or AVX-512 VNNI.
     IsaInt8,
 }
 

@@ -3,17 +3,27 @@
 //! `ai.isa.Int8MatMul(x, codes, scales)` computes `x · (codes * scales)` for f32 activations `x`
 //! (`[..., K]`), int8 weight codes (`[K, N]`, an initializer) and one f32 scale per output column:
 //! the model's weights as stored. Like `MatMulNBits` at `accuracy_level` 4, it rounds each
-//! activation row to int8 with one scale per 32 values and multiplies in int8 (AVX-512 VNNI's
-//! `vpdpbusd`). What differs is the loop: a tile is up to 12 rows by 16 columns, so the weights
-//! of a short query (11 tokens) pass through the core once, one cache line per register load,
-//! fetched a few blocks ahead. A short query's products are mostly waiting for weights (about
-//! 13 MB for all-MiniLM-L6-v2, which do not stay in cache from one query to the next). On the
-//! 2-core development machine (AMD EPYC, Zen 4), on one thread, a short query took 2.3 ms with
-//! this kernel against 3.3 ms with `MatMulNBits`, run back to back.
+//! activation row to int8 with one scale per 32 values and sums the integer products exactly.
+//! What differs is the loop: a tile is up to 12 rows by one register of columns, so the weights
+//! of a short query (11 tokens) pass through the core once, one load per register, fetched a few
+//! blocks ahead. A short query's products are mostly waiting for weights (about 13 MB for
+//! all-MiniLM-L6-v2, which do not stay in cache from one query to the next). On the 2-core
+//! development machine (AMD EPYC, Zen 4), on one thread, a short query took 2.3 ms with this
+//! kernel against 3.3 ms with `MatMulNBits`, run back to back.
 //!
-//! The kernel runs only where the CPU has AVX-512 VNNI ([`available`]); elsewhere the rewrite
-//! keeps `MatMulNBits`. Weights are repacked once, when ONNX Runtime creates the kernel; tasks of
-//! 16 columns each run on ONNX Runtime's intra-op threads.
+//! Two instruction sets, chosen once per process ([`Isa::detect`]):
+//! - AVX-512 VNNI: 16 columns a tile, `vpdpbusd` multiplies four input values (offset by 128 to
+//!   be unsigned) by four codes of each column and adds them up in one instruction.
+//! - AVX2: 8 columns a tile, the codes widened to 16 bits as they are loaded, `vpmaddwd`
+//!   multiplies two input values by two codes of each column. AVX2's 8-bit product
+//!   (`vpmaddubsw`) saturates at 16 bits, which int8 activations times int8 codes can exceed;
+//!   16-bit products cannot. That is as many multiply-adds an instruction as f32's FMA, so on
+//!   AVX2 the gain is in the bytes read: a short query on a Zen 3 host (three interleaved
+//!   rounds) took 3.4 / 4.1 / 3.5 ms against 4.5 / 3.1 / 4.6 ms in f32, while a batch of long
+//!   texts runs about as fast as in f32.
+//!
+//! Elsewhere the rewrite keeps `MatMulNBits`. Weights are repacked once, when ONNX Runtime
+//! creates the kernel; tasks of one tile's columns each run on ONNX Runtime's intra-op threads.
 
 use ort::{
     operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorInput, OperatorOutput},
@@ -26,79 +36,133 @@ pub const DOMAIN: &str = "ai.isa";
 pub const OPERATOR: &str = "Int8MatMul";
 /// Activation values that share one scale.
 pub const BLOCK: usize = 32;
-/// Output columns of one tile (and one parallel task): one 512-bit register of sums.
-const PANEL: usize = 16;
+/// The widest tile's columns: one 512-bit register of sums. Weights fit the kernel when N is a
+/// multiple of this, for every instruction set.
+const WIDEST_PANEL: usize = 16;
 /// Rows of one tile: each weight register loaded serves this many rows, so the weights of a
-/// short query pass through the core once. Twelve rows take 24 of the 32 vector registers.
+/// short query pass through the core once. Twelve rows take 24 of AVX-512's 32 vector registers
+/// and 12 of AVX2's 16.
 const TILE_ROWS: usize = 12;
-/// How far ahead the kernel asks for weights, in blocks of 32 input rows (512 bytes a panel):
-/// the weights of 30 products do not stay in cache between queries, and the hardware's own
-/// prefetching left the loop waiting on them.
-const PREFETCH_BLOCKS: usize = 4;
-/// Input values in one `vpdpbusd` lane.
-const QUAD: usize = 4;
+/// How far ahead the kernel asks for weights, in bytes: the weights of 30 products do not stay
+/// in cache between queries, and the hardware's own prefetching left the loop waiting on them.
+const PREFETCH_BYTES: usize = 2048;
+const LINE: usize = 64;
+/// Tasks a product is split into at least, where its size allows, so that ONNX Runtime's
+/// threads share the work evenly.
+const TASKS: usize = 64;
+
+/// The vector instructions the kernel runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// AVX-512 F and VNNI: `vpdpbusd` over tiles of 16 columns.
+    Avx512Vnni,
+    /// AVX2 and FMA: `vpmaddwd` over tiles of 8 columns.
+    Avx2,
+}
+
+impl Isa {
+    /// The best instruction set of this CPU, if it has one the kernel uses.
+    pub fn detect() -> Option<Isa> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx512f") && has!("avx512vnni") {
+                return Some(Isa::Avx512Vnni);
+            }
+            if has!("avx2") && has!("fma") {
+                return Some(Isa::Avx2);
+            }
+        }
+        None
+    }
+
+    /// Whether this CPU has these instructions.
+    fn runs_here(self) -> bool {
+        match Isa::detect() {
+            Some(Isa::Avx512Vnni) => true,
+            Some(Isa::Avx2) => self == Isa::Avx2,
+            None => false,
+        }
+    }
+
+    /// How the weights are laid out for it.
+    fn layout(self) -> Layout {
+        match self {
+            Isa::Avx512Vnni => Layout {
+                panel: 16,
+                group: 4,
+            },
+            Isa::Avx2 => Layout { panel: 8, group: 2 },
+        }
+    }
+}
 
 /// Whether this CPU runs the kernel.
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512vnni")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    Isa::detect().is_some()
 }
 
 /// Whether a `[k, n]` weight fits the kernel's tiles.
 pub fn fits(k: usize, n: usize) -> bool {
-    k > 0 && n > 0 && k.is_multiple_of(BLOCK) && n.is_multiple_of(PANEL)
+    k > 0 && n > 0 && k.is_multiple_of(BLOCK) && n.is_multiple_of(WIDEST_PANEL)
+}
+
+/// The order of packed codes: for each panel of `panel` columns, for each group of `group`
+/// input rows, the group's codes of column 0, then of column 1, ... (the operand layout of
+/// `vpdpbusd` for 4 rows by 16 columns, of `vpmaddwd` for 2 by 8).
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    panel: usize,
+    group: usize,
 }
 
 /// A weight repacked for the kernel.
 pub struct PackedWeights {
     k: usize,
     n: usize,
-    /// From `start` on, for each panel of 16 columns, for each group of 4 input rows, 64 bytes:
-    /// the 4 codes of column 0, then of column 1, ... (the operand layout of `vpdpbusd`).
+    isa: Isa,
+    layout: Layout,
+    /// The codes in `layout`, from `start` on.
     storage: Vec<i8>,
     /// Where the codes start in `storage`: on a 64-byte boundary, so each register load reads
     /// one cache line, not parts of two.
     start: usize,
     /// For each panel, each block of 32 input rows and each column: `-128 * sum(codes)`, what
     /// the activations' offset of 128 (they enter `vpdpbusd` unsigned) adds to a block's sum.
+    /// Empty for AVX2, whose activations are signed.
     offsets: Vec<i32>,
     scales: Vec<f32>,
 }
 
 impl PackedWeights {
-    /// Repacks row-major `[k, n]` codes with one scale per column.
-    pub fn new(codes: &[i8], k: usize, n: usize, scales: &[f32]) -> Result<Self, String> {
+    /// Repacks row-major `[k, n]` codes with one scale per column, for `isa`.
+    pub fn new(codes: &[i8], k: usize, n: usize, scales: &[f32], isa: Isa) -> Result<Self, String> {
         if !fits(k, n) || k.checked_mul(n) != Some(codes.len()) || scales.len() != n {
             return Err(format!(
                 "an int8 weight of {} codes and {} scales is not [{k}, {n}] with K a multiple \
-                 of {BLOCK} and N of {PANEL}",
+                 of {BLOCK} and N of {WIDEST_PANEL}",
                 codes.len(),
                 scales.len()
             ));
         }
-        let panels = n / PANEL;
-        let blocks = k / BLOCK;
-        let mut storage = vec![0i8; k * n + 63];
-        let start = storage.as_ptr().align_offset(64);
+        let layout = isa.layout();
+        let mut storage = vec![0i8; k * n + LINE - 1];
+        let start = storage.as_ptr().align_offset(LINE);
         let packed = &mut storage[start..start + k * n];
         let mut at = 0;
-        let mut offsets = Vec::with_capacity(panels * blocks * PANEL);
-        for panel in 0..panels {
-            let columns = panel * PANEL..(panel + 1) * PANEL;
-            for group in (0..k).step_by(QUAD) {
+        let mut offsets = Vec::new();
+        for panel in 0..n / layout.panel {
+            let columns = panel * layout.panel..(panel + 1) * layout.panel;
+            for group in (0..k).step_by(layout.group) {
                 for column in columns.clone() {
-                    for row in group..group + QUAD {
+                    for row in group..group + layout.group {
                         packed[at] = codes[row * n + column];
                         at += 1;
                     }
                 }
+            }
+            if isa != Isa::Avx512Vnni {
+                continue;
             }
             for block in (0..k).step_by(BLOCK) {
                 offsets.extend(columns.clone().map(|column| {
@@ -112,6 +176,8 @@ impl PackedWeights {
         Ok(PackedWeights {
             k,
             n,
+            isa,
+            layout,
             storage,
             start,
             offsets,
@@ -123,9 +189,15 @@ impl PackedWeights {
         &self.storage[self.start..][..self.k * self.n]
     }
 
+    /// The packed codes of one panel.
+    fn panel_codes(&self, panel: usize) -> &[i8] {
+        let size = self.k * self.layout.panel;
+        &self.codes()[panel * size..][..size]
+    }
+
     /// `output = input · weight` for `input` of whole rows of K values; `output` holds N values
     /// per row. `parallel_for(tasks, task)` runs `task(0..tasks)`, each exactly once, possibly
-    /// on several threads at once: a task writes only its own 16 columns.
+    /// on several threads at once: a task writes only its own tile of the output.
     pub fn multiply(
         &self,
         input: &[f32],
@@ -141,85 +213,133 @@ impl PackedWeights {
             self.k,
             self.n
         );
-        let activations = Activations::quantize(input, self.k);
+        let vector = self.isa.runs_here();
+        let activations = Activations::quantize(input, self.k, vector.then_some(self.isa));
         let output = Output(output.as_mut_ptr());
-        let task = |panel: usize| {
-            for row in (0..rows).step_by(TILE_ROWS) {
-                let tile_rows = (rows - row).min(TILE_ROWS);
-                let mut sums = [0f32; TILE_ROWS * PANEL];
-                self.tile(&activations, row, tile_rows, panel, &mut sums);
-                for (r, sums) in sums.chunks_exact(PANEL).take(tile_rows).enumerate() {
-                    let at = (row + r) * self.n + panel * PANEL;
+        let width = self.layout.panel;
+        let panels = self.n / width;
+        let tiles = rows.div_ceil(TILE_ROWS);
+        // A task is one tile's rows by a run of panels. A batch of many tiles gives each task
+        // all the panels, so a tile's activations stay in cache while the weights stream past
+        // (the other order streamed the whole batch's activations once per panel); a short
+        // query of one tile is split into a task per panel, for the threads to share.
+        let runs = panels.min(TASKS.div_ceil(tiles.max(1)));
+        let run = panels.div_ceil(runs);
+        let runs = panels.div_ceil(run);
+        let task = |task: usize| {
+            let row = task / runs * TILE_ROWS;
+            let tile_rows = (rows - row).min(TILE_ROWS);
+            let first = task % runs * run;
+            for panel in first..(first + run).min(panels) {
+                let mut sums = [0f32; TILE_ROWS * WIDEST_PANEL];
+                if vector {
+                    self.tile(&activations, row, tile_rows, panel, &mut sums);
+                } else {
+                    self.tile_portable(&activations, row, tile_rows, panel, &mut sums);
+                }
+                for (r, sums) in sums.chunks_exact(width).take(tile_rows).enumerate() {
+                    let at = (row + r) * self.n + panel * width;
                     #[allow(unsafe_code)]
-                    // SAFETY: `row + r < rows` and `(panel + 1) * 16 <= n`, so the 16 values
-                    // written are inside `output` (`rows * n` long, asserted above); tasks write
-                    // disjoint columns, and `output` outlives `parallel_for`.
+                    // SAFETY: `row + r < rows` and `(panel + 1) * width <= n`, so the `width`
+                    // values written are inside `output` (`rows * n` long, asserted above);
+                    // tasks write disjoint tiles, and `output` outlives `parallel_for`.
                     unsafe {
-                        std::ptr::copy_nonoverlapping(sums.as_ptr(), output.at(at), PANEL)
+                        std::ptr::copy_nonoverlapping(sums.as_ptr(), output.at(at), width)
                     };
                 }
             }
         };
-        parallel_for(self.n / PANEL, &task);
+        parallel_for(tiles * runs, &task);
     }
 
-    /// Sums for `tile_rows` rows from `row` and the 16 columns of `panel`, into `sums` (16 per
-    /// row).
+    /// Sums for the tile of `tile_rows` rows from `row` (a multiple of 12) and the columns of
+    /// `panel`, into `sums` (one panel width per row), with the vector kernel of `self.isa`,
+    /// which the caller checked this CPU runs.
     fn tile(
         &self,
         activations: &Activations,
         row: usize,
         tile_rows: usize,
         panel: usize,
-        sums: &mut [f32; TILE_ROWS * PANEL],
+        sums: &mut [f32; TILE_ROWS * WIDEST_PANEL],
     ) {
+        assert!(self.isa.runs_here(), "{:?} on a CPU without it", self.isa);
+        assert!(
+            row.is_multiple_of(TILE_ROWS) && tile_rows == (activations.rows - row).min(TILE_ROWS),
+            "a tile is rows {row}..{} of {}",
+            row + tile_rows,
+            activations.rows
+        );
         #[cfg(target_arch = "x86_64")]
-        if available() {
+        {
             macro_rules! tile_of {
-                ($($rows:literal)*) => {
+                ($kernel:ident: $($rows:literal)*) => {
                     match tile_rows {
-                        $($rows => self.tile_vnni::<$rows>(activations, row, panel, sums),)*
+                        $($rows => self.$kernel::<$rows>(activations, row, panel, sums),)*
                         _ => unreachable!("1 to {TILE_ROWS} rows"),
                     }
                 };
             }
             #[allow(unsafe_code)]
-            // SAFETY: the CPU supports AVX-512 F and VNNI, checked just above.
+            // SAFETY: the CPU runs `self.isa`, asserted above.
             unsafe {
-                tile_of!(1 2 3 4 5 6 7 8 9 10 11 12)
-            };
-            return;
+                match self.isa {
+                    Isa::Avx512Vnni => tile_of!(tile_vnni: 1 2 3 4 5 6 7 8 9 10 11 12),
+                    Isa::Avx2 => tile_of!(tile_avx2: 1 2 3 4 5 6 7 8 9 10 11 12),
+                }
+            }
         }
-        self.tile_portable(activations, row, tile_rows, panel, sums);
     }
 
-    /// The same sums one multiply-add at a time: for CPUs without VNNI (where the rewrite does
-    /// not use this operator) and as the tests' reference.
+    /// The same sums one multiply-add at a time: for a CPU without the packing's instruction
+    /// set (where the rewrite does not use this operator) and as the tests' reference.
     fn tile_portable(
         &self,
         activations: &Activations,
         row: usize,
         tile_rows: usize,
         panel: usize,
-        sums: &mut [f32; TILE_ROWS * PANEL],
+        sums: &mut [f32; TILE_ROWS * WIDEST_PANEL],
     ) {
+        let Layout {
+            panel: width,
+            group,
+        } = self.layout;
         let blocks = self.k / BLOCK;
-        let weights = &self.codes()[panel * self.k * PANEL..][..self.k * PANEL];
+        let weights = self.panel_codes(panel);
         for r in 0..tile_rows {
-            let codes = &activations.codes[(row + r) * self.k..][..self.k];
             let scales = &activations.scales[(row + r) * blocks..][..blocks];
-            for lane in 0..PANEL {
+            for lane in 0..width {
                 let mut sum = 0f32;
                 for (block, scale) in scales.iter().enumerate() {
-                    let mut block_sum = self.offsets[(panel * blocks + block) * PANEL + lane];
-                    for i in block * BLOCK..(block + 1) * BLOCK {
-                        let weight = weights[(i / QUAD) * QUAD * PANEL + lane * QUAD + i % QUAD];
-                        block_sum += i32::from(codes[i]) * i32::from(weight);
-                    }
+                    let block_sum: i32 = (block * BLOCK..(block + 1) * BLOCK)
+                        .map(|i| {
+                            let weight =
+                                weights[(i / group) * group * width + lane * group + i % group];
+                            activations.signed(row + r, i) * i32::from(weight)
+                        })
+                        .sum();
                     sum = (block_sum as f32).mul_add(*scale, sum);
                 }
-                sums[r * PANEL + lane] = sum * self.scales[panel * PANEL + lane];
+                sums[r * width + lane] = sum * self.scales[panel * width + lane];
             }
+        }
+    }
+
+    /// Asks for the weights [`PREFETCH_BYTES`] past `at` in the packed codes, up to their end
+    /// (the next task's panel follows this one): one block's worth, `bytes` long.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn prefetch(&self, at: usize, bytes: usize) {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let all = self.codes();
+        let ahead = (at + PREFETCH_BYTES).min(all.len() - bytes);
+        for line in (ahead..ahead + bytes).step_by(LINE) {
+            #[allow(unsafe_code)]
+            // SAFETY: a prefetch does not access memory; the address is inside `all` anyway.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(all[line..].as_ptr())
+            };
         }
     }
 
@@ -230,18 +350,18 @@ impl PackedWeights {
         activations: &Activations,
         row: usize,
         panel: usize,
-        sums: &mut [f32; TILE_ROWS * PANEL],
+        sums: &mut [f32; TILE_ROWS * WIDEST_PANEL],
     ) {
         use std::arch::x86_64::{
-            __m512i, _MM_HINT_T0, _mm_prefetch, _mm512_cvtepi32_ps, _mm512_dpbusd_epi32,
-            _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mul_ps, _mm512_set1_epi32,
-            _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+            __m512i, _mm512_cvtepi32_ps, _mm512_dpbusd_epi32, _mm512_fmadd_ps, _mm512_loadu_ps,
+            _mm512_loadu_si512, _mm512_mul_ps, _mm512_set1_epi32, _mm512_set1_ps,
+            _mm512_setzero_ps, _mm512_storeu_ps,
         };
-        const LINE: usize = 64;
+        const PANEL: usize = 16;
+        const QUAD: usize = 4;
         let (k, blocks) = (self.k, self.k / BLOCK);
         // The slices each register load reads, bounds-checked once here.
-        let all = self.codes();
-        let weights = &all[panel * k * PANEL..][..k * PANEL];
+        let weights = self.panel_codes(panel);
         let offsets = &self.offsets[panel * blocks * PANEL..][..blocks * PANEL];
         let codes: [&[u8]; R] = std::array::from_fn(|r| &activations.codes[(row + r) * k..][..k]);
         let scales: [&[f32]; R] =
@@ -249,13 +369,7 @@ impl PackedWeights {
 
         let mut totals = [_mm512_setzero_ps(); R];
         for block in 0..blocks {
-            // Weights a few blocks on, up to the end of all the panels (the next task's panel
-            // follows this one).
-            let ahead = (panel * k * PANEL + (block + PREFETCH_BLOCKS) * BLOCK * PANEL)
-                .min(all.len() - BLOCK * PANEL);
-            for line in (ahead..ahead + BLOCK * PANEL).step_by(LINE) {
-                _mm_prefetch::<_MM_HINT_T0>(all[line..].as_ptr());
-            }
+            self.prefetch((panel * k + block * BLOCK) * PANEL, BLOCK * PANEL);
             assert!((block + 1) * PANEL <= offsets.len());
             #[allow(unsafe_code)]
             // SAFETY: the 16 offsets read are inside `offsets`, asserted just above.
@@ -291,33 +405,152 @@ impl PackedWeights {
             };
         }
     }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn tile_avx2<const R: usize>(
+        &self,
+        activations: &Activations,
+        row: usize,
+        panel: usize,
+        sums: &mut [f32; TILE_ROWS * WIDEST_PANEL],
+    ) {
+        use std::arch::x86_64::{
+            __m128i, _mm_loadu_si128, _mm256_add_epi32, _mm256_cvtepi8_epi16, _mm256_cvtepi32_ps,
+            _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_madd_epi16, _mm256_mul_ps, _mm256_set1_epi32,
+            _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_storeu_ps,
+        };
+        const PANEL: usize = 8;
+        const PAIR: usize = 2;
+        // Bytes of codes one register load widens: a pair of input rows by 8 columns.
+        const LOAD: usize = PAIR * PANEL;
+        let (pairs, blocks) = (self.k / PAIR, self.k / BLOCK);
+        let weights = self.panel_codes(panel);
+        // The tile's activations, pair by pair (see `Activations::pairs`): one address, so the
+        // loop does not keep a pointer per row.
+        let codes = &activations.pairs[row * pairs..][..R * pairs];
+        let scales: [&[f32]; R] =
+            std::array::from_fn(|r| &activations.scales[(row + r) * blocks..][..blocks]);
+
+        let mut totals = [_mm256_setzero_ps(); R];
+        for block in 0..blocks {
+            self.prefetch((panel * self.k + block * BLOCK) * PANEL, BLOCK * PANEL);
+            let mut block_sums = [_mm256_setzero_si256(); R];
+            for pair in block * BLOCK / PAIR..(block + 1) * BLOCK / PAIR {
+                let at = pair * LOAD;
+                assert!(at + LOAD <= weights.len());
+                #[allow(unsafe_code)]
+                // SAFETY: the 16 bytes read are inside `weights`, asserted just above.
+                let w = unsafe { _mm_loadu_si128(weights.as_ptr().add(at).cast::<__m128i>()) };
+                let w = _mm256_cvtepi8_epi16(w);
+                let rows = &codes[pair * R..][..R];
+                for (sum, &a) in block_sums.iter_mut().zip(rows) {
+                    let a = _mm256_set1_epi32(a as i32);
+                    *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(a, w));
+                }
+            }
+            for ((total, block_sum), scales) in totals.iter_mut().zip(block_sums).zip(&scales) {
+                let scale = _mm256_set1_ps(scales[block]);
+                *total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_sum), scale, *total);
+            }
+        }
+        let column_scales = &self.scales[panel * PANEL..][..PANEL];
+        #[allow(unsafe_code)]
+        // SAFETY: `column_scales` is exactly 8 floats, the 32 bytes read.
+        let column_scales = unsafe { _mm256_loadu_ps(column_scales.as_ptr()) };
+        for (total, out) in totals.iter().zip(sums.chunks_exact_mut(PANEL)) {
+            #[allow(unsafe_code)]
+            // SAFETY: `out` is exactly 8 floats, the 32 bytes written.
+            unsafe {
+                _mm256_storeu_ps(out.as_mut_ptr(), _mm256_mul_ps(*total, column_scales))
+            };
+        }
+    }
 }
 
-/// Activation rows rounded to int8, one scale per [`BLOCK`] values, stored offset by 128 (the
-/// unsigned operand of `vpdpbusd`).
+/// Activation rows rounded to int8, one scale per [`BLOCK`] values.
 struct Activations {
+    k: usize,
+    rows: usize,
+    /// For AVX-512 VNNI and the portable loop, row by row: bytes offset by 128 (the unsigned
+    /// operand of `vpdpbusd`).
     codes: Vec<u8>,
+    /// For AVX2: signed 16-bit values, two to a word (the operand of `vpmaddwd`, broadcast),
+    /// tile by tile: for each tile of up to 12 rows, each pair of inputs of the tile's rows in
+    /// turn.
+    pairs: Vec<u32>,
+    /// Row by row.
     scales: Vec<f32>,
 }
 
 impl Activations {
-    fn quantize(input: &[f32], k: usize) -> Self {
+    /// Rounds `input` for `isa`'s kernel, which the caller checked this CPU runs, or for the
+    /// portable loop.
+    fn quantize(input: &[f32], k: usize, isa: Option<Isa>) -> Self {
         assert!(k.is_multiple_of(BLOCK) && input.len().is_multiple_of(k));
         let mut activations = Activations {
-            codes: vec![0u8; input.len()],
+            k,
+            rows: input.len() / k,
+            codes: Vec::new(),
+            pairs: Vec::new(),
             scales: vec![0f32; input.len() / BLOCK],
         };
-        #[cfg(target_arch = "x86_64")]
-        if available() {
-            #[allow(unsafe_code)]
-            // SAFETY: the CPU supports AVX-512 F, checked just above.
-            unsafe {
-                activations.round_avx512(input)
-            };
-            return activations;
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Some(Isa::Avx512Vnni) => {
+                assert!(Isa::Avx512Vnni.runs_here());
+                activations.codes = vec![0; input.len()];
+                #[allow(unsafe_code)]
+                // SAFETY: the CPU supports AVX-512 F, asserted just above.
+                unsafe {
+                    activations.round_avx512(input)
+                };
+            }
+            #[cfg(target_arch = "x86_64")]
+            Some(Isa::Avx2) => {
+                assert!(Isa::Avx2.runs_here());
+                activations.pairs = vec![0; input.len() / 2];
+                #[allow(unsafe_code)]
+                // SAFETY: the CPU supports AVX2, asserted just above.
+                unsafe {
+                    activations.round_avx2(input)
+                };
+                activations.interleave();
+            }
+            _ => {
+                activations.codes = vec![0; input.len()];
+                activations.round_portable(input);
+            }
         }
-        activations.round_portable(input);
         activations
+    }
+
+    /// Reorders `pairs` from row by row, as rounded, to tile by tile (see the field).
+    fn interleave(&mut self) {
+        let pairs = self.k / 2;
+        let mut tiled = vec![0u32; self.pairs.len()];
+        for first in (0..self.rows).step_by(TILE_ROWS) {
+            let tile_rows = (self.rows - first).min(TILE_ROWS);
+            let tile = &mut tiled[first * pairs..][..tile_rows * pairs];
+            for r in 0..tile_rows {
+                let row = &self.pairs[(first + r) * pairs..][..pairs];
+                for (pair, &value) in row.iter().enumerate() {
+                    tile[pair * tile_rows + r] = value;
+                }
+            }
+        }
+        self.pairs = tiled;
+    }
+
+    /// Value `i` of row `row` as a signed integer, in whichever form it was rounded to.
+    fn signed(&self, row: usize, i: usize) -> i32 {
+        if self.pairs.is_empty() {
+            return i32::from(self.codes[row * self.k + i]) - 128;
+        }
+        let first = row - row % TILE_ROWS;
+        let tile_rows = (self.rows - first).min(TILE_ROWS);
+        let pair = self.pairs[first * self.k / 2 + (i / 2) * tile_rows + row - first];
+        i32::from((pair >> (16 * (i % 2))) as u16 as i16)
     }
 
     /// One block's scale (its largest magnitude over 127) and the factor that maps it onto
@@ -381,6 +614,55 @@ impl Activations {
             }
         }
     }
+
+    /// The same rounding 8 values at a time, into signed 16-bit pairs.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn round_avx2(&mut self, input: &[f32]) {
+        use std::arch::x86_64::{
+            __m256i, _mm_cvtss_f32, _mm_max_ps, _mm_movehl_ps, _mm_shuffle_ps, _mm256_andnot_ps,
+            _mm256_castps256_ps128, _mm256_cvtps_epi32, _mm256_extractf128_ps, _mm256_loadu_ps,
+            _mm256_max_ps, _mm256_mul_ps, _mm256_packs_epi32, _mm256_permute4x64_epi64,
+            _mm256_set1_ps, _mm256_storeu_si256,
+        };
+        let blocks = input
+            .chunks_exact(BLOCK)
+            .zip(self.pairs.chunks_exact_mut(BLOCK / 2));
+        for ((values, pairs), scale) in blocks.zip(&mut self.scales) {
+            let quarters: [_; 4] = std::array::from_fn(|q| {
+                let quarter = &values[q * 8..][..8];
+                #[allow(unsafe_code)]
+                // SAFETY: `quarter` is exactly 8 floats, the 32 bytes read.
+                unsafe {
+                    _mm256_loadu_ps(quarter.as_ptr())
+                }
+            });
+            let sign = _mm256_set1_ps(-0.0);
+            let [a, b, c, d] = quarters.map(|q| _mm256_andnot_ps(sign, q));
+            let largest = _mm256_max_ps(_mm256_max_ps(a, b), _mm256_max_ps(c, d));
+            let half = _mm_max_ps(
+                _mm256_castps256_ps128(largest),
+                _mm256_extractf128_ps::<1>(largest),
+            );
+            let half = _mm_max_ps(half, _mm_movehl_ps(half, half));
+            let largest = _mm_cvtss_f32(_mm_max_ps(half, _mm_shuffle_ps::<1>(half, half)));
+            let inverse;
+            (*scale, inverse) = Self::scale(largest);
+            let inverse = _mm256_set1_ps(inverse);
+            let [a, b, c, d] = quarters.map(|q| _mm256_cvtps_epi32(_mm256_mul_ps(q, inverse)));
+            for (halves, pairs) in [(a, b), (c, d)].into_iter().zip(pairs.chunks_exact_mut(8)) {
+                // `packs` narrows within each 128-bit lane: a0-3 b0-3 a4-7 b4-7; the
+                // permutation puts the 64-bit quarters back in order.
+                let packed = _mm256_packs_epi32(halves.0, halves.1);
+                let ordered = _mm256_permute4x64_epi64::<0b11_01_10_00>(packed);
+                #[allow(unsafe_code)]
+                // SAFETY: `pairs` is exactly 8 words, the 32 bytes written.
+                unsafe {
+                    _mm256_storeu_si256(pairs.as_mut_ptr().cast::<__m256i>(), ordered)
+                };
+            }
+        }
+    }
 }
 
 /// The output buffer, shared by tasks that write disjoint columns of it.
@@ -430,7 +712,12 @@ impl Operator for Int8MatMul {
                 "{OPERATOR} takes [K, N] weight codes, not {shape:?}"
             )));
         };
-        PackedWeights::new(codes, k as usize, n as usize, scales).map_err(ort::Error::new)
+        let isa = Isa::detect().ok_or_else(|| {
+            ort::Error::new(format!(
+                "{OPERATOR} needs AVX2 or AVX-512 VNNI, which this CPU lacks"
+            ))
+        })?;
+        PackedWeights::new(codes, k as usize, n as usize, scales, isa).map_err(ort::Error::new)
     }
 }
 
@@ -505,104 +792,133 @@ mod tests {
             .collect()
     }
 
+    /// Both layouts: each multiplied by its vector kernel where this CPU runs it, else by the
+    /// portable loop.
+    const ISAS: [Isa; 2] = [Isa::Avx512Vnni, Isa::Avx2];
+
     #[test]
     fn the_product_is_the_weights_product_within_the_rounding_of_the_activations() {
         let (k, n) = (96, 64);
         let (codes, scales) = weights(k, n);
-        let packed = PackedWeights::new(&codes, k, n, &scales).expect("fits");
-        let mut next = sequence(11);
-        // One tile of 1 to 12 rows, several tiles, and a row of zeros among them.
-        for rows in (1..=14).chain([25]) {
-            let mut input: Vec<f32> = (0..rows * k)
-                .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
-                .collect();
-            if rows == 5 {
-                input[2 * k..3 * k].fill(0.0);
-            }
-            let mut output = vec![f32::NAN; rows * n];
-            packed.multiply(&input, &mut output, sequential);
-            let exact = exact_product(&input, &codes, &scales, k);
-            for (got, want) in output.iter().zip(&exact) {
-                // Each activation is off by at most half a step (|x| <= 1, so 0.5/127), each
-                // weight at most 127 * 1.99e-3: K of them bound the error.
-                let bound = k as f64 * (0.5 / 127.0) * 127.0 * 1.99e-3;
-                assert!(
-                    (f64::from(*got) - want).abs() <= bound,
-                    "{rows} rows: {got} against {want}"
-                );
-            }
-            if rows == 5 {
-                assert!(output[2 * n..3 * n].iter().all(|&v| v == 0.0));
+        for isa in ISAS {
+            let packed = PackedWeights::new(&codes, k, n, &scales, isa).expect("fits");
+            let mut next = sequence(11);
+            // One tile of 1 to 12 rows, several tiles, and a row of zeros among them.
+            for rows in (1..=14).chain([25]) {
+                let mut input: Vec<f32> = (0..rows * k)
+                    .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
+                    .collect();
+                if rows == 5 {
+                    input[2 * k..3 * k].fill(0.0);
+                }
+                let mut output = vec![f32::NAN; rows * n];
+                packed.multiply(&input, &mut output, sequential);
+                let exact = exact_product(&input, &codes, &scales, k);
+                for (got, want) in output.iter().zip(&exact) {
+                    // Each activation is off by at most half a step (|x| <= 1, so 0.5/127),
+                    // each weight at most 127 * 1.99e-3: K of them bound the error.
+                    let bound = k as f64 * (0.5 / 127.0) * 127.0 * 1.99e-3;
+                    assert!(
+                        (f64::from(*got) - want).abs() <= bound,
+                        "{isa:?}, {rows} rows: {got} against {want}"
+                    );
+                }
+                if rows == 5 {
+                    assert!(output[2 * n..3 * n].iter().all(|&v| v == 0.0));
+                }
             }
         }
     }
 
     #[test]
-    fn the_vnni_tiles_add_up_what_the_portable_loop_does() {
-        if !available() {
-            eprintln!("skipped: this CPU has no AVX-512 VNNI");
-            return;
-        }
+    fn the_vector_tiles_add_up_what_the_portable_loop_does() {
         let (k, n) = (384, 96);
         let (codes, scales) = weights(k, n);
-        let packed = PackedWeights::new(&codes, k, n, &scales).expect("fits");
+        let checked: Vec<_> = ISAS.into_iter().filter(|isa| isa.runs_here()).collect();
+        if checked.is_empty() {
+            eprintln!("skipped: this CPU has neither AVX2 nor AVX-512 VNNI");
+            return;
+        }
         let mut next = sequence(3);
-        let input: Vec<f32> = (0..14 * k)
-            .map(|_| (next() % 4001) as f32 / 100.0 - 20.0)
-            .collect();
-        let activations = Activations::quantize(&input, k);
-        let mut portable = Activations {
-            codes: vec![0; input.len()],
-            scales: vec![0.0; input.len() / BLOCK],
-        };
-        portable.round_portable(&input);
-        assert_eq!(activations.codes, portable.codes, "rounded alike");
-        assert_eq!(activations.scales, portable.scales);
-        for panel in 0..n / PANEL {
-            for (row, rows) in [(0, 12), (2, 11), (13, 1), (5, 7)] {
-                let mut vnni = [0f32; TILE_ROWS * PANEL];
-                let mut portable = [0f32; TILE_ROWS * PANEL];
-                packed.tile(&activations, row, rows, panel, &mut vnni);
-                packed.tile_portable(&activations, row, rows, panel, &mut portable);
-                // The same integer sums, scaled and added by the same fused multiply-adds.
-                assert_eq!(vnni, portable, "panel {panel}, rows {row}..{}", row + rows);
+        // Every tile height from 1 to 12 rows, and several tiles.
+        for rows in (1..=14).chain([25]) {
+            let input: Vec<f32> = (0..rows * k)
+                .map(|_| (next() % 4001) as f32 / 100.0 - 20.0)
+                .collect();
+            let portable = Activations::quantize(&input, k, None);
+            let values = |a: &Activations| -> Vec<i32> {
+                (0..rows)
+                    .flat_map(|row| (0..k).map(move |i| (row, i)))
+                    .map(|(row, i)| a.signed(row, i))
+                    .collect()
+            };
+            let expected = values(&portable);
+            // The largest magnitude of a block rounds to 127 or -127, the widest codes.
+            assert!(expected.contains(&127) && expected.contains(&-127));
+            for &isa in &checked {
+                let packed = PackedWeights::new(&codes, k, n, &scales, isa).expect("fits");
+                let activations = Activations::quantize(&input, k, Some(isa));
+                assert_eq!(activations.scales, portable.scales, "{isa:?} scales");
+                assert_eq!(values(&activations), expected, "{isa:?} rounded alike");
+                for panel in 0..n / isa.layout().panel {
+                    for row in (0..rows).step_by(TILE_ROWS) {
+                        let tile_rows = (rows - row).min(TILE_ROWS);
+                        let mut vector = [0f32; TILE_ROWS * WIDEST_PANEL];
+                        let mut reference = [0f32; TILE_ROWS * WIDEST_PANEL];
+                        packed.tile(&activations, row, tile_rows, panel, &mut vector);
+                        packed.tile_portable(&activations, row, tile_rows, panel, &mut reference);
+                        // The same integer sums, scaled and added by the same fused
+                        // multiply-adds.
+                        assert_eq!(vector, reference, "{isa:?}, {rows} rows, panel {panel}");
+                    }
+                }
             }
         }
     }
 
     #[test]
-    fn tasks_on_several_threads_write_the_columns_one_thread_writes() {
+    fn tasks_on_several_threads_write_what_one_thread_and_one_row_at_a_time_write() {
         let (k, n) = (64, 128);
         let (codes, scales) = weights(k, n);
-        let packed = PackedWeights::new(&codes, k, n, &scales).expect("fits");
-        let input: Vec<f32> = (0..6 * k).map(|i| (i % 17) as f32 - 8.0).collect();
-        let mut alone = vec![0f32; 6 * n];
-        packed.multiply(&input, &mut alone, sequential);
-        let mut together = vec![0f32; 6 * n];
-        packed.multiply(&input, &mut together, |tasks, task| {
-            std::thread::scope(|scope| {
-                for t in 0..tasks {
-                    scope.spawn(move || task(t));
+        for isa in ISAS {
+            let packed = PackedWeights::new(&codes, k, n, &scales, isa).expect("fits");
+            // One tile (a task per panel) and many (a task per tile and run of panels).
+            for rows in [6, 200] {
+                let input: Vec<f32> = (0..rows * k).map(|i| (i % 17) as f32 - 8.0).collect();
+                let mut alone = vec![0f32; rows * n];
+                packed.multiply(&input, &mut alone, sequential);
+                let mut together = vec![0f32; rows * n];
+                packed.multiply(&input, &mut together, |tasks, task| {
+                    std::thread::scope(|scope| {
+                        for t in 0..tasks {
+                            scope.spawn(move || task(t));
+                        }
+                    })
+                });
+                assert_eq!(alone, together, "{isa:?}, {rows} rows");
+                let mut row_by_row = vec![f32::NAN; rows * n];
+                for (input, output) in input.chunks_exact(k).zip(row_by_row.chunks_exact_mut(n)) {
+                    packed.multiply(input, output, sequential);
                 }
-            })
-        });
-        assert_eq!(alone, together);
+                assert_eq!(alone, row_by_row, "{isa:?}, {rows} rows");
+            }
+        }
     }
 
     #[test]
     fn weights_that_do_not_fill_whole_tiles_are_refused() {
+        let new =
+            |codes: &[i8], k, n, scales: &[f32]| PackedWeights::new(codes, k, n, scales, Isa::Avx2);
         let (codes, scales) = weights(40, 32);
-        let error = PackedWeights::new(&codes, 40, 32, &scales)
-            .err()
-            .expect("K not 32s");
+        let error = new(&codes, 40, 32, &scales).err().expect("K not 32s");
         assert!(error.contains("K a multiple of 32"), "{error}");
         let (codes, scales) = weights(32, 40);
-        assert!(PackedWeights::new(&codes, 32, 40, &scales).is_err());
+        assert!(new(&codes, 32, 40, &scales).is_err());
         let (codes, scales) = weights(32, 32);
-        assert!(PackedWeights::new(&codes, 32, 32, &scales[..31]).is_err());
-        assert!(PackedWeights::new(&codes[..100], 32, 32, &scales).is_err());
-        assert!(PackedWeights::new(&[], 0, 0, &[]).is_err());
+        assert!(new(&codes, 32, 32, &scales[..31]).is_err());
+        assert!(new(&codes[..100], 32, 32, &scales).is_err());
+        assert!(new(&[], 0, 0, &[]).is_err());
         // A shape whose size overflows (a corrupt model's dimensions) is refused, not a panic.
-        assert!(PackedWeights::new(&codes, 1 << 60, 32, &scales).is_err());
+        assert!(new(&codes, 1 << 60, 32, &scales).is_err());
     }
 }

@@ -3,10 +3,11 @@
 //! Floats: the same safe Rust loop is compiled twice, for the baseline x86-64 (SSE2) and with
 //! AVX2 and FMA enabled (8-wide instead of 4-wide vectors), chosen at run time when the CPU has
 //! them, so one binary runs everywhere and uses what the EC2 host offers. Int8 codes: AVX-512
-//! VNNI where the CPU has it (written with intrinsics; the auto-vectorised loop does not use
-//! `vpdpbusd`), else the portable loop compiled for AVX2. The `unsafe` here is calling
-//! `#[target_feature]` functions once the features are detected, and the VNNI kernel's masked
-//! loads, each with its reason. Tests compare every kernel the CPU runs with a naive sum.
+//! VNNI where the CPU has it, else AVX2, both written with intrinsics (the auto-vectorised loop
+//! uses neither `vpdpbusd` nor the layout's widening), else the portable loop. The `unsafe` here
+//! is calling `#[target_feature]` functions once the features are detected, and the kernels'
+//! loads and stores, each with its reason. Tests compare every kernel the CPU runs with a naive
+//! sum.
 
 /// Lanes accumulated in parallel; 16 floats fill two AVX registers.
 const LANES: usize = 16;
@@ -111,6 +112,9 @@ pub(crate) struct Int8Query {
     codes: Vec<i8>,
     /// The same codes, four to an `i32`, as `vpdpbusd` broadcasts them.
     words: Vec<i32>,
+    /// The same codes widened to 16 bits, four to an `i64`, as AVX2's `vpmaddwd` broadcasts
+    /// them.
+    wide: Vec<i64>,
     /// `128 x Σ codes`: what the stored codes' `+ 128` adds to every dot product.
     excess: i32,
 }
@@ -122,10 +126,18 @@ impl Int8Query {
             .chunks_exact(GROUP)
             .map(|group| i32::from_le_bytes([0, 1, 2, 3].map(|j| group[j] as u8)))
             .collect();
+        let wide = codes
+            .chunks_exact(GROUP)
+            .map(|group| {
+                let halves = [0, 1, 2, 3].map(|j| (group[j] as i16).to_le_bytes());
+                i64::from_le_bytes(std::array::from_fn(|b| halves[b / 2][b % 2]))
+            })
+            .collect();
         let excess = 128 * codes.iter().map(|&c| i32::from(c)).sum::<i32>();
         Int8Query {
             codes,
             words,
+            wide,
             excess,
         }
     }
@@ -219,10 +231,58 @@ fn dot_vnni<const N: usize>(blocks: &[u8], query: &Int8Query, out: &mut [i32]) {
     }
 }
 
+/// [`dot_blocks`] with AVX2, which has no `vpdpbusd`: its byte product (`vpmaddubsw`) saturates
+/// at 16 bits, which stored codes (up to 255) times query codes can exceed, so the codes are
+/// widened to 16 bits as they are loaded and multiplied by `vpmaddwd`. A group's 64 bytes are
+/// four loads of 4 rows by 4 codes; each row's two sums of two products are added at the end of
+/// the block.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn dot_blocks_avx2(blocks: &[u8], query: &Int8Query, out: &mut [i32]) {
-    dot_blocks_portable(blocks, query, out)
+    use std::arch::x86_64::{
+        __m128i, __m256i, _mm_loadu_si128, _mm256_add_epi32, _mm256_cvtepu8_epi16,
+        _mm256_hadd_epi32, _mm256_madd_epi16, _mm256_permute4x64_epi64, _mm256_set1_epi32,
+        _mm256_set1_epi64x, _mm256_setzero_si256, _mm256_storeu_si256, _mm256_sub_epi32,
+    };
+    const LOAD: usize = 16;
+    let group_bytes = BLOCK_ROWS * GROUP;
+    let bytes = query.wide.len() * group_bytes;
+    if bytes == 0 {
+        out.fill(0);
+        return;
+    }
+    let excess = _mm256_set1_epi32(query.excess);
+    for (block, out) in blocks
+        .chunks_exact(bytes)
+        .zip(out.chunks_exact_mut(BLOCK_ROWS))
+    {
+        let mut sums = [_mm256_setzero_si256(); 4];
+        for (codes, &wide) in block.chunks_exact(group_bytes).zip(&query.wide) {
+            let query = _mm256_set1_epi64x(wide);
+            for (sum, codes) in sums.iter_mut().zip(codes.chunks_exact(LOAD)) {
+                #[allow(unsafe_code)]
+                // SAFETY: `codes` is a chunk of exactly 16 bytes, the 16 read.
+                let codes = unsafe { _mm_loadu_si128(codes.as_ptr().cast::<__m128i>()) };
+                let products = _mm256_madd_epi16(_mm256_cvtepu8_epi16(codes), query);
+                *sum = _mm256_add_epi32(*sum, products);
+            }
+        }
+        // Each sum holds rows 4i..4i+4, two partial sums a row. Adding neighbours gives rows
+        // 0 1 4 5 | 2 3 6 7 (and 8 9 12 13 | 10 11 14 15); the permutation puts them in order.
+        let [a, b, c, d] = sums;
+        for (pair, out) in [(a, b), (c, d)].into_iter().zip(out.chunks_exact_mut(8)) {
+            let rows = _mm256_hadd_epi32(pair.0, pair.1);
+            let rows = _mm256_permute4x64_epi64::<0b11_01_10_00>(rows);
+            #[allow(unsafe_code)]
+            // SAFETY: `out` is a chunk of exactly 8 i32s, the 32 bytes written.
+            unsafe {
+                _mm256_storeu_si256(
+                    out.as_mut_ptr().cast::<__m256i>(),
+                    _mm256_sub_epi32(rows, excess),
+                )
+            };
+        }
+    }
 }
 
 #[inline(always)]
