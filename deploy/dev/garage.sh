@@ -63,7 +63,17 @@ CONF
     g layout assign -z dc1 -c 1G "$node" >/dev/null || die "garage layout assign failed"
     g layout apply --version 1 >/dev/null || die "garage layout apply failed"
   fi
-  g bucket info "$BUCKET" >/dev/null 2>&1 || g bucket create "$BUCKET" >/dev/null || die "bucket create failed"
+  # A fresh node's layout takes a moment to be ready; until then bucket creation fails with
+  # "Layout not ready".
+  local bucket_ready=
+  for _ in $(seq 50); do
+    if g bucket info "$BUCKET" >/dev/null 2>&1 || g bucket create "$BUCKET" >/dev/null 2>&1; then
+      bucket_ready=1
+      break
+    fi
+    sleep 0.2
+  done
+  [ -n "$bucket_ready" ] || die "bucket create failed after 10 s; see $STATE/garage.log"
   if ! g key info "$KEY_NAME" >/dev/null 2>&1; then
     g key create "$KEY_NAME" >/dev/null || die "key create failed"
   fi
