@@ -363,7 +363,8 @@ impl PackedWeights {
         // The slices each register load reads, bounds-checked once here.
         let weights = self.panel_codes(panel);
         let offsets = &self.offsets[panel * blocks * PANEL..][..blocks * PANEL];
-        let codes: [&[u8]; R] = std::array::from_fn(|r| &activations.codes[(row + r) * k..][..k]);
+        // The tile's activations, word by word (see `Activations::words`).
+        let words = &activations.words[row * k / QUAD..][..R * k / QUAD];
         let scales: [&[f32]; R] =
             std::array::from_fn(|r| &activations.scales[(row + r) * blocks..][..blocks]);
 
@@ -381,11 +382,9 @@ impl PackedWeights {
                 #[allow(unsafe_code)]
                 // SAFETY: the 64 bytes read are inside `weights`, asserted just above.
                 let w: __m512i = unsafe { _mm512_loadu_si512(weights.as_ptr().add(at).cast()) };
-                for (sum, codes) in block_sums.iter_mut().zip(&codes) {
-                    let word = &codes[group * QUAD..][..QUAD];
-                    let a =
-                        _mm512_set1_epi32(i32::from_le_bytes([word[0], word[1], word[2], word[3]]));
-                    *sum = _mm512_dpbusd_epi32(*sum, a, w);
+                let rows = &words[group * R..][..R];
+                for (sum, &a) in block_sums.iter_mut().zip(rows) {
+                    *sum = _mm512_dpbusd_epi32(*sum, _mm512_set1_epi32(a as i32), w);
                 }
             }
             for ((total, block_sum), scales) in totals.iter_mut().zip(block_sums).zip(&scales) {
@@ -426,9 +425,8 @@ impl PackedWeights {
         const LOAD: usize = PAIR * PANEL;
         let (pairs, blocks) = (self.k / PAIR, self.k / BLOCK);
         let weights = self.panel_codes(panel);
-        // The tile's activations, pair by pair (see `Activations::pairs`): one address, so the
-        // loop does not keep a pointer per row.
-        let codes = &activations.pairs[row * pairs..][..R * pairs];
+        // The tile's activations, pair by pair (see `Activations::words`).
+        let words = &activations.words[row * pairs..][..R * pairs];
         let scales: [&[f32]; R] =
             std::array::from_fn(|r| &activations.scales[(row + r) * blocks..][..blocks]);
 
@@ -443,7 +441,7 @@ impl PackedWeights {
                 // SAFETY: the 16 bytes read are inside `weights`, asserted just above.
                 let w = unsafe { _mm_loadu_si128(weights.as_ptr().add(at).cast::<__m128i>()) };
                 let w = _mm256_cvtepi8_epi16(w);
-                let rows = &codes[pair * R..][..R];
+                let rows = &words[pair * R..][..R];
                 for (sum, &a) in block_sums.iter_mut().zip(rows) {
                     let a = _mm256_set1_epi32(a as i32);
                     *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(a, w));
@@ -468,17 +466,20 @@ impl PackedWeights {
     }
 }
 
-/// Activation rows rounded to int8, one scale per [`BLOCK`] values.
+/// Activation rows rounded to int8, one scale per [`BLOCK`] values, in the 32-bit words the
+/// vector kernels broadcast.
 struct Activations {
     k: usize,
     rows: usize,
-    /// For AVX-512 VNNI and the portable loop, row by row: bytes offset by 128 (the unsigned
-    /// operand of `vpdpbusd`).
-    codes: Vec<u8>,
-    /// For AVX2: signed 16-bit values, two to a word (the operand of `vpmaddwd`, broadcast),
-    /// tile by tile: for each tile of up to 12 rows, each pair of inputs of the tile's rows in
-    /// turn.
-    pairs: Vec<u32>,
+    /// Values a word holds: 4 bytes offset by 128 (the unsigned operand of `vpdpbusd`, and the
+    /// portable loop's form) or 2 signed 16-bit values (the operand of `vpmaddwd`).
+    per_word: usize,
+    /// Tile by tile: for each tile of up to 12 rows, each word of the tile's rows in turn. A
+    /// kernel reads a word of every row of its tile from one address, so its loop does not keep
+    /// a pointer per row: twelve of them and the loop's own do not fit in 16 general registers,
+    /// and the spills cost a short query about a third of its time on AVX2 (Zen 3) and 7% with
+    /// VNNI (Zen 5).
+    words: Vec<u32>,
     /// Row by row.
     scales: Vec<f32>,
 }
@@ -488,69 +489,78 @@ impl Activations {
     /// portable loop.
     fn quantize(input: &[f32], k: usize, isa: Option<Isa>) -> Self {
         assert!(k.is_multiple_of(BLOCK) && input.len().is_multiple_of(k));
-        let mut activations = Activations {
-            k,
-            rows: input.len() / k,
-            codes: Vec::new(),
-            pairs: Vec::new(),
-            scales: vec![0f32; input.len() / BLOCK],
-        };
-        match isa {
-            #[cfg(target_arch = "x86_64")]
-            Some(Isa::Avx512Vnni) => {
-                assert!(Isa::Avx512Vnni.runs_here());
-                activations.codes = vec![0; input.len()];
-                #[allow(unsafe_code)]
-                // SAFETY: the CPU supports AVX-512 F, asserted just above.
-                unsafe {
-                    activations.round_avx512(input)
-                };
-            }
+        let rows = input.len() / k;
+        let mut scales = vec![0f32; input.len() / BLOCK];
+        let (per_word, words) = match isa {
             #[cfg(target_arch = "x86_64")]
             Some(Isa::Avx2) => {
                 assert!(Isa::Avx2.runs_here());
-                activations.pairs = vec![0; input.len() / 2];
+                let mut pairs = vec![0u32; input.len() / 2];
                 #[allow(unsafe_code)]
                 // SAFETY: the CPU supports AVX2, asserted just above.
                 unsafe {
-                    activations.round_avx2(input)
+                    Self::round_avx2(input, &mut pairs, &mut scales)
                 };
-                activations.interleave();
+                (2, Self::tiled(rows, k / 2, |at| pairs[at]))
             }
             _ => {
-                activations.codes = vec![0; input.len()];
-                activations.round_portable(input);
+                let mut codes = vec![0u8; input.len()];
+                match isa {
+                    #[cfg(target_arch = "x86_64")]
+                    Some(Isa::Avx512Vnni) => {
+                        assert!(Isa::Avx512Vnni.runs_here());
+                        #[allow(unsafe_code)]
+                        // SAFETY: the CPU supports AVX-512 F, asserted just above.
+                        unsafe {
+                            Self::round_avx512(input, &mut codes, &mut scales)
+                        };
+                    }
+                    _ => Self::round_portable(input, &mut codes, &mut scales),
+                }
+                let word = |at: usize| {
+                    let bytes = &codes[at * 4..][..4];
+                    u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+                };
+                (4, Self::tiled(rows, k / 4, word))
             }
+        };
+        Activations {
+            k,
+            rows,
+            per_word,
+            words,
+            scales,
         }
-        activations
     }
 
-    /// Reorders `pairs` from row by row, as rounded, to tile by tile (see the field).
-    fn interleave(&mut self) {
-        let pairs = self.k / 2;
-        let mut tiled = vec![0u32; self.pairs.len()];
-        for first in (0..self.rows).step_by(TILE_ROWS) {
-            let tile_rows = (self.rows - first).min(TILE_ROWS);
-            let tile = &mut tiled[first * pairs..][..tile_rows * pairs];
+    /// `rows` rows of `row_words` words, where `word(at)` is word `at` row by row, laid out
+    /// tile by tile (see [`Activations::words`]).
+    fn tiled(rows: usize, row_words: usize, word: impl Fn(usize) -> u32) -> Vec<u32> {
+        let mut tiled = vec![0u32; rows * row_words];
+        for first in (0..rows).step_by(TILE_ROWS) {
+            let tile_rows = (rows - first).min(TILE_ROWS);
+            let tile = &mut tiled[first * row_words..][..tile_rows * row_words];
             for r in 0..tile_rows {
-                let row = &self.pairs[(first + r) * pairs..][..pairs];
-                for (pair, &value) in row.iter().enumerate() {
-                    tile[pair * tile_rows + r] = value;
+                for w in 0..row_words {
+                    tile[w * tile_rows + r] = word((first + r) * row_words + w);
                 }
             }
         }
-        self.pairs = tiled;
+        tiled
     }
 
     /// Value `i` of row `row` as a signed integer, in whichever form it was rounded to.
     fn signed(&self, row: usize, i: usize) -> i32 {
-        if self.pairs.is_empty() {
-            return i32::from(self.codes[row * self.k + i]) - 128;
-        }
         let first = row - row % TILE_ROWS;
         let tile_rows = (self.rows - first).min(TILE_ROWS);
-        let pair = self.pairs[first * self.k / 2 + (i / 2) * tile_rows + row - first];
-        i32::from((pair >> (16 * (i % 2))) as u16 as i16)
+        let row_words = self.k / self.per_word;
+        let word = self.words[first * row_words + i / self.per_word * tile_rows + row - first];
+        let at = i % self.per_word;
+        if self.per_word == 4 {
+            i32::from((word >> (8 * at)) as u8) - 128
+        } else {
+            i32::from((word >> (16 * at)) as u16 as i16)
+        }
     }
 
     /// One block's scale (its largest magnitude over 127) and the factor that maps it onto
@@ -560,11 +570,10 @@ impl Activations {
         (largest / 127.0, inverse)
     }
 
-    fn round_portable(&mut self, input: &[f32]) {
-        let blocks = input
-            .chunks_exact(BLOCK)
-            .zip(self.codes.chunks_exact_mut(BLOCK));
-        for ((values, codes), scale) in blocks.zip(&mut self.scales) {
+    /// Rounds `input` into `codes`, offset by 128, and `scales`, a block at a time.
+    fn round_portable(input: &[f32], codes: &mut [u8], scales: &mut [f32]) {
+        let blocks = input.chunks_exact(BLOCK).zip(codes.chunks_exact_mut(BLOCK));
+        for ((values, codes), scale) in blocks.zip(scales) {
             let largest = values.iter().fold(0f32, |m, v| m.max(v.abs()));
             let inverse;
             (*scale, inverse) = Self::scale(largest);
@@ -579,16 +588,14 @@ impl Activations {
     /// `vcvtps2dq` does by default); the scalar loop was a third of a short query's products.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    fn round_avx512(&mut self, input: &[f32]) {
+    fn round_avx512(input: &[f32], codes: &mut [u8], scales: &mut [f32]) {
         use std::arch::x86_64::{
             _mm_storeu_si128, _mm512_abs_ps, _mm512_add_epi32, _mm512_cvtepi32_epi8,
             _mm512_cvtps_epi32, _mm512_loadu_ps, _mm512_max_ps, _mm512_mul_ps,
             _mm512_reduce_max_ps, _mm512_set1_epi32, _mm512_set1_ps,
         };
-        let blocks = input
-            .chunks_exact(BLOCK)
-            .zip(self.codes.chunks_exact_mut(BLOCK));
-        for ((values, codes), scale) in blocks.zip(&mut self.scales) {
+        let blocks = input.chunks_exact(BLOCK).zip(codes.chunks_exact_mut(BLOCK));
+        for ((values, codes), scale) in blocks.zip(scales) {
             let [low, high] = [0, 16].map(|at| {
                 let half = &values[at..at + 16];
                 #[allow(unsafe_code)]
@@ -618,7 +625,7 @@ impl Activations {
     /// The same rounding 8 values at a time, into signed 16-bit pairs.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn round_avx2(&mut self, input: &[f32]) {
+    fn round_avx2(input: &[f32], pairs: &mut [u32], scales: &mut [f32]) {
         use std::arch::x86_64::{
             __m256i, _mm_cvtss_f32, _mm_max_ps, _mm_movehl_ps, _mm_shuffle_ps, _mm256_andnot_ps,
             _mm256_castps256_ps128, _mm256_cvtps_epi32, _mm256_extractf128_ps, _mm256_loadu_ps,
@@ -627,8 +634,8 @@ impl Activations {
         };
         let blocks = input
             .chunks_exact(BLOCK)
-            .zip(self.pairs.chunks_exact_mut(BLOCK / 2));
-        for ((values, pairs), scale) in blocks.zip(&mut self.scales) {
+            .zip(pairs.chunks_exact_mut(BLOCK / 2));
+        for ((values, pairs), scale) in blocks.zip(scales) {
             let quarters: [_; 4] = std::array::from_fn(|q| {
                 let quarter = &values[q * 8..][..8];
                 #[allow(unsafe_code)]

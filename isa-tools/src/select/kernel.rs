@@ -3,8 +3,9 @@
 //! Floats: the same safe Rust loop is compiled twice, for the baseline x86-64 (SSE2) and with
 //! AVX2 and FMA enabled (8-wide instead of 4-wide vectors), chosen at run time when the CPU has
 //! them, so one binary runs everywhere and uses what the EC2 host offers. Int8 codes: AVX-512
-//! VNNI where the CPU has it, else AVX2, both written with intrinsics (the auto-vectorised loop
-//! uses neither `vpdpbusd` nor the layout's widening), else the portable loop. The `unsafe` here
+//! VNNI where the CPU has it, else AVX2 (for queries of 7-bit codes), both written with
+//! intrinsics (the auto-vectorised loop uses neither `vpdpbusd` nor `vpmaddubsw`), else the
+//! portable loop. The `unsafe` here
 //! is calling `#[target_feature]` functions once the features are detected, and the kernels'
 //! loads and stores, each with its reason. Tests compare every kernel the CPU runs with a naive
 //! sum.
@@ -105,16 +106,33 @@ pub(crate) fn stored_code(code: i8) -> u8 {
     (code as u8) ^ 0x80
 }
 
+/// The largest query code the fastest kernel this CPU runs takes: 127, or 63 on AVX2 without
+/// VNNI, whose byte product (`vpmaddubsw`) adds two products of a stored byte (up to 255) and a
+/// query code in 16 signed bits: 2 x 255 x 63 fits, 2 x 255 x 127 does not. The scan's bounds
+/// use the query's codes as they are, so a coarser query only widens them.
+pub(crate) fn query_code_limit() -> i8 {
+    #[cfg(target_arch = "x86_64")]
+    if !std::arch::is_x86_feature_detected!("avx512vnni")
+        && std::arch::is_x86_feature_detected!("avx2")
+    {
+        return NARROW_LIMIT;
+    }
+    127
+}
+
+/// The largest query code AVX2's byte product takes without saturating (see
+/// [`query_code_limit`]).
+const NARROW_LIMIT: i8 = 63;
+
 /// An int8 query as [`dot_blocks`] reads it.
 #[derive(Debug)]
 pub(crate) struct Int8Query {
     /// The codes, padded with zeros to whole groups of four.
     codes: Vec<i8>,
-    /// The same codes, four to an `i32`, as `vpdpbusd` broadcasts them.
+    /// The same codes, four to an `i32`, as `vpdpbusd` and `vpmaddubsw` broadcast them.
     words: Vec<i32>,
-    /// The same codes widened to 16 bits, four to an `i64`, as AVX2's `vpmaddwd` broadcasts
-    /// them.
-    wide: Vec<i64>,
+    /// Whether every code is within [`NARROW_LIMIT`], as AVX2's kernel needs.
+    narrow: bool,
     /// `128 x Σ codes`: what the stored codes' `+ 128` adds to every dot product.
     excess: i32,
 }
@@ -126,18 +144,12 @@ impl Int8Query {
             .chunks_exact(GROUP)
             .map(|group| i32::from_le_bytes([0, 1, 2, 3].map(|j| group[j] as u8)))
             .collect();
-        let wide = codes
-            .chunks_exact(GROUP)
-            .map(|group| {
-                let halves = [0, 1, 2, 3].map(|j| (group[j] as i16).to_le_bytes());
-                i64::from_le_bytes(std::array::from_fn(|b| halves[b / 2][b % 2]))
-            })
-            .collect();
+        let narrow = codes.iter().all(|c| c.unsigned_abs() <= NARROW_LIMIT as u8);
         let excess = 128 * codes.iter().map(|&c| i32::from(c)).sum::<i32>();
         Int8Query {
             codes,
             words,
-            wide,
+            narrow,
             excess,
         }
     }
@@ -167,7 +179,7 @@ pub(crate) fn dot_blocks(blocks: &[u8], query: &Int8Query, out: &mut [i32]) {
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
+    if std::arch::is_x86_feature_detected!("avx2") && query.narrow {
         #[allow(unsafe_code)]
         // SAFETY: the CPU supports AVX2, checked just above.
         unsafe {
@@ -231,54 +243,49 @@ fn dot_vnni<const N: usize>(blocks: &[u8], query: &Int8Query, out: &mut [i32]) {
     }
 }
 
-/// [`dot_blocks`] with AVX2, which has no `vpdpbusd`: its byte product (`vpmaddubsw`) saturates
-/// at 16 bits, which stored codes (up to 255) times query codes can exceed, so the codes are
-/// widened to 16 bits as they are loaded and multiplied by `vpmaddwd`. A group's 64 bytes are
-/// four loads of 4 rows by 4 codes; each row's two sums of two products are added at the end of
-/// the block.
+/// [`dot_blocks`] with AVX2, which has no `vpdpbusd`, for a query within [`NARROW_LIMIT`]:
+/// `vpmaddubsw` multiplies 8 rows by 4 codes (32 stored bytes) by the query's four codes and
+/// adds them in pairs, then `vpmaddwd` by ones adds each row's two pairs into its 32-bit sum.
+/// Twice the codes an instruction of widening them to 16 bits for `vpmaddwd`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn dot_blocks_avx2(blocks: &[u8], query: &Int8Query, out: &mut [i32]) {
     use std::arch::x86_64::{
-        __m128i, __m256i, _mm_loadu_si128, _mm256_add_epi32, _mm256_cvtepu8_epi16,
-        _mm256_hadd_epi32, _mm256_madd_epi16, _mm256_permute4x64_epi64, _mm256_set1_epi32,
-        _mm256_set1_epi64x, _mm256_setzero_si256, _mm256_storeu_si256, _mm256_sub_epi32,
+        __m256i, _mm256_add_epi32, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16,
+        _mm256_set1_epi16, _mm256_set1_epi32, _mm256_setzero_si256, _mm256_storeu_si256,
+        _mm256_sub_epi32,
     };
-    const LOAD: usize = 16;
-    let group_bytes = BLOCK_ROWS * GROUP;
-    let bytes = query.wide.len() * group_bytes;
+    const HALF: usize = BLOCK_ROWS / 2 * GROUP;
+    assert!(query.narrow, "AVX2's byte products need a narrow query");
+    let bytes = query.words.len() * BLOCK_ROWS * GROUP;
     if bytes == 0 {
         out.fill(0);
         return;
     }
+    let ones = _mm256_set1_epi16(1);
     let excess = _mm256_set1_epi32(query.excess);
     for (block, out) in blocks
         .chunks_exact(bytes)
         .zip(out.chunks_exact_mut(BLOCK_ROWS))
     {
-        let mut sums = [_mm256_setzero_si256(); 4];
-        for (codes, &wide) in block.chunks_exact(group_bytes).zip(&query.wide) {
-            let query = _mm256_set1_epi64x(wide);
-            for (sum, codes) in sums.iter_mut().zip(codes.chunks_exact(LOAD)) {
+        let mut sums = [_mm256_setzero_si256(); 2];
+        for (codes, &word) in block.chunks_exact(2 * HALF).zip(&query.words) {
+            let word = _mm256_set1_epi32(word);
+            for (sum, codes) in sums.iter_mut().zip(codes.chunks_exact(HALF)) {
                 #[allow(unsafe_code)]
-                // SAFETY: `codes` is a chunk of exactly 16 bytes, the 16 read.
-                let codes = unsafe { _mm_loadu_si128(codes.as_ptr().cast::<__m128i>()) };
-                let products = _mm256_madd_epi16(_mm256_cvtepu8_epi16(codes), query);
-                *sum = _mm256_add_epi32(*sum, products);
+                // SAFETY: `codes` is a chunk of exactly 32 bytes, the 32 read.
+                let codes = unsafe { _mm256_loadu_si256(codes.as_ptr().cast::<__m256i>()) };
+                let pairs = _mm256_maddubs_epi16(codes, word);
+                *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(pairs, ones));
             }
         }
-        // Each sum holds rows 4i..4i+4, two partial sums a row. Adding neighbours gives rows
-        // 0 1 4 5 | 2 3 6 7 (and 8 9 12 13 | 10 11 14 15); the permutation puts them in order.
-        let [a, b, c, d] = sums;
-        for (pair, out) in [(a, b), (c, d)].into_iter().zip(out.chunks_exact_mut(8)) {
-            let rows = _mm256_hadd_epi32(pair.0, pair.1);
-            let rows = _mm256_permute4x64_epi64::<0b11_01_10_00>(rows);
+        for (sum, out) in sums.into_iter().zip(out.chunks_exact_mut(BLOCK_ROWS / 2)) {
             #[allow(unsafe_code)]
             // SAFETY: `out` is a chunk of exactly 8 i32s, the 32 bytes written.
             unsafe {
                 _mm256_storeu_si256(
                     out.as_mut_ptr().cast::<__m256i>(),
-                    _mm256_sub_epi32(rows, excess),
+                    _mm256_sub_epi32(sum, excess),
                 )
             };
         }
@@ -320,11 +327,11 @@ mod tests {
 
     type Int8Kernel = Box<dyn Fn(&[u8], &Int8Query, &mut [i32])>;
 
-    /// Every int8 kernel this CPU can run, by name.
-    fn int8_kernels() -> Vec<(&'static str, Int8Kernel)> {
-        let mut kernels: Vec<(&str, Int8Kernel)> = vec![
-            ("detected", Box::new(dot_blocks)),
-            ("portable", Box::new(dot_blocks_portable)),
+    /// Every int8 kernel this CPU can run, by name, with the largest query code it takes.
+    fn int8_kernels() -> Vec<(&'static str, i8, Int8Kernel)> {
+        let mut kernels: Vec<(&str, i8, Int8Kernel)> = vec![
+            ("detected", 127, Box::new(dot_blocks)),
+            ("portable", 127, Box::new(dot_blocks_portable)),
         ];
         #[cfg(target_arch = "x86_64")]
         {
@@ -333,6 +340,7 @@ mod tests {
                 // SAFETY: the CPU supports AVX2, checked just above.
                 kernels.push((
                     "avx2",
+                    NARROW_LIMIT,
                     Box::new(|blocks, query, out| unsafe { dot_blocks_avx2(blocks, query, out) }),
                 ));
             }
@@ -341,6 +349,7 @@ mod tests {
                 // SAFETY: the CPU supports AVX-512 F and VNNI, checked just above.
                 kernels.push((
                     "avx512-vnni",
+                    127,
                     Box::new(|blocks, query, out| unsafe { dot_blocks_vnni(blocks, query, out) }),
                 ));
             }
@@ -363,42 +372,57 @@ mod tests {
     #[test]
     fn every_int8_kernel_is_exact() {
         // Widths around whole groups of four, and row counts that leave the four-block scan a
-        // remainder and the last block partly empty.
+        // remainder and the last block partly empty; queries of 8-bit and of 7-bit codes.
         for dims in [1, 3, 4, 5, 63, 64, 65, 383, 384] {
             for rows in [1, 16, 17, 64, 65, 100] {
                 let codes: Vec<i8> = (0..rows * dims)
                     .map(|i| (((i * 7919) % 255) as i32 - 127) as i8)
                     .collect();
-                let query: Vec<i8> = (0..dims)
-                    .map(|i| (((i * 104729) % 255) as i32 - 127) as i8)
-                    .collect();
                 let blocks = layout(&codes, dims);
-                let int8_query = Int8Query::new(query.clone());
-                for (name, kernel) in int8_kernels() {
-                    let mut out = vec![0; rows.div_ceil(BLOCK_ROWS) * BLOCK_ROWS];
-                    kernel(&blocks, &int8_query, &mut out);
-                    for r in 0..rows {
-                        let naive: i32 = (0..dims)
-                            .map(|d| i32::from(codes[r * dims + d]) * i32::from(query[d]))
-                            .sum();
-                        assert_eq!(out[r], naive, "{name}: dims {dims}, {rows} rows, row {r}");
+                for limit in [127, NARROW_LIMIT] {
+                    let span = 2 * i32::from(limit) + 1;
+                    let query: Vec<i8> = (0..dims)
+                        .map(|i| ((i * 104729) as i32 % span - i32::from(limit)) as i8)
+                        .collect();
+                    let int8_query = Int8Query::new(query.clone());
+                    for (name, _, kernel) in int8_kernels()
+                        .into_iter()
+                        .filter(|(_, takes, _)| *takes >= limit)
+                    {
+                        let mut out = vec![0; rows.div_ceil(BLOCK_ROWS) * BLOCK_ROWS];
+                        kernel(&blocks, &int8_query, &mut out);
+                        for r in 0..rows {
+                            let naive: i32 = (0..dims)
+                                .map(|d| i32::from(codes[r * dims + d]) * i32::from(query[d]))
+                                .sum();
+                            assert_eq!(
+                                out[r], naive,
+                                "{name}: dims {dims}, {rows} rows, row {r}, codes to {limit}"
+                            );
+                        }
+                        assert!(out[rows..].iter().all(|&o| o == 0), "{name}: padding rows");
                     }
-                    assert!(out[rows..].iter().all(|&o| o == 0), "{name}: padding rows");
                 }
             }
         }
-        // The extreme codes, where stored bytes reach 255 and 1 and the query ±127.
+        // The extreme codes, where stored bytes reach 255 and 1 and the query its limit: the
+        // byte products' pairs are at their largest.
         let codes = [127i8, -127, 127, -127, -127, -127, 127, 127];
         let blocks = layout(&codes, 4);
-        for (name, kernel) in int8_kernels() {
+        for (name, limit, kernel) in int8_kernels() {
             let mut out = vec![0; BLOCK_ROWS];
             kernel(
                 &blocks,
-                &Int8Query::new(vec![127, -127, 127, -127]),
+                &Int8Query::new(vec![limit, -limit, limit, -limit]),
                 &mut out,
             );
-            assert_eq!(out[..2], [4 * 127 * 127, 0], "{name}");
+            let limit = i32::from(limit);
+            assert_eq!(out[..2], [4 * 127 * limit, 0], "{name}");
         }
+        // A query beyond the AVX2 kernel's limit is still summed exactly by the detected one.
+        let mut out = vec![0; BLOCK_ROWS];
+        dot_blocks(&blocks, &Int8Query::new(vec![127, -127, 127, 64]), &mut out);
+        assert_eq!(out[..2], [127 * 127 * 3 - 127 * 64, 127 * 127 + 127 * 64]);
     }
 
     #[test]

@@ -13,7 +13,8 @@
 use std::ops::Range;
 
 use super::kernel::{
-    BLOCK_ROWS, Int8Query, block_bytes, code_position, dot, dot_blocks, stored_code,
+    BLOCK_ROWS, Int8Query, block_bytes, code_position, dot, dot_blocks, query_code_limit,
+    stored_code,
 };
 
 /// Margin for floating-point rounding in the bounds and in the full-precision dot products.
@@ -38,12 +39,18 @@ pub(crate) struct QuantizedRows {
     scales: Vec<f32>,
     errors: Vec<f32>,
     norms: Vec<f32>,
+    /// The largest code of a query's, as the scan's kernel takes them.
+    pub(crate) query_limit: i8,
 }
 
-/// Symmetric int8 codes of `v` and their scale: `v ≈ scale x codes`.
-fn quantize(v: &[f32]) -> (Vec<i8>, f32) {
+/// Symmetric int8 codes of `v` within `±limit` and their scale: `v ≈ scale x codes`.
+fn quantize(v: &[f32], limit: i8) -> (Vec<i8>, f32) {
     let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+    let scale = if max > 0.0 {
+        max / f32::from(limit)
+    } else {
+        1.0
+    };
     // Rounds half away from zero by truncating `r ± 0.5`: `f32::round` is a call into libm on
     // the baseline x86-64 target, and quantising each query spent more time there than the scan
     // of a thousand rows. The bounds use the codes as they are, so the rounding rule only has to
@@ -52,7 +59,7 @@ fn quantize(v: &[f32]) -> (Vec<i8>, f32) {
         .iter()
         .map(|x| {
             let r = x / scale;
-            ((r + 0.5f32.copysign(r)) as i32).clamp(-127, 127) as i8
+            ((r + 0.5f32.copysign(r)) as i32).clamp(-i32::from(limit), i32::from(limit)) as i8
         })
         .collect();
     (codes, scale)
@@ -80,8 +87,8 @@ struct QueryCodes {
 }
 
 impl QueryCodes {
-    fn new(vector: &[f32], weight: f32) -> Self {
-        let (codes, scale) = quantize(vector);
+    fn new(vector: &[f32], weight: f32, limit: i8) -> Self {
+        let (codes, scale) = quantize(vector, limit);
         let (error, _) = error_and_norm(vector, &codes, scale);
         QueryCodes {
             codes: Int8Query::new(codes),
@@ -136,9 +143,10 @@ impl QuantizedRows {
             scales: vec![0.0; padded],
             errors: vec![0.0; padded],
             norms: vec![0.0; padded],
+            query_limit: query_code_limit(),
         };
         for (r, v) in vectors.chunks_exact(dims).enumerate() {
-            let (codes, scale) = quantize(v);
+            let (codes, scale) = quantize(v, i8::MAX);
             let (error, norm) = error_and_norm(v, &codes, scale);
             for (d, &code) in codes.iter().enumerate() {
                 quantized.blocks[code_position(dims, r, d)] = stored_code(code);
@@ -166,7 +174,7 @@ impl QuantizedRows {
         }
         let queries: Vec<QueryCodes> = queries
             .iter()
-            .map(|&(vector, weight)| QueryCodes::new(vector, weight))
+            .map(|&(vector, weight)| QueryCodes::new(vector, weight, self.query_limit))
             .collect();
         let parts = rayon::current_num_threads();
         let found: Vec<PartCandidates> = if self.blocks.len() < PARALLEL_MIN_BYTES || parts < 2 {
