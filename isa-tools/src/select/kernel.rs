@@ -5,10 +5,9 @@
 //! them, so one binary runs everywhere and uses what the EC2 host offers. Int8 codes: AVX-512
 //! VNNI where the CPU has it, else AVX2 (for queries of 7-bit codes), both written with
 //! intrinsics (the auto-vectorised loop uses neither `vpdpbusd` nor `vpmaddubsw`), else the
-//! portable loop. The `unsafe` here
-//! is calling `#[target_feature]` functions once the features are detected, and the kernels'
-//! loads and stores, each with its reason. Tests compare every kernel the CPU runs with a naive
-//! sum.
+//! portable loop. The `unsafe` here is calling `#[target_feature]` functions once the features
+//! are detected, and the kernels' loads and stores, each with its reason. Tests compare every
+//! kernel the CPU runs with a naive sum.
 
 /// Lanes accumulated in parallel; 16 floats fill two AVX registers.
 const LANES: usize = 16;
@@ -245,8 +244,8 @@ fn dot_vnni<const N: usize>(blocks: &[u8], query: &Int8Query, out: &mut [i32]) {
 
 /// [`dot_blocks`] with AVX2, which has no `vpdpbusd`, for a query within [`NARROW_LIMIT`]:
 /// `vpmaddubsw` multiplies 8 rows by 4 codes (32 stored bytes) by the query's four codes and
-/// adds them in pairs, then `vpmaddwd` by ones adds each row's two pairs into its 32-bit sum.
-/// Twice the codes an instruction of widening them to 16 bits for `vpmaddwd`.
+/// adds them in pairs, then `vpmaddwd` by ones adds each row's two pairs into its 32-bit sum:
+/// twice the codes an instruction that widening them to 16 bits for `vpmaddwd` alone handles.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn dot_blocks_avx2(blocks: &[u8], query: &Int8Query, out: &mut [i32]) {
