@@ -56,24 +56,33 @@ CONF
   for _ in $(seq 50); do g status >/dev/null 2>&1 && break; sleep 0.2; done
   g status >/dev/null 2>&1 || die "garage did not start; see $STATE/garage.log"
 
-  local node
-  node=$(g node id -q 2>/dev/null | cut -d@ -f1)
-  if g layout show 2>/dev/null | grep -q "No nodes currently have a role"; then
-    note "assigning layout to node $node"
-    g layout assign -z dc1 -c 1G "$node" >/dev/null || die "garage layout assign failed"
-    g layout apply --version 1 >/dev/null || die "garage layout apply failed"
-  fi
-  # A fresh node's layout takes a moment to be ready; until then bucket creation fails with
-  # "Layout not ready".
-  local bucket_ready=
-  for _ in $(seq 50); do
-    if g bucket info "$BUCKET" >/dev/null 2>&1 || g bucket create "$BUCKET" >/dev/null 2>&1; then
+  # A fresh node needs a layout before it stores anything, and bucket creation fails with
+  # "Layout not ready" for a moment after the layout is applied, so each step is retried until
+  # the bucket exists. The layout is read whole before it is searched: with `pipefail`,
+  # `garage layout show | grep -q` fails whenever grep exits at its match before garage has
+  # written the rest (SIGPIPE), which left a CI run's node without a layout.
+  local node layout bucket_ready= error=
+  for _ in $(seq 150); do
+    layout=$(g layout show 2>/dev/null) || true
+    if [[ $layout == *"No nodes currently have a role"* ]]; then
+      node=$(g node id -q 2>/dev/null | cut -d@ -f1) || true
+      note "assigning layout to node $node"
+      { g layout assign -z dc1 -c 1G "$node" && g layout apply --version 1; } >/dev/null 2>&1 || true
+    fi
+    if g bucket info "$BUCKET" >/dev/null 2>&1; then
+      bucket_ready=1
+      break
+    fi
+    if error=$(g bucket create "$BUCKET" 2>&1); then
       bucket_ready=1
       break
     fi
     sleep 0.2
   done
-  [ -n "$bucket_ready" ] || die "bucket create failed after 10 s; see $STATE/garage.log"
+  if [ -z "$bucket_ready" ]; then
+    g layout show >&2 || true
+    die "bucket create failed after 30 s (${error##*$'\n'}); see $STATE/garage.log"
+  fi
   if ! g key info "$KEY_NAME" >/dev/null 2>&1; then
     g key create "$KEY_NAME" >/dev/null || die "key create failed"
   fi
