@@ -6,7 +6,6 @@ use std::{path::PathBuf, sync::Arc};
 use clap::{Args, Subcommand};
 use isa_auth::ApiKeys;
 use isa_core::UserId;
-use isa_storage::db::Database;
 
 #[derive(Subcommand)]
 pub enum KeysCommand {
@@ -36,8 +35,8 @@ pub struct CreateArgs {
 pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Create(args) => {
-            let url = crate::serve::database_url(&args.data_dir, args.database_url.as_deref());
-            let db = Database::connect(&url).await?;
+            let db =
+                crate::serve::open_database(&args.data_dir, args.database_url.as_deref()).await?;
             let user = UserId::new(args.user)?;
             db.ensure_user(&user, None, 0).await?;
             let keys = ApiKeys::new(Arc::new(db));

@@ -1,7 +1,12 @@
 //! `isa-mcp serve`: the smart MCP server on its embedded defaults (local embeddings, in-memory
 //! tool index), configured by flags or the environment.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -163,12 +168,25 @@ pub fn default_data_dir() -> PathBuf {
         .join(".local/share/isa")
 }
 
-/// `DATABASE_URL` when given, else the SQLite file `isa.db` in the data directory.
-pub fn database_url(data_dir: &std::path::Path, given: Option<&str>) -> String {
-    match given {
+/// Opens `DATABASE_URL` when given, else the SQLite file `isa.db` in the data directory.
+pub async fn open_database(data_dir: &Path, given: Option<&str>) -> anyhow::Result<Database> {
+    let url = match given {
         Some(url) => url.to_owned(),
-        None => format!("sqlite://{}", data_dir.join("isa.db").display()),
-    }
+        None => {
+            create_data_dir(data_dir)?;
+            format!("sqlite://{}", data_dir.join("isa.db").display())
+        }
+    };
+    Database::connect(&url)
+        .await
+        .context("opening the database (DATABASE_URL)")
+}
+
+/// Creates the data directory if it is missing: on a fresh machine not even `~/.local/share`
+/// exists, and SQLite does not create folders.
+fn create_data_dir(data_dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))
 }
 
 /// Ready when a query embeds.
@@ -191,9 +209,9 @@ impl HealthCheck for EmbedderHealth {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let db = Database::connect(&database_url(&args.data_dir, args.database_url.as_deref()))
-        .await
-        .context("opening the database (DATABASE_URL)")?;
+    // Its signing key and local files live there even when the database is elsewhere.
+    create_data_dir(&args.data_dir)?;
+    let db = open_database(&args.data_dir, args.database_url.as_deref()).await?;
     let keys = ApiKeys::new(Arc::new(db.clone()));
     let issuers = token_issuers(&args)?;
     let mcp_auth = mcp_authenticator(&args, issuers.clone(), keys.clone())?;

@@ -169,7 +169,9 @@ async fn python_client_finds_and_calls_a_tool_through_discover_tools() {
     }
 }
 
-/// Starts `isa-mcp serve` with `extra` arguments on a free port; returns the process and port.
+/// Starts `isa-mcp serve` with `extra` arguments on a free port; returns the process, the port
+/// and a temporary folder whose `isa` subfolder, absent at the start as on a fresh machine, is the
+/// server's data directory.
 async fn serve_binary(extra: &[&str]) -> (tokio::process::Child, u16, tempfile::TempDir) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -182,7 +184,7 @@ async fn serve_binary(extra: &[&str]) -> (tokio::process::Child, u16, tempfile::
         .arg("--catalog")
         .arg(metatool_catalog())
         .arg("--data-dir")
-        .arg(data_dir.path())
+        .arg(data_dir.path().join("isa"))
         .args(if extra.contains(&"--users-bind") {
             &[][..]
         } else {
@@ -418,7 +420,7 @@ async fn the_user_and_event_services_run_beside_the_mcp_endpoint() {
     assert!(status.success(), "{status}");
     let db = isa_storage::db::Database::connect(&format!(
         "sqlite://{}",
-        data.path().join("isa.db").display()
+        data.path().join("isa/isa.db").display()
     ))
     .await
     .unwrap();
@@ -485,6 +487,31 @@ async fn inspector_strict_tools_list_passes_against_isa_mcp_serve() {
         registered + 1
     );
     server.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_server_creates_its_data_directory_and_database() {
+    let (mut server, _, data_dir) = serve_binary(&[]).await;
+    assert!(data_dir.path().join("isa/isa.db").is_file());
+    server.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_key_is_created_before_the_server_ever_ran() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_isa-mcp"))
+        .args(["keys", "create", "--user", "alice", "--data-dir"])
+        .arg(data_dir.path().join("isa"))
+        .env("ISA_LOG", "error")
+        .env_remove("DATABASE_URL")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("for alice"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&output.stdout).trim().is_empty());
+    assert!(data_dir.path().join("isa/isa.db").is_file());
 }
 
 #[tokio::test]
