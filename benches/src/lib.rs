@@ -5,14 +5,14 @@ use std::path::PathBuf;
 use isa_core::{IndexItem, Result};
 use isa_models::{EmbedderConfig, OrtEmbedder};
 
-/// `../shared/bench/metatool`, relative to the workspace root.
+/// `benches/data/metatool`: the MetaTool catalog and queries (MIT, see its `LICENSE`).
 pub fn metatool_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/metatool")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/metatool")
 }
 
 /// The MetaTool catalog as index items.
 pub fn metatool_catalog() -> Result<Vec<IndexItem>> {
-    isa_tools::select::eval::load_catalog(&metatool_dir().join("catalog.json"))
+    isa_tools::catalog::load_catalog(&metatool_dir().join("catalog.json"))
 }
 
 /// The first `n` single-tool MetaTool queries.

@@ -12,7 +12,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::{AuthMethod, Principal};
+use isa_core::{AuthMethod, Identity};
 
 /// Every key starts with this, so leaked keys are easy to recognise and scan for.
 pub const KEY_PREFIX: &str = "isa_";
@@ -169,7 +169,7 @@ impl ApiKeys {
     }
 
     /// Verifies a full key; every failure is [`Error::Unauthenticated`].
-    pub async fn verify(&self, key: &str) -> Result<Principal> {
+    pub async fn verify(&self, key: &str) -> Result<Identity> {
         let Some((id, secret)) = key
             .strip_prefix(KEY_PREFIX)
             .and_then(|rest| rest.split_once('_'))
@@ -190,7 +190,7 @@ impl ApiKeys {
             return Err(Error::Unauthenticated);
         }
         self.store.touch(id, Utc::now()).await?;
-        Ok(Principal {
+        Ok(Identity {
             user_id: record.user_id,
             email: None,
             scopes: record.scopes,

@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::{AuthMethod, Principal};
+use isa_core::{AuthMethod, Identity};
 
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -247,9 +247,9 @@ impl JwtVerifier {
 
     /// Verifies a token; any failure is [`Error::Unauthenticated`], whatever the reason (the
     /// reason is logged at debug level, never told to the caller).
-    pub async fn verify(&self, token: &str) -> Result<Principal> {
+    pub async fn verify(&self, token: &str) -> Result<Identity> {
         match self.verify_inner(token).await {
-            Ok(principal) => Ok(principal),
+            Ok(identity) => Ok(identity),
             Err(why) => {
                 tracing::debug!(%why, "token refused");
                 Err(Error::Unauthenticated)
@@ -257,7 +257,7 @@ impl JwtVerifier {
         }
     }
 
-    async fn verify_inner(&self, token: &str) -> std::result::Result<Principal, String> {
+    async fn verify_inner(&self, token: &str) -> std::result::Result<Identity, String> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(format!("token of {} bytes", token.len()));
         }
@@ -296,7 +296,7 @@ impl JwtVerifier {
                 validation.set_issuer(&[iss]);
             }
             match decode::<Claims>(token, &key, &validation) {
-                Ok(data) => return principal(data.claims),
+                Ok(data) => return identity_of(data.claims),
                 Err(e) => last_error = format!("{}: {e}", issuer.config.name),
             }
         }
@@ -304,7 +304,7 @@ impl JwtVerifier {
     }
 }
 
-fn principal(claims: Claims) -> std::result::Result<Principal, String> {
+fn identity_of(claims: Claims) -> std::result::Result<Identity, String> {
     let user_id = UserId::new(claims.sub).map_err(|e| format!("sub: {e}"))?;
     let mut scopes: Vec<String> = claims
         .scope
@@ -330,11 +330,11 @@ fn principal(claims: Claims) -> std::result::Result<Principal, String> {
         scopes.extend(roles.iter().filter_map(Value::as_str).map(str::to_owned));
     }
     if claims.role.as_deref() == Some("service_role") {
-        scopes.push(crate::ADMIN_SCOPE.into());
+        scopes.push(isa_core::ADMIN_SCOPE.into());
     }
     scopes.sort();
     scopes.dedup();
-    Ok(Principal {
+    Ok(Identity {
         user_id,
         email: claims.email,
         scopes,

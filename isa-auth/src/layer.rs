@@ -1,18 +1,18 @@
-//! axum integration: a layer that requires a credential, the [`Principal`] extractor, and the
-//! OAuth protected-resource metadata (RFC 9728) MCP clients look for.
+//! axum integration: a layer that requires a credential and puts the caller's [`Identity`] into
+//! the request, and the OAuth protected-resource metadata (RFC 9728) MCP clients look for.
 
 use axum::{
     Json, Router,
-    extract::{FromRequestParts, Request, State},
-    http::{HeaderValue, StatusCode, header, request::Parts},
+    extract::{Request, State},
+    http::{HeaderValue, header},
     middleware::Next,
     response::{IntoResponse, Response},
     routing::get,
 };
-use isa_core::Error;
+use isa_core::{Error, Identity, http::ApiError};
 use serde_json::json;
 
-use crate::{ApiKeys, JwtVerifier, Principal, apikey::is_api_key};
+use crate::{ApiKeys, JwtVerifier, apikey::is_api_key};
 
 /// Path of the protected-resource metadata.
 pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
@@ -62,7 +62,7 @@ impl Authenticator {
     }
 
     /// Verifies the credential of a request.
-    pub async fn authenticate(&self, headers: &axum::http::HeaderMap) -> Result<Principal, Error> {
+    pub async fn authenticate(&self, headers: &axum::http::HeaderMap) -> Result<Identity, Error> {
         let bearer = headers
             .get(header::AUTHORIZATION)
             .map(|v| v.to_str().map_err(|_| Error::Unauthenticated))
@@ -86,7 +86,7 @@ impl Authenticator {
         }
     }
 
-    async fn verify_key(&self, key: &str) -> Result<Principal, Error> {
+    async fn verify_key(&self, key: &str) -> Result<Identity, Error> {
         match &self.keys {
             Some(keys) => keys.verify(key).await,
             None => Err(Error::Unauthenticated),
@@ -95,11 +95,7 @@ impl Authenticator {
 
     /// The 401 answer: `WWW-Authenticate` names the metadata, the body says nothing about why.
     pub fn challenge(&self) -> Response {
-        let mut response = (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"error": "unauthenticated", "message": "a valid bearer token or API key is required"})),
-        )
-            .into_response();
+        let mut response = ApiError(Error::Unauthenticated).into_response();
         let value = format!(
             "Bearer realm=\"isa\", error=\"invalid_token\", resource_metadata=\"{}\"",
             self.metadata_url()
@@ -124,8 +120,8 @@ impl Authenticator {
     }
 }
 
-/// Middleware requiring a valid credential; puts the [`Principal`] and the MCP
-/// [`Caller`](isa_core::mcp::Caller) into the request's extensions. Use with
+/// Middleware requiring a valid credential; puts the caller's [`Identity`] into the request's
+/// extensions, where handlers and the MCP service find it. Use with
 /// `axum::middleware::from_fn_with_state(authenticator, require_auth)`.
 pub async fn require_auth(
     State(auth): State<Authenticator>,
@@ -133,60 +129,12 @@ pub async fn require_auth(
     next: Next,
 ) -> Response {
     match auth.authenticate(request.headers()).await {
-        Ok(principal) => {
-            request.extensions_mut().insert(principal.caller());
-            request.extensions_mut().insert(principal);
+        Ok(identity) => {
+            request.extensions_mut().insert(identity);
             next.run(request).await
         }
         Err(Error::Unauthenticated) => auth.challenge(),
-        Err(other) => {
-            // A store that cannot answer is not the caller's fault, but still no access.
-            tracing::error!(error = %other, "authentication could not be checked");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"error": "authentication unavailable"})),
-            )
-                .into_response()
-        }
-    }
-}
-
-/// Rejection of the [`Principal`] extractor and of authorization checks.
-#[derive(Debug)]
-pub struct AuthError(pub Error);
-
-impl IntoResponse for AuthError {
-    fn into_response(self) -> Response {
-        let (status, message) = match &self.0 {
-            Error::Forbidden(why) => (StatusCode::FORBIDDEN, why.clone()),
-            _ => (
-                StatusCode::UNAUTHORIZED,
-                "a valid bearer token or API key is required".to_owned(),
-            ),
-        };
-        let error = if status == StatusCode::FORBIDDEN {
-            "forbidden"
-        } else {
-            "unauthenticated"
-        };
-        (status, Json(json!({"error": error, "message": message}))).into_response()
-    }
-}
-
-impl From<Error> for AuthError {
-    fn from(e: Error) -> Self {
-        AuthError(e)
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Principal {
-    type Rejection = AuthError;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Principal>()
-            .cloned()
-            .ok_or(AuthError(Error::Unauthenticated))
+        // A store that cannot answer is not the caller's fault, but still no access.
+        Err(other) => ApiError(other).into_response(),
     }
 }

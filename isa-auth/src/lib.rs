@@ -6,16 +6,17 @@
 //!   JWKS (Auth0), with algorithms fixed per issuer, audience and issuer checked, `exp`/`nbf`
 //!   with a small leeway, and JWKS keys cached and refetched at a bounded rate.
 //! - [`ApiKeys`]: `isa_…` keys stored as hashes in a [`KeyStore`].
-//! - axum: [`require_auth`] middleware, the [`Principal`] extractor, per-user authorization
-//!   ([`Principal::authorize_user`]) and the RFC 9728 metadata MCP clients discover.
+//! - axum: the [`require_auth`] middleware, which puts the caller's
+//!   [`Identity`](isa_core::Identity) into the request (handlers take it as an extractor), and
+//!   the RFC 9728 metadata MCP clients discover.
+//!
+//! Failures answer in the common envelope of [`isa_core::http::ApiError`].
 
 mod apikey;
 mod jwt;
 mod layer;
-mod principal;
 
 pub use apikey::{ApiKeyRecord, ApiKeys, KEY_PREFIX, KeyStore, MemoryKeyStore};
 pub use jsonwebtoken::Algorithm;
 pub use jwt::{IssuerConfig, JwksOptions, JwtVerifier, KeySource, MAX_TOKEN_BYTES};
-pub use layer::{AuthError, Authenticator, METADATA_PATH, require_auth};
-pub use principal::{ADMIN_SCOPE, AuthMethod, Principal};
+pub use layer::{Authenticator, METADATA_PATH, require_auth};

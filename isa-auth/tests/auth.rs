@@ -13,10 +13,10 @@ use axum::{
     routing::get,
 };
 use isa_auth::{
-    ApiKeys, AuthError, Authenticator, IssuerConfig, JwksOptions, JwtVerifier, KeySource,
-    MemoryKeyStore, Principal, require_auth,
+    ApiKeys, Authenticator, IssuerConfig, JwksOptions, JwtVerifier, KeySource, MemoryKeyStore,
+    require_auth,
 };
-use isa_core::UserId;
+use isa_core::{Identity, UserId, http::ApiResult};
 use parking_lot::RwLock;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -71,13 +71,10 @@ fn issuers(jwks_url: String) -> Vec<IssuerConfig> {
     vec![auth0, IssuerConfig::supabase(SUPABASE_SECRET)]
 }
 
-async fn user_thing(
-    principal: Principal,
-    Path(user): Path<String>,
-) -> Result<Json<Value>, AuthError> {
-    principal.authorize_user(&UserId::new(user)?)?;
+async fn user_thing(identity: Identity, Path(user): Path<String>) -> ApiResult<Json<Value>> {
+    identity.authorize_user(&UserId::new(user)?)?;
     Ok(Json(
-        json!({"caller": principal.user_id, "scopes": principal.scopes}),
+        json!({"caller": identity.user_id, "scopes": identity.scopes}),
     ))
 }
 
@@ -310,7 +307,7 @@ async fn a_user_may_act_only_for_themselves_unless_admin() {
     let alice = f.tokens["valid_rs256"].as_str();
     let (status, _, body) = get_as(&f.app, "/api/users/bob/thing", alice).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert_eq!(body["error"], "forbidden");
+    assert_eq!(body["error"]["code"], "forbidden");
     let (status, _, _) = get_as(
         &f.app,
         "/api/users/bob/thing",

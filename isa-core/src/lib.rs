@@ -8,19 +8,28 @@
 //! | [`Tool`] | one callable tool | built-ins in `isa-tools`, your plugins |
 //! | [`Embedder`] | text to vectors | local ONNX in `isa-models` |
 //! | [`ToolSelector`] | picking tools, prompts and resources for a request | dense, BM25, hybrid (`isa-tools`), pgvector (`isa-storage`) |
-//! | [`ModelProvider`] | chat, embeddings, images | OpenAI, Anthropic, Gemini, Replicate, Hugging Face (`isa-models`) |
+//! | [`ModelProvider`] | chat, embeddings, images | none yet: the contract the model service will implement |
 //! | [`FileStore`] | user files with presigned URLs | S3, local disk, memory (`isa-storage`) |
 //! | [`BrowserDriver`] | browser tasks | Chromium (`isa-tools`) |
 //! | [`EventSink`] | recording events | PostgreSQL, SQLite, log (`isa-storage`) |
 //!
 //! All errors are [`Error`]; [`Error::is_retryable`] separates transient failures from permanent
-//! ones.
+//! ones. Every caller is an [`Identity`], with one rule for scopes; every readiness check is a
+//! [`HealthCheck`].
+//!
+//! With default features this crate is the traits and types alone. Feature `http` adds
+//! [`http`], the edge every service is built on; feature `mcp` adds [`mcp`], the MCP service.
 
 mod browser;
 mod error;
 mod event;
 mod file;
+mod health;
+#[cfg(feature = "http")]
+pub mod http;
+mod identity;
 mod ids;
+#[cfg(feature = "mcp")]
 pub mod mcp;
 mod model;
 mod prompt;
@@ -33,6 +42,8 @@ pub use browser::*;
 pub use error::*;
 pub use event::*;
 pub use file::*;
+pub use health::*;
+pub use identity::*;
 pub use ids::*;
 pub use model::*;
 pub use prompt::*;

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{Result, UserId};
+use crate::{Identity, Result, UserId};
 
 /// JSON object, as used for tool arguments and JSON Schemas.
 pub type JsonObject = Map<String, Value>;
@@ -253,10 +253,8 @@ impl ToolOutput {
 /// Who is calling a tool, passed to every call.
 #[derive(Clone, Default)]
 pub struct CallContext {
-    /// The authenticated user, when the call is authenticated.
-    pub user: Option<UserId>,
-    /// Scopes the caller holds.
-    pub scopes: Vec<String>,
+    /// The caller, when the call is authenticated.
+    pub identity: Option<Identity>,
     /// An id for logs and idempotency, unique per request.
     pub request_id: Option<String>,
     /// Where progress and log messages go (the MCP client, when it asked for them).
@@ -266,17 +264,29 @@ pub struct CallContext {
 impl fmt::Debug for CallContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CallContext")
-            .field("user", &self.user)
-            .field("scopes", &self.scopes)
+            .field("identity", &self.identity)
             .field("request_id", &self.request_id)
             .finish_non_exhaustive()
     }
 }
 
 impl CallContext {
-    /// Whether the caller holds `scope`.
+    /// A context for a call made as `identity`.
+    pub fn of(identity: Identity) -> Self {
+        CallContext {
+            identity: Some(identity),
+            ..Default::default()
+        }
+    }
+
+    /// The calling user, when the call is authenticated.
+    pub fn user(&self) -> Option<&UserId> {
+        self.identity.as_ref().map(|i| &i.user_id)
+    }
+
+    /// Whether the caller holds `scope` (by [`Identity::has_scope`]'s rule).
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes.iter().any(|s| s == scope)
+        self.identity.as_ref().is_some_and(|i| i.has_scope(scope))
     }
 
     /// Whether the caller may see and call a tool that requires `scope` (`None`: anyone may).

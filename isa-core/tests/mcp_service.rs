@@ -6,7 +6,7 @@
 use std::{sync::Arc, time::Duration};
 
 use isa_core::{
-    CallContext, Error, JsonObject, ToolOutput, ToolSpec,
+    AuthMethod, CallContext, Error, Identity, JsonObject, ToolOutput, ToolSpec, UserId,
     mcp::{McpConfig, McpServer, ToolLimits},
     tool_fn,
 };
@@ -166,7 +166,7 @@ async fn the_concurrency_limit_refuses_at_once_instead_of_queueing() {
 #[tokio::test]
 async fn tools_requiring_a_scope_are_hidden_and_refused_without_it() {
     let server = McpServer::builder(McpConfig::default()).build();
-    let purge = ToolSpec::new("purge", "Delete everything").with_required_scope("admin");
+    let purge = ToolSpec::new("purge", "Delete everything").with_required_scope("purge");
     server
         .add_tool(tool_fn(purge, |_, _| async {
             Ok(ToolOutput::text("purged"))
@@ -179,10 +179,13 @@ async fn tools_requiring_a_scope_are_hidden_and_refused_without_it() {
         server.call_tool("purge", None, &anonymous).await,
         Err(Error::NotFound(_))
     ));
-    let admin = CallContext {
-        scopes: vec!["admin".into()],
-        ..Default::default()
-    };
+    let alice = || Identity::new(UserId::new("alice").unwrap(), AuthMethod::Trusted);
+    let plain = CallContext::of(alice().with_scopes(["files"]));
+    assert!(server.tool_specs(&plain).is_empty());
+    let holder = CallContext::of(alice().with_scopes(["purge"]));
+    assert_eq!(server.tool_specs(&holder).len(), 1);
+    // The one rule: an administrator holds every scope.
+    let admin = CallContext::of(alice().with_scopes(["admin"]));
     assert_eq!(server.tool_specs(&admin).len(), 1);
     assert!(
         !server

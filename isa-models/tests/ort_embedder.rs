@@ -25,7 +25,7 @@ struct Case {
 fn reference() -> anyhow::Result<Reference> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/minilm_reference.json"
+        "/tests/data/minilm_reference.json"
     );
     Ok(serde_json::from_str(&std::fs::read_to_string(path)?)?)
 }

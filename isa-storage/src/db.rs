@@ -73,7 +73,7 @@ impl Database {
 
 /// `/health` readiness: the database must answer.
 #[isa_core::async_trait]
-impl isa_core::mcp::HealthCheck for Database {
+impl isa_core::HealthCheck for Database {
     fn name(&self) -> &str {
         "database"
     }

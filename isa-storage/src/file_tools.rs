@@ -22,8 +22,8 @@ impl Files {
     /// The caller, whose account is made on first use like the user service makes it.
     async fn caller(&self, ctx: &CallContext) -> Result<UserId> {
         let user = ctx
-            .user
-            .clone()
+            .user()
+            .cloned()
             .ok_or_else(|| Error::Forbidden("file tools need an authenticated caller".into()))?;
         self.files
             .db()

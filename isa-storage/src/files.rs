@@ -420,17 +420,25 @@ impl FileStore for ObjectFileStore {
     }
 }
 
-/// `/health` readiness of a file store: a listing must succeed.
+/// `/health` readiness of a file store: it must answer a HEAD of one key. "Not found" is an
+/// answer; a listing would cost as much as the store is large.
 pub struct FileStoreHealth(pub Arc<dyn FileStore>);
 
+/// The key `FileStoreHealth` asks about; no file needs to exist there.
+const HEALTH_PROBE_KEY: &str = "users/isa-health/files/2000/01/probe";
+
 #[async_trait]
-impl isa_core::mcp::HealthCheck for FileStoreHealth {
+impl isa_core::HealthCheck for FileStoreHealth {
     fn name(&self) -> &str {
         "files"
     }
 
     async fn check(&self) -> Result<()> {
-        self.0.list("users", None, 1).await.map(drop)
+        let probe = FileKey::parse(HEALTH_PROBE_KEY)?;
+        match self.0.head(&probe).await {
+            Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+            Err(other) => Err(other),
+        }
     }
 }
 

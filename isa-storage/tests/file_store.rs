@@ -391,7 +391,7 @@ fn signer_url(signer: &LocalSigner, k: &FileKey) -> String {
 
 #[tokio::test]
 async fn health_reports_an_unreachable_store() {
-    use isa_core::mcp::HealthCheck;
+    use isa_core::HealthCheck;
     use isa_storage::files::FileStoreHealth;
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -412,4 +412,82 @@ async fn health_reports_an_unreachable_store() {
         LocalSigner::new(SIGNING_KEY, "http://f").unwrap(),
     )));
     assert!(memory.check().await.is_ok());
+}
+
+/// Delegates to a store, but refuses to list and counts what it was asked.
+struct RefusesListings {
+    inner: ObjectFileStore,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+#[isa_core::async_trait]
+impl FileStore for RefusesListings {
+    async fn put(
+        &self,
+        key: &FileKey,
+        body: ByteStream,
+        opts: PutOptions,
+    ) -> isa_core::Result<isa_core::ObjectInfo> {
+        self.inner.put(key, body, opts).await
+    }
+    async fn get(&self, key: &FileKey) -> isa_core::Result<ByteStream> {
+        self.inner.get(key).await
+    }
+    async fn head(&self, key: &FileKey) -> isa_core::Result<isa_core::ObjectInfo> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.head(key).await
+    }
+    async fn delete(&self, key: &FileKey) -> isa_core::Result<()> {
+        self.inner.delete(key).await
+    }
+    async fn list(
+        &self,
+        _prefix: &str,
+        _after: Option<&str>,
+        _limit: usize,
+    ) -> isa_core::Result<isa_core::ObjectPage> {
+        Err(Error::Internal("health listed the store".into()))
+    }
+    async fn presign(
+        &self,
+        method: PresignMethod,
+        key: &FileKey,
+        expires_in: Duration,
+    ) -> isa_core::Result<isa_core::PresignedUrl> {
+        self.inner.presign(method, key, expires_in).await
+    }
+}
+
+#[tokio::test]
+async fn health_of_a_store_with_a_thousand_files_asks_one_head_and_lists_nothing() {
+    use isa_core::HealthCheck;
+    use isa_storage::files::FileStoreHealth;
+    let dir = tempfile::tempdir().unwrap();
+    let store = RefusesListings {
+        inner: ObjectFileStore::local(
+            dir.path(),
+            LocalSigner::new(SIGNING_KEY, "http://f").unwrap(),
+        )
+        .unwrap(),
+        calls: Default::default(),
+    };
+    let user = UserId::new("many").unwrap();
+    for i in 0..1000 {
+        store
+            .put(
+                &key(&user, 1 + i % 12, &format!("f{i}.txt")),
+                byte_stream("x"),
+                PutOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let store = Arc::new(store);
+    let health = FileStoreHealth(store.clone());
+    health.check().await.unwrap();
+    assert_eq!(
+        store.calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one HEAD per check"
+    );
 }

@@ -22,9 +22,9 @@ async fn keys_are_issued_verified_listed_and_revoked_in_the_database() {
             .unwrap();
         let (_, second) = keys.issue(&alice, "ci", vec![]).await.unwrap();
 
-        let principal = keys.verify(&key).await.unwrap();
-        assert_eq!(principal.user_id, alice, "{name}");
-        assert_eq!(principal.scopes, vec!["files:read".to_owned()]);
+        let identity = keys.verify(&key).await.unwrap();
+        assert_eq!(identity.user_id, alice, "{name}");
+        assert_eq!(identity.scopes, vec!["files:read".to_owned()]);
         let stored = store.get(&record.id).await.unwrap().unwrap();
         assert!(stored.last_used_at.is_some(), "{name}: last use recorded");
         assert_ne!(stored.secret_hash, key, "{name}: only a hash is stored");

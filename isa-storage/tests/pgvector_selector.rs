@@ -12,9 +12,9 @@ use std::{collections::HashSet, path::PathBuf, sync::Arc};
 use isa_core::{Embedder, IndexItem, ItemKind, SelectionQuery, ToolSelector};
 use isa_models::OrtEmbedder;
 use isa_storage::pgvector::PgVectorSelector;
-use isa_tools::select::{
-    LocalSelector,
-    eval::{load_catalog, load_queries},
+use isa_tools::{
+    catalog::load_catalog,
+    select::{LocalSelector, eval::load_queries},
 };
 
 struct Fixture {
@@ -116,7 +116,7 @@ async fn updates_during_concurrent_selection_never_return_a_removed_tool() {
 }
 
 fn metatool() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/metatool")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../benches/data/metatool")
 }
 
 #[tokio::test(flavor = "multi_thread")]

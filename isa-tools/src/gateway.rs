@@ -14,9 +14,8 @@ use std::{
 };
 
 use isa_core::{
-    CallContext, Content, Error, JsonObject, Result, Tool, ToolAnnotations, ToolOutput, ToolSpec,
-    async_trait,
-    mcp::{HealthCheck, McpServer},
+    CallContext, Content, Error, HealthCheck, JsonObject, Result, Tool, ToolAnnotations,
+    ToolOutput, ToolSpec, async_trait, mcp::McpServer,
 };
 use parking_lot::Mutex;
 use rmcp::{

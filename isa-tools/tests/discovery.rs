@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use isa_core::{
-    CallContext, ItemKind, ToolOutput, ToolSpec,
+    AuthMethod, CallContext, Identity, ItemKind, ToolOutput, ToolSpec, UserId,
     mcp::{McpConfig, McpServer},
     tool_fn,
 };
@@ -54,10 +54,10 @@ async fn discover_tools_hides_tools_that_need_a_scope_the_caller_lacks() {
         .unwrap();
     assert!(!format!("{:?}", via_tool.structured_content).contains("delete_invoices"));
 
-    let billing = CallContext {
-        scopes: vec!["billing:admin".into()],
-        ..Default::default()
-    };
+    let billing = CallContext::of(
+        Identity::new(UserId::new("clerk").unwrap(), AuthMethod::Trusted)
+            .with_scopes(["billing:admin"]),
+    );
     let found = server
         .discover(
             "delete invoices of a customer",

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Load run of isa-mcp serve with wrk: 50 concurrent clients, first tools/call of a trivial tool
-# (current_time), then discover_tools over the MetaTool catalog with varied queries. Prints
-# requests/s, p50/p99 latency and the server's resident memory after each run.
+# Load run of isa-mcp serve with wrk, 50 concurrent clients: tools/call of a trivial tool
+# (current_time) statelessly in 2026-07-28, the same as a 2025-11-25 client without a session
+# (answered as SSE), then discover_tools over the MetaTool catalog. Prints requests/s, p50/p99
+# latency, answers and bad answers, and the server's resident memory after each run. First it
+# checks that bad answers are counted: a run calling a tool that does not exist must count
+# every answer as bad.
 set -euo pipefail
 DEV="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$DEV/lib.sh"
@@ -10,19 +13,35 @@ command -v wrk >/dev/null || apt_install wrk
 DURATION=${DURATION:-20s}
 cargo build -q --release -p isa-mcp-server
 port=18089
-ISA_LOG=warn ./target/release/isa-mcp serve --bind "127.0.0.1:$port" \
-  --catalog ../shared/bench/metatool/catalog.json --data-dir "$(mktemp -d)" \
+ISA_LOG=warn ./target/release/isa-mcp serve --bind "127.0.0.1:$port" --stateless \
+  --catalog benches/data/metatool/catalog.json --data-dir "$(mktemp -d)" \
   --users-bind off --events-bind off &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 300); do curl -sf -o /dev/null "http://127.0.0.1:$port/health" && break; sleep 0.1; done
 rss() { awk '/VmRSS|VmHWM/ {printf "%s %d MiB  ", $1, $2/1024}' "/proc/$server/status"; echo; }
-note "idle: $(rss)"
 url="http://127.0.0.1:$port/mcp/"
-step "tools/call current_time, 50 connections, $DURATION"
-TOOL=current_time wrk -t2 -c50 -d"$DURATION" --latency -s "$DEV/load/call.lua" "$url" | grep -E "Requests/sec|p50|Non-2xx|Socket"
+
+# Runs wrk for $1 with the rest of the environment given, and prints its summary lines.
+load() {
+  local duration="$1"; shift
+  env "$@" wrk -t2 -c50 -d"$duration" --latency -s "$DEV/load/call.lua" "$url" \
+    | grep -E "Requests/sec|p50|Non-2xx|Socket"
+}
+
+step "self-check: a tool that does not exist, every answer counted as bad"
+check=$(load 2s TOOL=no_such_tool)
+echo "$check"
+echo "$check" | awk '/bad responses/ { if ($8 == 0 || $8 != $11) exit 1 }' \
+  || die "the load script does not count bad answers: $check"
+
+note "idle: $(rss)"
+step "tools/call current_time, 2026-07-28 (stateless), 50 connections, $DURATION"
+load "$DURATION" TOOL=current_time
+note "$(rss)"
+step "tools/call current_time, 2025-11-25 without a session (SSE answers), 50 connections, $DURATION"
+load "$DURATION" TOOL=current_time PROTOCOL=2025-11-25
 note "$(rss)"
 step "discover_tools over the MetaTool catalog (199 tools), 50 connections, $DURATION"
-TOOL=discover_tools ARGS='{"query":"find a restaurant and book a table for tonight","top_k":5}' \
-  wrk -t2 -c50 -d"$DURATION" --latency -s "$DEV/load/call.lua" "$url" | grep -E "Requests/sec|p50|Non-2xx|Socket"
+load "$DURATION" TOOL=discover_tools ARGS='{"query":"find a restaurant and book a table for tonight","top_k":5}'
 note "$(rss)"

@@ -1,5 +1,5 @@
 //! A plugin crate: the `word_count` tool, written against `isa-core` alone. Add it to any
-//! [`McpServer`](isa_core::mcp::McpServer) with `server.add_tool(Arc::new(WordCount::new()))`.
+//! `isa_core::mcp::McpServer` (feature `mcp`) with `server.add_tool(Arc::new(WordCount::new()))`.
 
 use isa_core::{
     CallContext, Error, JsonObject, Result, Tool, ToolAnnotations, ToolOutput, ToolSpec,

@@ -21,8 +21,8 @@ use rmcp::{
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{Caller, ListChanged, McpServer, ServerMode, convert, registry::page};
-use crate::{CallContext, Error, Reporter};
+use super::{ListChanged, McpServer, ServerMode, convert, registry::page};
+use crate::{CallContext, Error, Identity, Reporter};
 
 /// One handler per session (or per stateless request); all share the server.
 #[derive(Clone)]
@@ -32,15 +32,15 @@ pub(crate) struct Handler {
 
 impl Handler {
     fn call_context(&self, context: &RequestContext<RoleServer>) -> CallContext {
-        let caller = context
+        let identity = context
             .extensions
             .get::<axum::http::request::Parts>()
-            .and_then(|parts| parts.extensions.get::<Caller>())
-            .cloned()
-            .unwrap_or_default();
+            .and_then(|parts| parts.extensions.get::<Identity>())
+            .cloned();
         CallContext {
+            identity,
             request_id: Some(context.id.to_string()),
-            ..caller.into()
+            ..Default::default()
         }
     }
 }

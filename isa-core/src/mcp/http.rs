@@ -4,8 +4,8 @@ use std::{fmt::Write, sync::Arc, sync::atomic::Ordering, time::Instant};
 
 use axum::{
     Extension, Json, Router,
-    extract::{Query, State},
-    http::{StatusCode, header},
+    extract::State,
+    http::header,
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -15,8 +15,11 @@ use rmcp::transport::streamable_http_server::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Caller, McpServer, handler::Handler};
-use crate::{CallContext, Error, ItemKind};
+use super::{McpServer, handler::Handler};
+use crate::{
+    CallContext, Error, Identity, ItemKind,
+    http::{ApiJson, ApiQuery, ApiResult, limit_body},
+};
 
 impl McpServer {
     /// The router to mount: [`McpServer::protected_router`] and [`McpServer::status_router`]
@@ -54,23 +57,24 @@ impl McpServer {
                 self.clone(),
                 count_requests,
             ));
-        Router::new()
-            .merge(mcp_routes)
+        let endpoints = Router::new()
             .route("/discover", post(discover))
             .route("/search", get(search))
             .route("/stats", get(stats))
             .route("/capabilities", get(capabilities))
-            .with_state(self.clone())
+            .with_state(self.clone());
+        Router::new()
+            .merge(mcp_routes)
+            .merge(limit_body(endpoints, config.max_request_bytes))
     }
 
     /// What a load balancer and a monitoring system need without credentials: `GET /health`,
     /// `GET /mcp/health` and `GET /metrics`.
     pub fn status_router(&self) -> Router {
         Router::new()
-            .route("/health", get(health))
-            .route("/mcp/health", get(health))
             .route("/metrics", get(metrics))
             .with_state(self.clone())
+            .merge(self.inner.health.router(&["/health", "/mcp/health"]))
     }
 }
 
@@ -94,39 +98,11 @@ async fn count_requests(
     Response::from_parts(parts, axum::body::Body::from_stream(stream))
 }
 
-/// An error answered as JSON with the status that fits it.
-struct HttpError(Error);
-
-impl IntoResponse for HttpError {
-    fn into_response(self) -> Response {
-        let status = match &self.0 {
-            Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
-            Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
-            Error::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        let message = match &self.0 {
-            Error::Internal(detail) => {
-                tracing::error!(%detail, "internal error");
-                "internal error".to_owned()
-            }
-            other => other.to_string(),
-        };
-        let mut response = (status, Json(json!({ "error": message }))).into_response();
-        if let Error::Overloaded { retry_after } = &self.0
-            && let Ok(value) = retry_after.as_secs().max(1).to_string().parse()
-        {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
-        response
+fn call_context(identity: Option<Extension<Identity>>) -> CallContext {
+    CallContext {
+        identity: identity.map(|Extension(identity)| identity),
+        ..Default::default()
     }
-}
-
-fn call_context(caller: Option<Extension<Caller>>) -> CallContext {
-    caller.map(|Extension(c)| c).unwrap_or_default().into()
 }
 
 #[derive(Deserialize)]
@@ -146,12 +122,11 @@ fn default_max_tools() -> usize {
 
 async fn discover(
     State(server): State<McpServer>,
-    caller: Option<Extension<Caller>>,
-    body: Result<Json<DiscoverRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<Value>, HttpError> {
-    let Json(body) = body.map_err(|e| HttpError(Error::invalid(e.body_text())))?;
+    identity: Option<Extension<Identity>>,
+    ApiJson(body): ApiJson<DiscoverRequest>,
+) -> ApiResult<Json<Value>> {
     if body.max_tools == 0 {
-        return Err(HttpError(Error::invalid("max_tools must be at least 1")));
+        return Err(Error::invalid("max_tools must be at least 1").into());
     }
     let started = Instant::now();
     let found = server
@@ -159,10 +134,9 @@ async fn discover(
             &body.request,
             body.max_tools,
             &body.kinds,
-            &call_context(caller),
+            &call_context(identity),
         )
-        .await
-        .map_err(HttpError)?;
+        .await?;
     let of_kind = |kind: ItemKind| -> Vec<Value> {
         found
             .iter()
@@ -192,17 +166,15 @@ fn default_limit() -> usize {
 
 async fn search(
     State(server): State<McpServer>,
-    caller: Option<Extension<Caller>>,
-    query: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, HttpError> {
-    let Query(query) = query.map_err(|e| HttpError(Error::invalid(e.body_text())))?;
+    identity: Option<Extension<Identity>>,
+    ApiQuery(query): ApiQuery<SearchQuery>,
+) -> ApiResult<Json<Value>> {
     if query.limit == 0 {
-        return Err(HttpError(Error::invalid("limit must be at least 1")));
+        return Err(Error::invalid("limit must be at least 1").into());
     }
     let found = server
-        .discover(&query.q, query.limit, &[], &call_context(caller))
-        .await
-        .map_err(HttpError)?;
+        .discover(&query.q, query.limit, &[], &call_context(identity))
+        .await?;
     let results: Vec<Value> = found
         .iter()
         .map(|d| {
@@ -211,32 +183,6 @@ async fn search(
         })
         .collect();
     Ok(Json(json!({ "query": query.q, "results": results })))
-}
-
-async fn health(State(server): State<McpServer>) -> Response {
-    let mut checks = serde_json::Map::new();
-    let mut ready = true;
-    for check in &server.inner.health {
-        let outcome = check.check().await;
-        ready &= outcome.is_ok() || !check.required();
-        let report = match outcome {
-            Ok(()) => json!({"ready": true, "required": check.required()}),
-            Err(e) => json!({"ready": false, "required": check.required(), "error": e.to_string()}),
-        };
-        checks.insert(check.name().to_owned(), report);
-    }
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let body = json!({
-        "status": if ready { "ok" } else { "unavailable" },
-        "checks": checks,
-        "tools": server.inner.registry.tools.read().len(),
-        "calls_in_flight": server.calls_in_flight(),
-    });
-    (status, Json(body)).into_response()
 }
 
 async fn stats(State(server): State<McpServer>) -> Json<Value> {

@@ -4,9 +4,9 @@
 //! one endpoint) beside HTTP endpoints for discovery, statistics, health and metrics.
 //!
 //! Authentication is not done here: put a layer in front of [`McpServer::router`] that checks
-//! credentials and inserts a [`Caller`] into the request's extensions. Every MCP request and
-//! discovery call then sees that caller, and tools requiring a scope the caller lacks are
-//! hidden and refused.
+//! credentials and inserts an [`Identity`](crate::Identity) into the request's extensions
+//! (`isa-auth`'s `require_auth` does). Every MCP request and discovery call then sees that
+//! caller, and tools requiring a scope the caller lacks are hidden and refused.
 
 mod convert;
 mod handler;
@@ -17,12 +17,8 @@ mod stats;
 
 use std::time::Duration;
 
-use async_trait::async_trait;
-
 pub use registry::{ListChanged, ToolLimits};
 pub use server::{CALL_TOOL, DISCOVER_TOOLS, Discovered, McpServer, McpServerBuilder};
-
-use crate::{Result, UserId};
 
 /// What `tools/list` shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -94,38 +90,5 @@ impl Default for McpConfig {
             max_discover: 50,
             max_request_bytes: 4 * 1024 * 1024,
         }
-    }
-}
-
-/// Who is calling, as established by an authentication layer in front of the router.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Caller {
-    /// The user.
-    pub user: Option<UserId>,
-    /// Scopes the caller holds.
-    pub scopes: Vec<String>,
-}
-
-impl From<Caller> for crate::CallContext {
-    fn from(caller: Caller) -> Self {
-        crate::CallContext {
-            user: caller.user,
-            scopes: caller.scopes,
-            ..Default::default()
-        }
-    }
-}
-
-/// A readiness check reported by `/health`.
-#[async_trait]
-pub trait HealthCheck: Send + Sync {
-    /// Name shown in the health report (`embedder`, `database`, …).
-    fn name(&self) -> &str;
-    /// `Ok` when ready; the error explains what is not.
-    async fn check(&self) -> Result<()>;
-    /// Whether the server is unready (503) while this check fails. Optional parts, such as
-    /// an upstream MCP server, are reported without taking the server out of service.
-    fn required(&self) -> bool {
-        true
     }
 }

@@ -15,13 +15,14 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    HealthCheck, McpConfig, ServerMode,
+    McpConfig, ServerMode,
     registry::{ListChanged, Registry, ToolEntry, ToolLimits},
     stats::Stats,
 };
 use crate::{
-    CallContext, Embedder, Error, IndexItem, ItemKind, JsonObject, Prompt, PromptMessage, Resource,
-    ResourceContent, Result, SelectionQuery, Tool, ToolOutput, ToolSelector, ToolSpec,
+    CallContext, Embedder, Error, HealthCheck, IndexItem, ItemKind, JsonObject, Prompt,
+    PromptMessage, Resource, ResourceContent, Result, SelectionQuery, Tool, ToolOutput,
+    ToolSelector, ToolSpec, http::Health,
 };
 
 /// Name of the meta-tool that finds tools for a request.
@@ -58,7 +59,7 @@ pub(crate) struct Inner {
     pub registry: Registry,
     pub selector: Option<Arc<dyn ToolSelector>>,
     pub embedder: Option<Arc<dyn Embedder>>,
-    pub health: Vec<Arc<dyn HealthCheck>>,
+    pub health: Health,
     pub stats: Stats,
     /// Serialises registry changes so the selector and the registry change in the same order.
     writes: tokio::sync::Mutex<()>,
@@ -105,7 +106,7 @@ impl McpServerBuilder {
                 registry: Registry::new(),
                 selector: self.selector,
                 embedder: self.embedder,
-                health: self.health,
+                health: Health::new(self.health),
                 stats: Stats::default(),
                 writes: tokio::sync::Mutex::new(()),
                 shutdown: CancellationToken::new(),
@@ -572,15 +573,19 @@ impl McpServer {
         app: axum::Router,
         signal: impl Future<Output = ()> + Send + 'static,
         grace: Duration,
-    ) -> std::io::Result<()> {
+    ) -> Result<()> {
         let draining = self.clone();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                signal.await;
-                tracing::info!("shutting down: finishing calls in flight");
-                tokio::spawn(async move { draining.drain(grace).await });
-            })
-            .await
+        crate::http::serve(listener, app, async move {
+            signal.await;
+            tracing::info!("shutting down: finishing calls in flight");
+            tokio::spawn(async move { draining.drain(grace).await });
+        })
+        .await
+    }
+
+    /// The readiness checks `/health` reports.
+    pub fn health(&self) -> &Health {
+        &self.inner.health
     }
 
     /// Number of tool calls running now.

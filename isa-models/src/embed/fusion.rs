@@ -24,9 +24,9 @@
 //! to 0.9957).
 //!
 //! Layer norms stay as they are, and ONNX Runtime's own fusion of them into
-//! `SkipLayerNormalization` is turned off for the rewritten model ([`DISABLED_OPTIMIZERS`]): on
-//! the 2-core development machine that operator took about 35 µs per call for an 11-token query,
-//! four times the two `Add`s and the `LayerNormalization` it replaces.
+//! `SkipLayerNormalization` is turned off for the rewritten model ([`DISABLED_OPTIMIZERS`]): on a
+//! short query that operator was measured slower than the two `Add`s and the
+//! `LayerNormalization` it replaces (figures in `benches/README.md`).
 //!
 //! Only the protobuf fields the pass needs are decoded; everything else is copied byte for byte.
 //! It matches shapes of the graph, not the constants inside it, so the embedder runs the result

@@ -7,9 +7,8 @@
 //! What differs is the loop: a tile is up to 12 rows by one register of columns, so the weights
 //! of a short query (11 tokens) pass through the core once, one load per register, fetched a few
 //! blocks ahead. A short query's products are mostly waiting for weights (about 13 MB for
-//! all-MiniLM-L6-v2, which do not stay in cache from one query to the next). On the 2-core
-//! development machine (AMD EPYC, Zen 4), on one thread, a short query took 2.3 ms with this
-//! kernel against 3.3 ms with `MatMulNBits`, run back to back.
+//! all-MiniLM-L6-v2, which do not stay in cache from one query to the next). Measured figures
+//! against `MatMulNBits`, f32 and Python, per CPU, are in `benches/README.md`.
 //!
 //! Two instruction sets, chosen once per process ([`Isa::detect`]):
 //! - AVX-512 VNNI: 16 columns a tile, `vpdpbusd` multiplies four input values (offset by 128 to
@@ -18,9 +17,8 @@
 //!   multiplies two input values by two codes of each column. AVX2's 8-bit product
 //!   (`vpmaddubsw`) saturates at 16 bits, which int8 activations times int8 codes can exceed;
 //!   16-bit products cannot. That is as many multiply-adds an instruction as f32's FMA, so on
-//!   AVX2 the gain is in the bytes read: a short query on a Zen 3 host (three interleaved
-//!   rounds) took 3.4 / 4.1 / 3.5 ms against 4.5 / 3.1 / 4.6 ms in f32, while a batch of long
-//!   texts runs about as fast as in f32.
+//!   AVX2 the gain is in the bytes read: a short query gains, a batch of long texts runs about
+//!   as fast as in f32.
 //!
 //! Elsewhere the rewrite keeps `MatMulNBits`. Weights are repacked once, when ONNX Runtime
 //! creates the kernel; tasks of one tile's columns each run on ONNX Runtime's intra-op threads.
@@ -477,8 +475,7 @@ struct Activations {
     /// Tile by tile: for each tile of up to 12 rows, each word of the tile's rows in turn. A
     /// kernel reads a word of every row of its tile from one address, so its loop does not keep
     /// a pointer per row: twelve of them and the loop's own do not fit in 16 general registers,
-    /// and the spills cost a short query about a third of its time on AVX2 (Zen 3) and 7% with
-    /// VNNI (Zen 5).
+    /// and the spills were measured to cost a short query a large share of its time.
     words: Vec<u32>,
     /// Row by row.
     scales: Vec<f32>,

@@ -1,84 +1,13 @@
-//! Evaluation of selectors: the catalog and query file formats, and retrieval metrics.
+//! Evaluation of selectors: the query file format and retrieval metrics. Catalogs are read by
+//! [`crate::catalog`], as the server reads them.
 //!
-//! Catalog: `{"tools": [{"id", "name", "description", "inputSchema", "server"}]}` (`id` defaults
-//! to `name`). Queries: JSON lines `{"id", "query", "gold": [tool ids]}`.
+//! Queries: JSON lines `{"id", "query", "gold": [tool ids]}`.
 
 use std::{collections::HashSet, path::Path};
 
-use isa_core::{Error, IndexItem, Result, ToolSpec};
+use isa_core::{Error, IndexItem, Result};
 use serde::Deserialize;
 use serde_json::Value;
-
-#[derive(Deserialize)]
-struct CatalogFile {
-    tools: Vec<Value>,
-}
-
-#[derive(Deserialize)]
-struct CatalogEntry {
-    id: Option<String>,
-    #[serde(flatten)]
-    spec: ToolSpec,
-}
-
-/// Reads a catalog file into index items (ids from the catalog). Fails naming the entry for a
-/// malformed tool, and for an empty catalog or a repeated id.
-pub fn load_catalog(path: &Path) -> Result<Vec<IndexItem>> {
-    Ok(load_catalog_entries(path)?
-        .into_iter()
-        .map(|(id, spec)| IndexItem {
-            id,
-            ..IndexItem::from_tool(&spec)
-        })
-        .collect())
-}
-
-/// Reads a catalog file into tool specs named by their ids, as a server registers them.
-pub fn load_catalog_specs(path: &Path) -> Result<Vec<ToolSpec>> {
-    Ok(load_catalog_entries(path)?
-        .into_iter()
-        .map(|(id, spec)| ToolSpec { name: id, ..spec })
-        .collect())
-}
-
-fn load_catalog_entries(path: &Path) -> Result<Vec<(String, ToolSpec)>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::invalid(format!("cannot read catalog {}: {e}", path.display())))?;
-    let file: CatalogFile = serde_json::from_str(&text).map_err(|e| {
-        Error::invalid(format!(
-            "{}:{}: not a catalog ({{\"tools\": [...]}}): {e}",
-            path.display(),
-            e.line()
-        ))
-    })?;
-    if file.tools.is_empty() {
-        return Err(Error::invalid(format!(
-            "{}: the catalog has no tools",
-            path.display()
-        )));
-    }
-    let mut ids = HashSet::new();
-    let mut entries = Vec::with_capacity(file.tools.len());
-    for (n, raw) in file.tools.into_iter().enumerate() {
-        let entry: CatalogEntry = serde_json::from_value(raw).map_err(|e| {
-            Error::invalid(format!(
-                "{}: tool #{} is malformed: {e}",
-                path.display(),
-                n + 1
-            ))
-        })?;
-        let id = entry.id.unwrap_or_else(|| entry.spec.name.clone());
-        if !ids.insert(id.clone()) {
-            return Err(Error::invalid(format!(
-                "{}: tool #{} repeats the id {id:?}",
-                path.display(),
-                n + 1,
-            )));
-        }
-        entries.push((id, entry.spec));
-    }
-    Ok(entries)
-}
 
 /// One evaluation query.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -199,6 +128,7 @@ impl QueryMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::load_catalog;
 
     #[test]
     fn metrics_follow_the_benchmark_definitions() {

@@ -25,7 +25,7 @@ use index::{Snapshot, rank};
 pub const DEFAULT_DENSE_WEIGHT: f32 = 0.8;
 
 /// Indexes whose scoring reads more than this many bytes are scored on rayon's threads, not the
-/// async runtime's (about 25 µs of int8 scanning on the machines we measure on).
+/// async runtime's (an int8 scan of this size takes tens of microseconds).
 const INLINE_SCAN_BYTES: usize = 800_000;
 
 /// An in-memory [`ToolSelector`].

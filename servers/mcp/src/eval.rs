@@ -8,9 +8,12 @@ use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use isa_core::{Embedder, ItemKind, SelectionQuery, ToolSelector};
 use isa_models::{EmbedderConfig, OrtEmbedder};
-use isa_tools::select::{
-    DEFAULT_DENSE_WEIGHT, LocalSelector, Strategy,
-    eval::{EvalQuery, QueryMetrics, load_catalog, load_queries},
+use isa_tools::{
+    catalog::load_catalog,
+    select::{
+        DEFAULT_DENSE_WEIGHT, LocalSelector, Strategy,
+        eval::{EvalQuery, QueryMetrics, load_queries},
+    },
 };
 use serde_json::json;
 
@@ -29,12 +32,12 @@ pub struct ImportArgs {
     /// Catalog file: {"tools": [{"id", "name", "description", "inputSchema"}]}.
     file: PathBuf,
     /// The server's data directory.
-    #[arg(long, env = "ISA_DATA_DIR", default_value_os_t = crate::serve::default_data_dir())]
+    #[arg(long, env = "ISA_DATA_DIR", default_value_os_t = isa_mcp_server::app::default_data_dir())]
     data_dir: PathBuf,
 }
 
 fn import(args: &ImportArgs) -> anyhow::Result<()> {
-    let specs = isa_tools::select::eval::load_catalog_specs(&args.file)?;
+    let specs = isa_tools::catalog::load_catalog_specs(&args.file)?;
     let name = args
         .file
         .file_stem()

@@ -25,7 +25,7 @@ pub struct CreateArgs {
     #[arg(long = "scope")]
     scopes: Vec<String>,
     /// The server's data directory (where its default SQLite database lives).
-    #[arg(long, env = "ISA_DATA_DIR", default_value_os_t = crate::serve::default_data_dir())]
+    #[arg(long, env = "ISA_DATA_DIR", default_value_os_t = isa_mcp_server::app::default_data_dir())]
     data_dir: PathBuf,
     /// The database, as for `isa-mcp serve`.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
@@ -36,7 +36,8 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Create(args) => {
             let db =
-                crate::serve::open_database(&args.data_dir, args.database_url.as_deref()).await?;
+                isa_mcp_server::app::open_database(&args.data_dir, args.database_url.as_deref())
+                    .await?;
             let user = UserId::new(args.user)?;
             db.ensure_user(&user, None, 0).await?;
             let keys = ApiKeys::new(Arc::new(db));

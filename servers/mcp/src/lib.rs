@@ -1,4 +1,6 @@
-//! The smart MCP server's library part: the user and event services it serves beside the MCP
-//! endpoint, so that tests and other binaries can mount them too.
+//! The smart MCP server as a library: its composition root ([`app`]: settings, components,
+//! routers) and the user and event services it serves beside the MCP endpoint ([`api`]), so
+//! tests and other binaries build exactly what `isa-mcp serve` runs.
 
 pub mod api;
+pub mod app;

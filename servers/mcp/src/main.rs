@@ -2,7 +2,9 @@
 
 mod eval;
 mod keys;
-mod serve;
+
+use isa_mcp_server::app::{App, Settings, shutdown_signal};
+use tokio_util::sync::CancellationToken;
 
 use clap::{Parser, Subcommand};
 
@@ -16,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(Box<serve::ServeArgs>),
+    Serve(Box<Settings>),
     /// Work with tool catalogs: rank and evaluate selection.
     #[command(subcommand)]
     Tools(eval::ToolsCommand),
@@ -35,7 +37,16 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Serve(args) => serve::run(*args).await,
+        Command::Serve(settings) => {
+            let app = App::build(*settings).await?;
+            let stop = CancellationToken::new();
+            let on_signal = stop.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                on_signal.cancel();
+            });
+            app.serve(stop).await
+        }
         Command::Tools(command) => eval::run(command).await,
         Command::Keys(command) => keys::run(command).await,
     }

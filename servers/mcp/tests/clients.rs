@@ -42,7 +42,7 @@ fn embedder() -> Option<Arc<dyn Embedder>> {
 }
 
 fn metatool_catalog() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/bench/metatool/catalog.json")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../benches/data/metatool/catalog.json")
 }
 
 /// A server with two callable tools among the 199 MetaTool specs, on a free port.

@@ -6,8 +6,9 @@
 use std::{sync::Arc, time::Duration};
 
 use isa_auth::{ApiKeys, Authenticator, IssuerConfig, JwksOptions, JwtVerifier};
+use isa_core::http::serve as serve_until;
 use isa_core::{FileStore, UserId};
-use isa_mcp_server::api::{events::EventsService, serve_until, users::UsersService};
+use isa_mcp_server::api::{events::EventsService, users::UsersService};
 use isa_storage::{
     db::Database,
     events::{BatchingConfig, BatchingSink},
@@ -352,7 +353,7 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
         let big = vec![b'a'; MAX_FILE as usize + 1];
         let (status, body) = upload(&http, base, &a, &alice, b"big.txt", "text/plain", &big).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{name}: {body}");
-        assert_eq!(body["error"], "too_large");
+        assert_eq!(body["error"]["code"], "too_large");
         // Exactly at the limit is fine.
         let (status, _) = upload(
             &http,
@@ -751,7 +752,7 @@ async fn credits_are_charged_once_per_request_and_never_overdrawn() {
 async fn the_mcp_file_tools_act_for_the_caller_only() {
     use base64::Engine;
     use isa_core::{
-        CallContext,
+        AuthMethod, CallContext, Identity,
         mcp::{McpConfig, McpServer},
     };
     for (name, db, dir) in databases().await {
@@ -761,9 +762,11 @@ async fn the_mcp_file_tools_act_for_the_caller_only() {
             .add_tools(isa_storage::file_tools::file_tools(users.files.clone(), 0))
             .await
             .unwrap();
-        let as_user = |user: &str| CallContext {
-            user: Some(UserId::new(user).unwrap()),
-            ..CallContext::default()
+        let as_user = |user: &str| {
+            CallContext::of(Identity::new(
+                UserId::new(user).unwrap(),
+                AuthMethod::Trusted,
+            ))
         };
         let call = |tool: &'static str, args: Value, ctx: CallContext| {
             let server = server.clone();
@@ -833,7 +836,7 @@ struct Events {
     base: String,
     service: EventsService,
     stop: tokio::sync::oneshot::Sender<()>,
-    served: tokio::task::JoinHandle<std::io::Result<()>>,
+    served: tokio::task::JoinHandle<isa_core::Result<()>>,
 }
 
 async fn event_service(db: &Database, config: BatchingConfig) -> Events {

@@ -6,16 +6,14 @@
 use std::sync::Arc;
 
 use axum::{
-    Json, Router,
-    extract::State,
-    http::StatusCode,
-    middleware::from_fn_with_state,
-    response::{IntoResponse, Response},
-    routing::get,
+    Json, Router, extract::State, http::StatusCode, middleware::from_fn_with_state, routing::get,
 };
 use chrono::{DateTime, Utc};
-use isa_auth::{ADMIN_SCOPE, Authenticator, Principal, require_auth};
-use isa_core::{Error, Event, EventQuery, EventSink, UserId};
+use isa_auth::{Authenticator, require_auth};
+use isa_core::{
+    Error, Event, EventQuery, EventSink, HealthCheck, Identity, UserId,
+    http::{ApiJson, ApiQuery, ApiResult, Health, limit_body, limit_concurrency, no_route},
+};
 use isa_storage::{
     db::Database,
     events::{BatchingSink, MAX_QUERY_LIMIT},
@@ -24,12 +22,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{ApiJson, ApiQuery, ApiResult};
-
 /// Most events in one request.
 pub const MAX_BATCH: usize = 1000;
 /// Largest payload of one event, in bytes of JSON.
 pub const MAX_PAYLOAD: usize = 64 * 1024;
+/// Largest request body, in bytes: a full batch of small events, or a hundred of the largest.
+pub const MAX_BODY: usize = 8 * 1024 * 1024;
 
 /// What the event service works with.
 #[derive(Clone)]
@@ -53,6 +51,7 @@ impl EventsService {
     /// The service's routes; `auth` checks the credentials of `/api/events/*`.
     pub fn router(self, auth: Authenticator) -> Router {
         let concurrency = self.concurrency;
+        let health = Health::new(vec![Arc::new(self.db.clone()) as Arc<dyn HealthCheck>]);
         let protected = Router::new()
             .route("/api/events", get(query).post(record))
             .route("/api/events/recent", get(recent))
@@ -64,26 +63,16 @@ impl EventsService {
                 "/openapi.json",
                 get(|| async { Json(super::openapi::events()) }),
             )
-            .route("/health", get(health))
-            .with_state(self);
-        super::limit_concurrency(app, concurrency)
+            .with_state(self)
+            .merge(health.router(&["/health"]))
+            .fallback(no_route);
+        limit_concurrency(limit_body(app, MAX_BODY), concurrency)
     }
 
     /// Refuses new events and returns once every accepted event is written. Call it after
     /// the HTTP server has stopped taking requests.
     pub async fn shutdown(&self) -> isa_core::Result<()> {
         self.sink.shutdown().await
-    }
-}
-
-async fn health(State(service): State<EventsService>) -> Response {
-    match service.db.ping().await {
-        Ok(()) => Json(json!({"status": "ok"})).into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "error": e.to_string()})),
-        )
-            .into_response(),
     }
 }
 
@@ -121,7 +110,7 @@ fn check_kind(kind: &str) -> ApiResult<()> {
 
 async fn record(
     State(service): State<EventsService>,
-    principal: Principal,
+    identity: Identity,
     ApiJson(recording): ApiJson<Recording>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let new = match recording {
@@ -142,7 +131,7 @@ async fn record(
         }
         events.push(Event::now(
             e.kind,
-            acting_for(&principal, e.user_id)?,
+            acting_for(&identity, e.user_id)?,
             e.payload,
         ));
     }
@@ -166,14 +155,14 @@ struct Filter {
 
 /// Whose events the caller may record or read: their own, or as an administrator anyone's
 /// (or, naming no one, system events when recording and everyone's when reading).
-fn acting_for(principal: &Principal, named: Option<UserId>) -> ApiResult<Option<UserId>> {
+fn acting_for(identity: &Identity, named: Option<UserId>) -> ApiResult<Option<UserId>> {
     match named {
         Some(user) => {
-            principal.authorize_user(&user)?;
+            identity.authorize_user(&user)?;
             Ok(Some(user))
         }
-        None if principal.has_scope(ADMIN_SCOPE) => Ok(None),
-        None => Ok(Some(principal.user_id.clone())),
+        None if identity.is_admin() => Ok(None),
+        None => Ok(Some(identity.user_id.clone())),
     }
 }
 
@@ -188,12 +177,12 @@ async fn run_query(service: &EventsService, query: EventQuery) -> ApiResult<Json
 impl Filter {
     fn into_query(
         self,
-        principal: &Principal,
+        identity: &Identity,
         default_limit: usize,
         newest_first: bool,
     ) -> ApiResult<EventQuery> {
         Ok(EventQuery {
-            user: acting_for(principal, self.user_id)?,
+            user: acting_for(identity, self.user_id)?,
             kind: self.kind,
             since: self.since,
             until: self.until,
@@ -209,27 +198,27 @@ impl Filter {
 
 async fn query(
     State(service): State<EventsService>,
-    principal: Principal,
+    identity: Identity,
     ApiQuery(filter): ApiQuery<Filter>,
 ) -> ApiResult<Json<Value>> {
-    run_query(&service, filter.into_query(&principal, 100, false)?).await
+    run_query(&service, filter.into_query(&identity, 100, false)?).await
 }
 
 /// The newest events first.
 async fn recent(
     State(service): State<EventsService>,
-    principal: Principal,
+    identity: Identity,
     ApiQuery(filter): ApiQuery<Filter>,
 ) -> ApiResult<Json<Value>> {
-    run_query(&service, filter.into_query(&principal, 50, true)?).await
+    run_query(&service, filter.into_query(&identity, 50, true)?).await
 }
 
 async fn counts(
     State(service): State<EventsService>,
-    principal: Principal,
+    identity: Identity,
     ApiQuery(f): ApiQuery<Filter>,
 ) -> ApiResult<Json<Value>> {
-    let user = acting_for(&principal, f.user_id)?;
+    let user = acting_for(&identity, f.user_id)?;
     let until = f.until.unwrap_or_else(Utc::now);
     let since = f.since.unwrap_or(until - chrono::Duration::days(1));
     let counts = service.db.count_events(user.as_ref(), since, until).await?;

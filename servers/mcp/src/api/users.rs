@@ -15,9 +15,11 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use isa_auth::{ApiKeys, Authenticator, Principal, require_auth};
+use isa_auth::{ApiKeys, Authenticator, require_auth};
 use isa_core::{
-    ByteStream, Error, FileKey, FileStore, PresignMethod, PutOptions, UserId, mcp::HealthCheck,
+    ADMIN_SCOPE, ByteStream, Error, FileKey, FileStore, HealthCheck, Identity, PresignMethod,
+    PutOptions, UserId,
+    http::{ApiJson, ApiQuery, ApiResult, Health, limit_body, limit_concurrency, no_route},
 };
 use isa_storage::{
     db::Database,
@@ -28,7 +30,8 @@ use isa_storage::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{ApiJson, ApiQuery, ApiResult};
+/// Largest JSON request body, in bytes.
+pub const MAX_JSON_BODY: usize = 1024 * 1024;
 
 /// What the user service works with.
 #[derive(Clone)]
@@ -53,6 +56,10 @@ impl UsersService {
     /// The service's routes; `auth` checks the credentials of `/api/users/*`.
     pub fn router(self, auth: Authenticator) -> Router {
         let concurrency = self.concurrency;
+        let health = Health::new(vec![
+            Arc::new(self.db.clone()) as Arc<dyn HealthCheck>,
+            Arc::new(FileStoreHealth(self.store.clone())),
+        ]);
         let protected = Router::new()
             .route("/api/users/me", get(me))
             .route("/api/users/me/api-keys", get(list_keys).post(create_key))
@@ -81,9 +88,11 @@ impl UsersService {
                 "/openapi.json",
                 get(|| async { Json(super::openapi::users()) }),
             )
-            .route("/health", get(health))
-            .with_state(Arc::new(Service { inner: self, auth }));
-        super::limit_concurrency(app, concurrency)
+            .with_state(Arc::new(Service { inner: self, auth }))
+            .merge(health.router(&["/health"]))
+            .fallback(no_route);
+        // JSON bodies are small; uploads stream and are bounded by the file size limit.
+        limit_concurrency(limit_body(app, MAX_JSON_BODY), concurrency)
     }
 }
 
@@ -95,68 +104,41 @@ struct Service {
 type Shared = State<Arc<Service>>;
 
 impl Service {
-    /// The principal's account (made on first sight), after checking they may act for `user`.
-    async fn account_of(&self, principal: &Principal, user: &str) -> ApiResult<UserId> {
+    /// The identity's account (made on first sight), after checking they may act for `user`.
+    async fn account_of(&self, identity: &Identity, user: &str) -> ApiResult<UserId> {
         let user = UserId::new(user)?;
-        principal.authorize_user(&user)?;
-        if user == principal.user_id {
-            self.ensure(principal).await?;
+        identity.authorize_user(&user)?;
+        if user == identity.user_id {
+            self.ensure(identity).await?;
         } else if self.inner.db.user(&user).await?.is_none() {
             return Err(Error::NotFound(format!("user {user}")).into());
         }
         Ok(user)
     }
 
-    async fn ensure(&self, principal: &Principal) -> ApiResult<isa_storage::users::User> {
+    async fn ensure(&self, identity: &Identity) -> ApiResult<isa_storage::users::User> {
         Ok(self
             .inner
             .db
             .ensure_user(
-                &principal.user_id,
-                principal.email.as_deref(),
+                &identity.user_id,
+                identity.email.as_deref(),
                 self.inner.initial_credits,
             )
             .await?)
     }
 }
 
-async fn health(State(service): Shared) -> Response {
-    let files = FileStoreHealth(service.inner.store.clone());
-    let checks: [&dyn HealthCheck; 2] = [&service.inner.db, &files];
-    let mut ready = true;
-    let mut body = serde_json::Map::new();
-    for check in checks {
-        let state = match check.check().await {
-            Ok(()) => json!({"ok": true}),
-            Err(e) => {
-                ready = false;
-                json!({"ok": false, "error": e.to_string()})
-            }
-        };
-        body.insert(check.name().to_owned(), state);
-    }
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(json!({"status": if ready {"ok"} else {"unavailable"}, "checks": body})),
-    )
-        .into_response()
-}
-
-async fn me(State(service): Shared, principal: Principal) -> ApiResult<Json<Value>> {
-    let user = service.ensure(&principal).await?;
+async fn me(State(service): Shared, identity: Identity) -> ApiResult<Json<Value>> {
+    let user = service.ensure(&identity).await?;
     Ok(Json(json!({
         "id": user.id,
         "email": user.email,
         "credits": user.credits,
         "created_at": user.created_at,
         "last_seen_at": user.last_seen_at,
-        "scopes": principal.scopes,
-        "auth_method": principal.method,
+        "scopes": identity.scopes,
+        "auth_method": identity.method,
     })))
 }
 
@@ -169,18 +151,18 @@ struct NewKey {
 
 async fn create_key(
     State(service): Shared,
-    principal: Principal,
+    identity: Identity,
     ApiJson(new): ApiJson<NewKey>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    service.ensure(&principal).await?;
+    service.ensure(&identity).await?;
     // A key never grants more than its maker holds.
-    if let Some(scope) = new.scopes.iter().find(|s| !principal.has_scope(s)) {
+    if let Some(scope) = new.scopes.iter().find(|s| !identity.has_scope(s)) {
         return Err(Error::Forbidden(format!("you do not hold the scope {scope:?}")).into());
     }
     let (key, record) = service
         .inner
         .keys
-        .issue(&principal.user_id, &new.name, new.scopes)
+        .issue(&identity.user_id, &new.name, new.scopes)
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -188,21 +170,21 @@ async fn create_key(
     ))
 }
 
-async fn list_keys(State(service): Shared, principal: Principal) -> ApiResult<Json<Value>> {
-    let keys = service.inner.keys.store().list(&principal.user_id).await?;
+async fn list_keys(State(service): Shared, identity: Identity) -> ApiResult<Json<Value>> {
+    let keys = service.inner.keys.store().list(&identity.user_id).await?;
     Ok(Json(json!({ "api_keys": keys })))
 }
 
 async fn revoke_key(
     State(service): Shared,
-    principal: Principal,
+    identity: Identity,
     Path(key_id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let revoked = service
         .inner
         .keys
         .store()
-        .revoke(&principal.user_id, &key_id, Utc::now())
+        .revoke(&identity.user_id, &key_id, Utc::now())
         .await?;
     if revoked {
         Ok(StatusCode::NO_CONTENT)
@@ -247,11 +229,11 @@ async fn file_json(service: &Service, file: FileRecord) -> ApiResult<Value> {
 /// `POST /api/users/{user_id}/files`: multipart with the content in the field `file`.
 async fn upload(
     State(service): Shared,
-    principal: Principal,
+    identity: Identity,
     Path(user_id): Path<String>,
     request: Request,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let user = service.account_of(&principal, &user_id).await?;
+    let user = service.account_of(&identity, &user_id).await?;
     let boundary = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -295,31 +277,31 @@ fn multipart_error(limit: u64) -> impl Fn(multer::Error) -> Error + Clone {
 
 async fn list_files(
     State(service): Shared,
-    principal: Principal,
+    identity: Identity,
     Path(user_id): Path<String>,
     ApiQuery(filter): ApiQuery<FileFilter>,
 ) -> ApiResult<Json<Value>> {
-    let user = service.account_of(&principal, &user_id).await?;
+    let user = service.account_of(&identity, &user_id).await?;
     let page = service.inner.files.list(&user, &filter).await?;
     Ok(Json(serde_json::to_value(page).map_err(Error::internal)?))
 }
 
 async fn get_file(
     State(service): Shared,
-    principal: Principal,
+    identity: Identity,
     Path((user_id, file_id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let user = service.account_of(&principal, &user_id).await?;
+    let user = service.account_of(&identity, &user_id).await?;
     let file = service.inner.files.get(&user, &file_id).await?;
     Ok(Json(file_json(&service, file).await?))
 }
 
 async fn delete_file(
     State(service): Shared,
-    principal: Principal,
+    identity: Identity,
     Path((user_id, file_id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let user = service.account_of(&principal, &user_id).await?;
+    let user = service.account_of(&identity, &user_id).await?;
     service.inner.files.delete(&user, &file_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -332,11 +314,11 @@ struct NewUpload {
 
 async fn begin_upload(
     State(service): Shared,
-    principal: Principal,
+    identity: Identity,
     Path(user_id): Path<String>,
     ApiJson(new): ApiJson<NewUpload>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let user = service.account_of(&principal, &user_id).await?;
+    let user = service.account_of(&identity, &user_id).await?;
     if !isa_storage::media::ALLOWED_TYPES.contains(&new.content_type.as_str()) {
         return Err(Error::UnsupportedMediaType(format!(
             "{} is not an accepted file type",
@@ -362,10 +344,10 @@ async fn begin_upload(
 
 async fn complete_upload(
     State(service): Shared,
-    principal: Principal,
+    identity: Identity,
     Path((user_id, file_id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let user = service.account_of(&principal, &user_id).await?;
+    let user = service.account_of(&identity, &user_id).await?;
     let file = service.inner.files.complete_upload(&user, &file_id).await?;
     Ok(Json(file_json(&service, file).await?))
 }
@@ -432,10 +414,10 @@ async fn serve_signed(
 
 async fn balance(
     State(service): Shared,
-    principal: Principal,
+    identity: Identity,
     Path(user_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let user = service.account_of(&principal, &user_id).await?;
+    let user = service.account_of(&identity, &user_id).await?;
     let account = service
         .inner
         .db
@@ -457,11 +439,11 @@ struct Consumption {
 /// first charge and `"replayed": true`.
 async fn consume(
     State(service): Shared,
-    principal: Principal,
+    identity: Identity,
     Path(user_id): Path<String>,
     ApiJson(c): ApiJson<Consumption>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let user = service.account_of(&principal, &user_id).await?;
+    let user = service.account_of(&identity, &user_id).await?;
     let charge = service
         .inner
         .db
@@ -498,11 +480,11 @@ fn default_grant_reason() -> String {
 /// Administrators only.
 async fn grant(
     State(service): Shared,
-    principal: Principal,
+    identity: Identity,
     Path(user_id): Path<String>,
     ApiJson(g): ApiJson<Grant>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    principal.require_scope(isa_auth::ADMIN_SCOPE)?;
+    identity.require_scope(ADMIN_SCOPE)?;
     let user = UserId::new(user_id)?;
     service
         .inner
@@ -525,11 +507,11 @@ struct HistoryPage {
 
 async fn history(
     State(service): Shared,
-    principal: Principal,
+    identity: Identity,
     Path(user_id): Path<String>,
     ApiQuery(q): ApiQuery<HistoryPage>,
 ) -> ApiResult<Json<Value>> {
-    let user = service.account_of(&principal, &user_id).await?;
+    let user = service.account_of(&identity, &user_id).await?;
     let limit = q
         .limit
         .unwrap_or(100)
@@ -553,11 +535,11 @@ struct Period {
 
 async fn usage(
     State(service): Shared,
-    principal: Principal,
+    identity: Identity,
     Path(user_id): Path<String>,
     ApiQuery(q): ApiQuery<Period>,
 ) -> ApiResult<Json<Value>> {
-    let user = service.account_of(&principal, &user_id).await?;
+    let user = service.account_of(&identity, &user_id).await?;
     let until = q.until.unwrap_or_else(Utc::now);
     let since = q.since.unwrap_or(until - chrono::Duration::days(30));
     let totals = service.inner.db.usage(&user, since, until).await?;

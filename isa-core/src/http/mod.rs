@@ -1,0 +1,15 @@
+//! The HTTP edge every isa service is built on (feature `http`): one error envelope
+//! ([`ApiError`]), one `/health` ([`Health`]), one overload and body-size policy
+//! ([`limit_concurrency`], [`limit_body`]) and one way to listen, serve and stop
+//! ([`listen`], [`serve`], [`ServiceSet`]).
+//!
+//! A service is a function from its components to an axum [`Router`](axum::Router); tests call
+//! that router with `tower::ServiceExt::oneshot` and get exactly what production serves.
+
+mod error;
+mod health;
+mod serve;
+
+pub use error::{ApiError, ApiJson, ApiQuery, ApiResult, error_code, no_route};
+pub use health::{CHECK_TIMEOUT, CheckReport, Health, HealthReport};
+pub use serve::{DEFAULT_CONCURRENCY, ServiceSet, limit_body, limit_concurrency, listen, serve};

@@ -1,0 +1,183 @@
+//! Listening, serving and stopping: one way for every service.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, Request},
+    middleware::Next,
+    response::IntoResponse,
+    serve::ListenerExt,
+};
+use tokio::{net::TcpListener, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use super::error::{ApiError, BodyLimit};
+use crate::{Error, Result};
+
+/// Binds `addr`, naming it in the error when that fails.
+pub async fn listen(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))
+}
+
+/// Serves `app` on `listener` until `stop` completes, then stops accepting connections and
+/// returns once the requests in flight are answered.
+///
+/// Every accepted socket has `TCP_NODELAY` set: a small answer written in pieces (an SSE event,
+/// a streamed chunk) would otherwise wait for the client's delayed ACK, about 40 ms each.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let listener = listener.tap_io(|socket| {
+        if let Err(error) = socket.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+        .map_err(|e| Error::Unavailable(format!("serving HTTP: {e}")))
+}
+
+/// Requests a service works on at once by default; more are refused at once with 503.
+pub const DEFAULT_CONCURRENCY: usize = 256;
+
+/// Refuses requests beyond `max` at once with 503 and `Retry-After`, rather than queueing
+/// them without bound.
+pub fn limit_concurrency(app: Router, max: usize) -> Router {
+    let permits = Arc::new(tokio::sync::Semaphore::new(max.max(1)));
+    app.layer(axum::middleware::from_fn(
+        move |request: Request, next: Next| {
+            let permits = permits.clone();
+            async move {
+                match permits.try_acquire_owned() {
+                    Ok(_permit) => next.run(request).await,
+                    Err(_) => ApiError(Error::Overloaded {
+                        retry_after: Duration::from_secs(1),
+                    })
+                    .into_response(),
+                }
+            }
+        },
+    ))
+}
+
+/// Accepts request bodies of at most `bytes`; [`ApiJson`](super::ApiJson) answers a larger
+/// one with 413 naming the limit.
+pub fn limit_body(app: Router, bytes: usize) -> Router {
+    app.layer(axum::middleware::from_fn(
+        move |mut request: Request, next: Next| async move {
+            request.extensions_mut().insert(BodyLimit(bytes));
+            next.run(request).await
+        },
+    ))
+    .layer(DefaultBodyLimit::max(bytes))
+}
+
+/// The tasks of a process that serves several services: they share one stop signal, and the
+/// process ends only when every one of them has ended.
+///
+/// When one task fails, the others are told to stop too, and [`ServiceSet::join`] still waits
+/// for each to drain (an event service must write what it accepted) before returning the
+/// first failure.
+pub struct ServiceSet {
+    stop: CancellationToken,
+    tasks: JoinSet<(String, Result<()>)>,
+}
+
+impl Default for ServiceSet {
+    fn default() -> Self {
+        ServiceSet::new(CancellationToken::new())
+    }
+}
+
+impl ServiceSet {
+    /// A set stopped by `stop` (cancel it on a signal).
+    pub fn new(stop: CancellationToken) -> Self {
+        ServiceSet {
+            stop,
+            tasks: JoinSet::new(),
+        }
+    }
+
+    /// The token that stops every task.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Runs `task` in the set; it should end soon after [`ServiceSet::stop_token`] fires.
+    pub fn spawn(
+        &mut self,
+        name: impl Into<String>,
+        task: impl Future<Output = Result<()>> + Send + 'static,
+    ) {
+        let name = name.into();
+        self.tasks.spawn(async move { (name, task.await) });
+    }
+
+    /// Serves `app` on `listener` until the set stops, then runs `after` (flushing what the
+    /// service accepted, say).
+    pub fn serve(
+        &mut self,
+        name: impl Into<String>,
+        listener: TcpListener,
+        app: Router,
+        after: impl Future<Output = Result<()>> + Send + 'static,
+    ) {
+        let stopped = self.stop.clone().cancelled_owned();
+        self.spawn(name, async move {
+            let served = serve(listener, app, stopped).await;
+            let flushed = after.await;
+            served.and(flushed)
+        });
+    }
+
+    /// Waits until every task has ended; the first failure stops the rest and is returned once
+    /// they have all ended.
+    pub async fn join(mut self) -> Result<()> {
+        let mut first_error = None;
+        while let Some(joined) = self.tasks.join_next().await {
+            let (name, outcome) = match joined {
+                Ok(done) => done,
+                Err(e) => ("a task".to_owned(), Err(Error::internal(e))),
+            };
+            if let Err(error) = outcome {
+                tracing::error!(service = %name, %error, "stopped with an error; stopping the rest");
+                self.stop.cancel();
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[tokio::test]
+    async fn one_failure_stops_the_rest_and_every_task_finishes_first() {
+        let mut set = ServiceSet::default();
+        let flushed = Arc::new(AtomicBool::new(false));
+        let stop = set.stop_token();
+        let done = flushed.clone();
+        set.spawn("events", async move {
+            stop.cancelled().await;
+            tokio::task::yield_now().await;
+            done.store(true, Ordering::SeqCst);
+            Ok(())
+        });
+        set.spawn("users", async { Err(Error::Config("port taken".into())) });
+        let outcome = set.join().await;
+        assert!(matches!(outcome, Err(Error::Config(_))), "{outcome:?}");
+        assert!(
+            flushed.load(Ordering::SeqCst),
+            "join returned before the flush"
+        );
+    }
+}

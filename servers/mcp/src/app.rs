@@ -1,0 +1,653 @@
+//! The composition root of `isa-mcp serve`: [`Settings`] (every flag and environment variable
+//! in one place) → [`App::build`] (the components and their routers) → [`App::serve`]. Tests
+//! build the same [`App`] and call its routers in process.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Context;
+use axum::Router;
+use clap::{Args, ValueEnum};
+use isa_auth::{
+    ApiKeys, Authenticator, IssuerConfig, JwksOptions, JwtVerifier, KeySource, require_auth,
+};
+use isa_core::{
+    Embedder, Error, FileStore, HealthCheck, Result, TextKind, ToolSelector,
+    http::{DEFAULT_CONCURRENCY, ServiceSet, listen, no_route},
+    mcp::{McpConfig, McpServer, ServerMode, ToolLimits},
+};
+use isa_models::OrtEmbedder;
+use isa_storage::{
+    db::Database,
+    events::{BatchingConfig, BatchingSink},
+    file_tools::file_tools,
+    files::{FileStoreHealth, LocalSigner, ObjectFileStore, S3Config, local_signing_key},
+    user_files::{FilesConfig, UserFiles},
+};
+use isa_tools::{
+    browser::{BrowserConfig, ChromiumDriver, browser_tools},
+    catalog::CatalogTool,
+    clock::current_time,
+    gateway::{Gateway, UpstreamConfig},
+    select::{DEFAULT_DENSE_WEIGHT, LocalSelector, Strategy},
+    web::{Cidr, FetchConfig, SsrfGuard, WebFetch, WebSearch},
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{events::EventsService, users::UsersService};
+
+/// What `tools/list` shows.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Mode {
+    /// tools/list returns every tool.
+    Full,
+    /// tools/list returns discover_tools and call_tool; every tool stays callable.
+    Discover,
+}
+
+/// When `/mcp` and the discovery endpoints ask for a credential.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RequireAuth {
+    /// When listening beyond loopback.
+    Auto,
+    /// Always.
+    Always,
+    /// Never (the server runs open).
+    Never,
+}
+
+/// Where a side service listens, or `off`.
+#[derive(Clone, Copy, Debug)]
+pub struct ServiceBind(pub Option<SocketAddr>);
+
+impl std::str::FromStr for ServiceBind {
+    type Err = std::net::AddrParseError;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        if s == "off" {
+            Ok(ServiceBind(None))
+        } else {
+            s.parse().map(|a| ServiceBind(Some(a)))
+        }
+    }
+}
+
+/// Every setting of `isa-mcp serve`, each a flag with an environment variable.
+#[derive(Args, Clone, Debug)]
+pub struct Settings {
+    /// Address of the MCP server.
+    #[arg(long, env = "ISA_MCP_BIND", default_value = "127.0.0.1:8081")]
+    pub bind: SocketAddr,
+    /// What tools/list shows.
+    #[arg(long, env = "ISA_MCP_MODE", value_enum, default_value = "full")]
+    pub mode: Mode,
+    /// Host names accepted in the Host header (comma-separated), besides loopback names. Add
+    /// the load balancer's name in production; `*` accepts any host.
+    #[arg(long, env = "ISA_MCP_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+    /// Serve 2025-11-25 clients without sessions too, for load balancers without stickiness.
+    #[arg(long, env = "ISA_MCP_STATELESS")]
+    pub stateless: bool,
+    /// Directory of the server's data; catalogs imported with `isa-mcp tools import` live in
+    /// its `catalog/` folder and are loaded at start.
+    #[arg(long, env = "ISA_DATA_DIR", default_value_os_t = default_data_dir())]
+    pub data_dir: PathBuf,
+    /// More catalog files to load for discovery (comma-separated).
+    #[arg(long, env = "ISA_MCP_CATALOG", value_delimiter = ',')]
+    pub catalog: Vec<PathBuf>,
+    /// Upstream MCP servers whose tools this server offers as `name/tool` (comma-separated
+    /// `name=http://host:port/mcp`).
+    #[arg(long = "upstream", env = "ISA_MCP_UPSTREAMS", value_delimiter = ',')]
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Weight of the dense score in hybrid selection.
+    #[arg(long, env = "ISA_MCP_DENSE_WEIGHT", default_value_t = DEFAULT_DENSE_WEIGHT)]
+    pub dense_weight: f32,
+    /// Seconds a tool call may run before it is answered with a timeout error.
+    #[arg(long, env = "ISA_MCP_TOOL_TIMEOUT", default_value_t = 60)]
+    pub tool_timeout: u64,
+    /// Calls of one tool that may run at once; more are refused at once as busy.
+    #[arg(long, env = "ISA_MCP_TOOL_CONCURRENCY", default_value_t = 64)]
+    pub tool_concurrency: usize,
+    /// Address ranges web_fetch and the browser may reach although they are not public
+    /// (comma-separated CIDRs such as 10.0.0.0/8). Loopback, private, link-local and
+    /// unique-local addresses are refused otherwise.
+    #[arg(long, env = "ISA_NET_ALLOW", value_delimiter = ',')]
+    pub net_allow: Vec<String>,
+    /// Chromium for the browser tools; they are offered when this file exists.
+    #[arg(long, env = "ISA_CHROMIUM", default_value = "/usr/bin/chromium")]
+    pub chromium: PathBuf,
+    /// Require a bearer credential on /mcp, /discover, /search, /stats and /capabilities:
+    /// `auto` requires one whenever the server listens beyond loopback.
+    #[arg(long, env = "ISA_MCP_REQUIRE_AUTH", value_enum, default_value = "auto")]
+    pub require_auth: RequireAuth,
+    /// The URL clients use for this server's MCP endpoint (the OAuth resource, and the
+    /// audience of its tokens); `http://{bind}/mcp` when not set.
+    #[arg(long, env = "ISA_MCP_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Supabase JWT secret: accept Supabase's HS256 tokens (audience `authenticated`).
+    #[arg(long, env = "SUPABASE_JWT_SECRET", hide_env_values = true)]
+    pub supabase_jwt_secret: Option<String>,
+    /// Auth0 domain: accept its RS256/ES256 tokens.
+    #[arg(long, env = "AUTH0_DOMAIN")]
+    pub auth0_domain: Option<String>,
+    /// Audience of Auth0 tokens; the public URL when not set.
+    #[arg(long, env = "AUTH0_AUDIENCE")]
+    pub auth0_audience: Option<String>,
+    /// JWKS URL of the Auth0 (or other OAuth) issuer, when not at the domain's standard path.
+    #[arg(long, env = "ISA_AUTH0_JWKS_URL")]
+    pub auth0_jwks_url: Option<String>,
+    /// Address of the user service (users, API keys, files, credits), or `off`.
+    #[arg(long, env = "ISA_USERS_BIND", default_value = "127.0.0.1:8100")]
+    pub users_bind: ServiceBind,
+    /// Address of the event service, or `off`.
+    #[arg(long, env = "ISA_EVENTS_BIND", default_value = "127.0.0.1:8101")]
+    pub events_bind: ServiceBind,
+    /// The database: `postgres://…` (Supabase-compatible) or `sqlite://…`; a SQLite file in
+    /// the data directory when not set.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Base URL of presigned links to files on local disk, which the user service serves;
+    /// `http://{users-bind}/files` when not set.
+    #[arg(long, env = "ISA_FILES_URL")]
+    pub files_url: Option<String>,
+    /// Largest user file, in bytes.
+    #[arg(long, env = "ISA_FILE_MAX_SIZE", default_value_t = isa_storage::files::DEFAULT_MAX_FILE_SIZE)]
+    pub file_max_size: u64,
+    /// Seconds a presigned file URL stays valid (at most 7 days).
+    #[arg(long, env = "ISA_FILE_URL_TTL", default_value_t = 3600)]
+    pub file_url_ttl: u64,
+    /// Credits a user starts with.
+    #[arg(long, env = "ISA_INITIAL_CREDITS", default_value_t = 0)]
+    pub initial_credits: i64,
+    /// Requests the user and event services each serve at once; more are refused with 503.
+    #[arg(long, env = "ISA_API_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY)]
+    pub api_concurrency: usize,
+    /// S3 bucket of user files; files live on local disk under the data directory when unset.
+    /// Credentials come from the environment or the instance role.
+    #[arg(long, env = "AWS_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// Region of the S3 bucket.
+    #[arg(long, env = "AWS_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    /// Endpoint of an S3-compatible server (Garage, MinIO); path-style addressing then.
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub s3_endpoint: Option<String>,
+    /// Seconds to let running calls finish after a shutdown signal.
+    #[arg(long, env = "ISA_MCP_SHUTDOWN_GRACE", default_value_t = 30)]
+    pub shutdown_grace: u64,
+}
+
+impl Settings {
+    /// Settings from `isa-mcp serve`'s arguments (without the program and command name) and
+    /// the environment, exactly as the command line reads them.
+    pub fn parse_from<I, T>(args: I) -> std::result::Result<Settings, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        let program = std::iter::once(std::ffi::OsString::from("serve"));
+        let args = program.chain(args.into_iter().map(Into::into));
+        <Serve as clap::Parser>::try_parse_from(args).map(|serve| serve.settings)
+    }
+}
+
+/// `~/.local/share/isa`.
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".local/share/isa")
+}
+
+/// Opens `DATABASE_URL` when given, else the SQLite file `isa.db` in the data directory.
+pub async fn open_database(data_dir: &Path, given: Option<&str>) -> anyhow::Result<Database> {
+    let url = match given {
+        Some(url) => url.to_owned(),
+        None => {
+            create_data_dir(data_dir)?;
+            format!("sqlite://{}", data_dir.join("isa.db").display())
+        }
+    };
+    Database::connect(&url)
+        .await
+        .context("opening the database (DATABASE_URL)")
+}
+
+/// Creates the data directory if it is missing: on a fresh machine not even `~/.local/share`
+/// exists, and SQLite does not create folders.
+fn create_data_dir(data_dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))
+}
+
+/// Ready when a query embeds.
+struct EmbedderHealth(Option<Arc<OrtEmbedder>>, String);
+
+#[isa_core::async_trait]
+impl HealthCheck for EmbedderHealth {
+    fn name(&self) -> &str {
+        "embedder"
+    }
+    async fn check(&self) -> Result<()> {
+        match &self.0 {
+            Some(embedder) => embedder
+                .embed_one("health", TextKind::Query)
+                .await
+                .map(drop),
+            None => Err(Error::Unavailable(self.1.clone())),
+        }
+    }
+}
+
+/// The server's components, built from [`Settings`] and ready to serve.
+pub struct App {
+    /// The settings it was built from.
+    pub settings: Settings,
+    /// The MCP service with every tool added.
+    pub mcp: McpServer,
+    /// What the MCP listener serves: MCP, discovery, status, and the credential check when
+    /// one is required.
+    pub mcp_router: Router,
+    /// The user service's router, unless it is `off`.
+    pub users: Option<Router>,
+    /// The event service and its router, unless it is `off`.
+    pub events: Option<(EventsService, Router)>,
+    /// Users' files, which the sweeper tidies.
+    pub user_files: UserFiles,
+    /// The credential check of `/mcp`, when one is required.
+    pub mcp_auth: Option<Authenticator>,
+}
+
+impl App {
+    /// Opens the database, loads the embedder, adds every tool and catalog, and builds the
+    /// routers of each service. Binds no socket.
+    pub async fn build(settings: Settings) -> anyhow::Result<App> {
+        // Its signing key and local files live there even when the database is elsewhere.
+        create_data_dir(&settings.data_dir)?;
+        let db = open_database(&settings.data_dir, settings.database_url.as_deref()).await?;
+        let keys = ApiKeys::new(Arc::new(db.clone()));
+        let issuers = token_issuers(&settings)?;
+        let mcp_auth = mcp_authenticator(&settings, issuers.clone(), keys.clone())?;
+        let (embedder, embedder_error) = match tokio::task::spawn_blocking(OrtEmbedder::from_env)
+            .await?
+        {
+            Ok(e) => (Some(Arc::new(e)), String::new()),
+            Err(e) => {
+                tracing::error!(error = %e, "the embedding model did not load: selection is lexical only and /health answers 503");
+                (None, format!("the embedding model did not load: {e}"))
+            }
+        };
+        let selector: Arc<dyn ToolSelector> = match &embedder {
+            Some(e) => Arc::new(LocalSelector::with_strategy(
+                Strategy::Hybrid {
+                    dense_weight: settings.dense_weight,
+                },
+                Some(e.clone() as Arc<dyn Embedder>),
+            )),
+            None => Arc::new(LocalSelector::lexical()),
+        };
+
+        let (files, signer) = file_store(&settings)?;
+        let user_files = UserFiles::new(
+            files.clone(),
+            db.clone(),
+            FilesConfig {
+                max_size: settings.file_max_size,
+                url_ttl: Duration::from_secs(settings.file_url_ttl),
+            },
+        )?;
+        let mut builder = McpServer::builder(mcp_config(&settings))
+            .health_check(Arc::new(FileStoreHealth(files.clone())))
+            .health_check(Arc::new(db.clone()))
+            .selector(selector)
+            .health_check(Arc::new(EmbedderHealth(embedder.clone(), embedder_error)));
+        if let Some(e) = &embedder {
+            builder = builder.embedder(e.clone());
+        }
+        let gateway = Gateway::new(settings.upstreams.clone());
+        for check in gateway.health_checks() {
+            builder = builder.health_check(check);
+        }
+        let server = builder.build();
+        gateway.start(&server, Duration::from_secs(10)).await;
+        add_tools(&server, &settings, &user_files).await?;
+
+        let mcp_router = match &mcp_auth {
+            Some(auth) => server
+                .protected_router()
+                .layer(axum::middleware::from_fn_with_state(
+                    auth.clone(),
+                    require_auth,
+                ))
+                .merge(auth.metadata_router())
+                .merge(server.status_router()),
+            None => server.router(),
+        }
+        .fallback(no_route);
+        let service_auth = Authenticator::new(
+            mcp_resource(&settings),
+            issuers.verifier,
+            Some(keys.clone()),
+        );
+        let users = settings.users_bind.0.map(|_| {
+            UsersService {
+                db: db.clone(),
+                files: user_files.clone(),
+                store: files,
+                signer,
+                keys,
+                initial_credits: settings.initial_credits,
+                concurrency: settings.api_concurrency,
+            }
+            .router(service_auth.clone())
+        });
+        let events = settings.events_bind.0.map(|_| {
+            let sink = Arc::new(BatchingSink::spawn(
+                Arc::new(db.clone()),
+                BatchingConfig::default(),
+            ));
+            let events = EventsService::new(db.clone(), sink, settings.api_concurrency);
+            (events.clone(), events.router(service_auth))
+        });
+        Ok(App {
+            settings,
+            mcp: server,
+            mcp_router,
+            users,
+            events,
+            user_files,
+            mcp_auth,
+        })
+    }
+
+    /// Listens on every configured address and serves until `stop` is cancelled; then each
+    /// service drains (the event service writes every event it accepted) and every task ends
+    /// before this returns.
+    pub async fn serve(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let settings = &self.settings;
+        let mut services = ServiceSet::new(stop.clone());
+        let listener = listen(settings.bind).await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        eprintln!(
+            "isa-mcp serving {} tools",
+            self.mcp.tool_specs(&Default::default()).len()
+        );
+        eprintln!("  MCP           {base}/mcp/");
+        eprintln!("  discovery     POST {base}/discover   GET {base}/search?q=...");
+        eprintln!(
+            "  status        {base}/health  {base}/stats  {base}/capabilities  {base}/metrics"
+        );
+        match &self.mcp_auth {
+            Some(auth) => eprintln!(
+                "  auth          bearer credential required; metadata at {}",
+                auth.metadata_url()
+            ),
+            None => eprintln!("  auth          none (loopback only)"),
+        }
+        let mcp = self.mcp.clone();
+        let grace = Duration::from_secs(settings.shutdown_grace);
+        let stopped = stop.clone().cancelled_owned();
+        let router = self.mcp_router;
+        services.spawn("mcp", async move {
+            mcp.serve(listener, router, stopped, grace).await
+        });
+        if let (Some(bind), Some(router)) = (settings.users_bind.0, self.users) {
+            let listener = listen(bind).await?;
+            eprintln!(
+                "  users         http://{}/api/users/me  (OpenAPI at /openapi.json)",
+                listener.local_addr()?
+            );
+            services.serve("users", listener, router, async { Ok(()) });
+            // Direct uploads whose URL expired a day ago will not be completed any more.
+            let abandoned_after = Duration::from_secs(settings.file_url_ttl + 24 * 3600);
+            services.spawn(
+                "upload sweeper",
+                sweep_abandoned_uploads(self.user_files, abandoned_after, stop.clone()),
+            );
+        }
+        if let (Some(bind), Some((events, router))) = (settings.events_bind.0, self.events) {
+            let listener = listen(bind).await?;
+            eprintln!(
+                "  events        http://{}/api/events  (OpenAPI at /openapi.json)",
+                listener.local_addr()?
+            );
+            // Every event answered 202 is written before the process ends.
+            services.serve("events", listener, router, async move {
+                events.shutdown().await
+            });
+        }
+        Ok(services.join().await?)
+    }
+}
+
+/// Removes, every hour until `stop`, the direct uploads never completed.
+async fn sweep_abandoned_uploads(
+    files: UserFiles,
+    abandoned_after: Duration,
+    stop: CancellationToken,
+) -> Result<()> {
+    let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = every_hour.tick() => {}
+        }
+        match files.sweep_pending(abandoned_after).await {
+            Ok(0) => {}
+            Ok(swept) => tracing::info!(swept, "abandoned direct uploads removed"),
+            Err(error) => tracing::warn!(%error, "sweeping abandoned uploads failed"),
+        }
+    }
+}
+
+fn mcp_config(settings: &Settings) -> McpConfig {
+    let mut allowed_hosts = McpConfig::default().allowed_hosts;
+    if settings.allowed_hosts.iter().any(|h| h == "*") {
+        allowed_hosts.clear();
+    } else {
+        allowed_hosts.extend(settings.allowed_hosts.iter().cloned());
+    }
+    McpConfig {
+        mode: match settings.mode {
+            Mode::Full => ServerMode::Full,
+            Mode::Discover => ServerMode::Discover,
+        },
+        allowed_hosts,
+        sessions: !settings.stateless,
+        default_limits: ToolLimits {
+            timeout: Duration::from_secs(settings.tool_timeout),
+            max_concurrent: settings.tool_concurrency,
+        },
+        ..McpConfig::default()
+    }
+}
+
+/// The built-in tools, then every catalog's tools.
+async fn add_tools(
+    server: &McpServer,
+    settings: &Settings,
+    user_files: &UserFiles,
+) -> anyhow::Result<()> {
+    let guard = SsrfGuard::allowing(
+        settings
+            .net_allow
+            .iter()
+            .map(|range| range.parse::<Cidr>())
+            .collect::<Result<Vec<_>>>()?,
+    );
+    server.add_tool(current_time()).await?;
+    server
+        .add_tools(file_tools(user_files.clone(), settings.initial_credits))
+        .await?;
+    server
+        .add_tool(Arc::new(WebFetch::new(
+            guard.clone(),
+            FetchConfig::default(),
+        )?))
+        .await?;
+    if settings.chromium.exists() {
+        let driver = ChromiumDriver::new(BrowserConfig {
+            chromium: settings.chromium.clone(),
+            guard: guard.clone(),
+            ..BrowserConfig::default()
+        })
+        .await?;
+        server.add_tools(browser_tools(Arc::new(driver))).await?;
+    } else {
+        tracing::info!(chromium = %settings.chromium.display(), "browser tools are off: Chromium not found");
+    }
+    match WebSearch::from_env()? {
+        Some(search) => server.add_tool(Arc::new(search)).await?,
+        None => tracing::info!("web_search is off: set BRAVE_API_KEY to turn it on"),
+    }
+
+    let mut catalogs = settings.catalog.clone();
+    catalogs.extend(imported_catalogs(&settings.data_dir)?);
+    for path in &catalogs {
+        let tools = CatalogTool::load(path)?;
+        let count = tools.len();
+        server
+            .add_tools(tools)
+            .await
+            .with_context(|| format!("indexing {}", path.display()))?;
+        tracing::info!(tools = count, catalog = %path.display(), "catalog loaded");
+    }
+    Ok(())
+}
+
+/// S3 when `AWS_S3_BUCKET` is set, else local disk under the data directory, with the signer
+/// of its URLs (which the user service then serves).
+fn file_store(args: &Settings) -> anyhow::Result<(Arc<dyn FileStore>, Option<LocalSigner>)> {
+    if let Some(bucket) = args.s3_bucket.as_ref().filter(|b| !b.is_empty()) {
+        let config = S3Config {
+            bucket: bucket.clone(),
+            region: args.s3_region.clone(),
+            endpoint: args.s3_endpoint.clone().filter(|e| !e.is_empty()),
+        };
+        tracing::info!(bucket = %config.bucket, "user files in S3");
+        return Ok((Arc::new(ObjectFileStore::s3(&config)?), None));
+    }
+    let root = args.data_dir.join("files");
+    let base_url = match (&args.files_url, args.users_bind.0) {
+        (Some(url), _) => url.clone(),
+        (None, Some(users)) => format!("http://{users}/files"),
+        // The user service runs elsewhere; its default address.
+        (None, None) => "http://127.0.0.1:8100/files".to_owned(),
+    };
+    let signer = LocalSigner::new(local_signing_key(&args.data_dir)?, base_url)?;
+    tracing::info!(root = %root.display(), "user files on local disk");
+    Ok((
+        Arc::new(ObjectFileStore::local(root, signer.clone())?),
+        Some(signer),
+    ))
+}
+
+/// Token verification: the configured issuers (Supabase, Auth0), if any.
+#[derive(Clone)]
+struct Issuers {
+    verifier: Option<JwtVerifier>,
+    /// Issuer URLs of OAuth authorization servers, named in the resource metadata.
+    authorization_servers: Vec<String>,
+}
+
+fn token_issuers(args: &Settings) -> anyhow::Result<Issuers> {
+    let mut issuers = Vec::new();
+    let mut authorization_servers = Vec::new();
+    if let Some(secret) = &args.supabase_jwt_secret {
+        issuers.push(IssuerConfig::supabase(secret.as_bytes().to_vec()));
+    }
+    if let Some(domain) = &args.auth0_domain {
+        let mut auth0 = IssuerConfig::auth0(
+            domain,
+            args.auth0_audience
+                .clone()
+                .unwrap_or_else(|| mcp_resource(args)),
+        );
+        if let Some(url) = &args.auth0_jwks_url {
+            auth0.keys = KeySource::Jwks(url.clone());
+        }
+        authorization_servers.extend(auth0.issuer.clone());
+        issuers.push(auth0);
+    }
+    let verifier = if issuers.is_empty() {
+        None
+    } else {
+        Some(JwtVerifier::new(issuers, JwksOptions::default())?)
+    };
+    Ok(Issuers {
+        verifier,
+        authorization_servers,
+    })
+}
+
+fn mcp_resource(args: &Settings) -> String {
+    args.public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}/mcp", args.bind))
+}
+
+/// The MCP endpoint's authentication, or `None` when it runs open. Tokens of the configured
+/// issuers and the API keys of the user service are accepted.
+fn mcp_authenticator(
+    args: &Settings,
+    issuers: Issuers,
+    keys: ApiKeys,
+) -> anyhow::Result<Option<Authenticator>> {
+    let required = match args.require_auth {
+        RequireAuth::Always => true,
+        RequireAuth::Never => false,
+        RequireAuth::Auto => !args.bind.ip().is_loopback(),
+    };
+    if !required {
+        return Ok(None);
+    }
+    anyhow::ensure!(
+        issuers.verifier.is_some(),
+        "authentication is required (the server listens on {}) but no token issuer is configured: \
+         set SUPABASE_JWT_SECRET or AUTH0_DOMAIN, or pass --require-auth never to run open",
+        args.bind
+    );
+    Ok(Some(
+        Authenticator::new(mcp_resource(args), issuers.verifier, Some(keys))
+            .with_authorization_servers(issuers.authorization_servers),
+    ))
+}
+
+/// Catalog files imported into the data directory, in name order.
+pub fn imported_catalogs(data_dir: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
+    let dir = data_dir.join("catalog");
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}
