@@ -9,7 +9,9 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use isa_core::{Error, Identity, http::ApiError};
+use std::sync::Arc;
+
+use isa_core::{Error, Event, EventSink, Identity, http::ApiError};
 use serde_json::json;
 
 use crate::{ApiKeys, JwtVerifier, apikey::is_api_key};
@@ -22,6 +24,7 @@ pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 pub struct Authenticator {
     jwt: Option<JwtVerifier>,
     keys: Option<ApiKeys>,
+    events: Option<Arc<dyn EventSink>>,
     /// This server's resource URL (for the metadata and `WWW-Authenticate`).
     resource: String,
     authorization_servers: Vec<String>,
@@ -37,9 +40,17 @@ impl Authenticator {
         Authenticator {
             jwt,
             keys,
+            events: None,
             resource: resource.into(),
             authorization_servers: Vec::new(),
         }
+    }
+
+    /// Records an `auth.api_key_used` event in `sink` for every request an API key
+    /// authenticates.
+    pub fn with_events(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.events = Some(sink);
+        self
     }
 
     /// Authorization servers named in the metadata (issuer URLs).
@@ -87,10 +98,16 @@ impl Authenticator {
     }
 
     async fn verify_key(&self, key: &str) -> Result<Identity, Error> {
-        match &self.keys {
-            Some(keys) => keys.verify(key).await,
-            None => Err(Error::Unauthenticated),
+        let identity = match &self.keys {
+            Some(keys) => keys.verify(key).await?,
+            None => return Err(Error::Unauthenticated),
+        };
+        if let Some(events) = &self.events {
+            let payload = json!({"scopes": identity.scopes});
+            let event = Event::now("auth.api_key_used", Some(identity.user_id.clone()), payload);
+            events.emit(event).await;
         }
+        Ok(identity)
     }
 
     /// The 401 answer: `WWW-Authenticate` names the metadata, the body says nothing about why.

@@ -102,6 +102,21 @@ pub trait EventSink: Send + Sync {
         Ok(())
     }
 
+    /// Refuses new events, then returns once every accepted event is written. Call it once,
+    /// when nothing will record any more (after the services have stopped).
+    async fn close(&self) -> Result<()> {
+        self.flush().await
+    }
+
+    /// Records one event about work that is done, without failing that work: an event the
+    /// sink refuses (a full buffer, say) is logged and dropped.
+    async fn emit(&self, event: Event) {
+        let kind = event.kind.clone();
+        if let Err(error) = self.record(vec![event]).await {
+            tracing::warn!(%error, kind, "an event was not recorded");
+        }
+    }
+
     /// Events matching `query`, oldest first (newest first if asked). Default: unsupported (the log sink cannot query).
     async fn query(&self, _query: &EventQuery) -> Result<Vec<Event>> {
         Err(Error::Unsupported(

@@ -6,13 +6,7 @@
 //! later or drops them knowingly; memory never grows without bound. Every event accepted
 //! before [`BatchingSink::shutdown`] is written before it returns.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use isa_core::{Error, Event, EventQuery, EventSink, Result, UserId, async_trait};
@@ -262,7 +256,9 @@ impl Default for BatchingConfig {
 pub struct BatchingSink {
     sender: mpsc::Sender<Message>,
     target: Arc<dyn EventSink>,
-    closed: AtomicBool,
+    /// Whether the sink is closed. `record` holds it for reading from its check until its
+    /// events are queued, so no event can be queued behind the flush of [`EventSink::close`].
+    closed: std::sync::RwLock<bool>,
 }
 
 impl BatchingSink {
@@ -273,14 +269,8 @@ impl BatchingSink {
         BatchingSink {
             sender,
             target,
-            closed: AtomicBool::new(false),
+            closed: std::sync::RwLock::new(false),
         }
-    }
-
-    /// Refuses new events, then returns once every accepted event is written.
-    pub async fn shutdown(&self) -> Result<()> {
-        self.closed.store(true, Ordering::SeqCst);
-        self.flush().await
     }
 }
 
@@ -335,7 +325,11 @@ async fn write_with_retry(target: &dyn EventSink, batch: &mut Vec<Event>) {
 #[async_trait]
 impl EventSink for BatchingSink {
     async fn record(&self, events: Vec<Event>) -> Result<()> {
-        if self.closed.load(Ordering::SeqCst) {
+        let closed = self
+            .closed
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *closed {
             return Err(Error::Unavailable("the event sink is shutting down".into()));
         }
         if events.is_empty() {
@@ -352,6 +346,14 @@ impl EventSink for BatchingSink {
             permit.send(Message::Event(event));
         }
         Ok(())
+    }
+
+    async fn close(&self) -> Result<()> {
+        *self
+            .closed
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = true;
+        self.flush().await
     }
 
     async fn flush(&self) -> Result<()> {

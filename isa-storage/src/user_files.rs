@@ -11,8 +11,8 @@ use std::{
 use chrono::{DateTime, Datelike, Utc};
 use futures::{StreamExt, TryStreamExt};
 use isa_core::{
-    ByteStream, Error, FileKey, FileStore, MAX_PRESIGN_TTL, PresignMethod, PresignedUrl,
-    PutOptions, Result, UserId,
+    ByteStream, Error, Event, EventSink, FileKey, FileStore, MAX_PRESIGN_TTL, PresignMethod,
+    PresignedUrl, PutOptions, Result, UserId,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -182,6 +182,7 @@ pub struct UserFiles {
     store: Arc<dyn FileStore>,
     db: Database,
     config: FilesConfig,
+    events: Option<Arc<dyn EventSink>>,
 }
 
 impl UserFiles {
@@ -192,7 +193,36 @@ impl UserFiles {
                 "presigned URLs live between 1 second and 7 days".into(),
             ));
         }
-        Ok(UserFiles { store, db, config })
+        Ok(UserFiles {
+            store,
+            db,
+            config,
+            events: None,
+        })
+    }
+
+    /// Records a `file.uploaded` event in `sink` for every file that becomes ready.
+    pub fn with_events(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.events = Some(sink);
+        self
+    }
+
+    async fn uploaded(&self, file: &FileRecord) {
+        if let Some(events) = &self.events {
+            let payload = serde_json::json!({
+                "file_id": file.id,
+                "key": file.key,
+                "size": file.size,
+                "content_type": file.content_type,
+            });
+            events
+                .emit(Event::now(
+                    "file.uploaded",
+                    Some(file.user_id.clone()),
+                    payload,
+                ))
+                .await;
+        }
     }
 
     /// The limits.
@@ -252,6 +282,7 @@ impl UserFiles {
             self.forget_object(&key).await;
             return Err(e);
         }
+        self.uploaded(&record).await;
         Ok(record)
     }
 
@@ -308,7 +339,9 @@ impl UserFiles {
         .await
         .map_err(db_error)?
             .rows_affected());
-        self.get(user, id).await
+        let file = self.get(user, id).await?;
+        self.uploaded(&file).await;
+        Ok(file)
     }
 
     async fn check_stored(

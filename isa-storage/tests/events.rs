@@ -143,7 +143,7 @@ async fn every_event_accepted_before_a_graceful_shutdown_is_written() {
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        sink.shutdown().await.unwrap();
+        sink.close().await.unwrap();
         for producer in producers {
             producer.await.unwrap();
         }
@@ -220,7 +220,7 @@ async fn a_full_channel_refuses_a_whole_call_at_once() {
         }
     }
     assert!(refused > 0, "the channel filled up");
-    sink.shutdown().await.unwrap();
+    sink.close().await.unwrap();
     let stored = db
         .query(&EventQuery {
             user: Some(user.clone()),

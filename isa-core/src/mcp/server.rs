@@ -20,8 +20,8 @@ use super::{
     stats::Stats,
 };
 use crate::{
-    CallContext, Embedder, Error, HealthCheck, IndexItem, ItemKind, JsonObject, Prompt,
-    PromptMessage, Resource, ResourceContent, Result, SelectionQuery, Tool, ToolOutput,
+    CallContext, Embedder, Error, Event, EventSink, HealthCheck, IndexItem, ItemKind, JsonObject,
+    Prompt, PromptMessage, Resource, ResourceContent, Result, SelectionQuery, Tool, ToolOutput,
     ToolSelector, ToolSpec, http::Health,
 };
 
@@ -59,6 +59,7 @@ pub(crate) struct Inner {
     pub registry: Registry,
     pub selector: Option<Arc<dyn ToolSelector>>,
     pub embedder: Option<Arc<dyn Embedder>>,
+    pub events: Option<Arc<dyn EventSink>>,
     pub health: Health,
     pub stats: Stats,
     /// Serialises registry changes so the selector and the registry change in the same order.
@@ -75,6 +76,7 @@ pub struct McpServerBuilder {
     config: McpConfig,
     selector: Option<Arc<dyn ToolSelector>>,
     embedder: Option<Arc<dyn Embedder>>,
+    events: Option<Arc<dyn EventSink>>,
     health: Vec<Arc<dyn HealthCheck>>,
 }
 
@@ -92,6 +94,12 @@ impl McpServerBuilder {
         self
     }
 
+    /// Where a `tool.called` event goes after every tool call (tool, outcome, duration, user).
+    pub fn events(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.events = Some(sink);
+        self
+    }
+
     /// A readiness check reported by `/health` (embedder, database, object store, upstreams).
     pub fn health_check(mut self, check: Arc<dyn HealthCheck>) -> Self {
         self.health.push(check);
@@ -106,6 +114,7 @@ impl McpServerBuilder {
                 registry: Registry::new(),
                 selector: self.selector,
                 embedder: self.embedder,
+                events: self.events,
                 health: Health::new(self.health),
                 stats: Stats::default(),
                 writes: tokio::sync::Mutex::new(()),
@@ -138,6 +147,7 @@ impl McpServer {
             config,
             selector: None,
             embedder: None,
+            events: None,
             health: Vec::new(),
         }
     }
@@ -321,9 +331,20 @@ impl McpServer {
             return Err(Error::NotFound(format!("tool {:?}", spec.name)));
         }
         self.inner.calls_running.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let output = self.run_checked(&entry, args, ctx).await;
         self.inner.calls_running.fetch_sub(1, Ordering::Relaxed);
         self.inner.stats.record_call(&spec.name, output.is_error);
+        if let Some(events) = &self.inner.events {
+            let payload = json!({
+                "tool": spec.name,
+                "is_error": output.is_error,
+                "duration_ms": started.elapsed().as_secs_f64() * 1e3,
+            });
+            events
+                .emit(Event::now("tool.called", ctx.user().cloned(), payload))
+                .await;
+        }
         Ok(output)
     }
 

@@ -16,7 +16,7 @@ use isa_auth::{
     ApiKeys, Authenticator, IssuerConfig, JwksOptions, JwtVerifier, KeySource, require_auth,
 };
 use isa_core::{
-    Embedder, Error, FileStore, HealthCheck, Result, TextKind, ToolSelector,
+    Embedder, Error, EventSink, FileStore, HealthCheck, Result, TextKind, ToolSelector,
     http::{DEFAULT_CONCURRENCY, ServiceSet, listen, no_route},
     mcp::{McpConfig, McpServer, ServerMode, ToolLimits},
 };
@@ -258,8 +258,11 @@ pub struct App {
     pub mcp_router: Router,
     /// The user service's router, unless it is `off`.
     pub users: Option<Router>,
-    /// The event service and its router, unless it is `off`.
-    pub events: Option<(EventsService, Router)>,
+    /// The event service's router, unless it is `off`.
+    pub events: Option<Router>,
+    /// Where every service records its events (tool calls, uploads, API-key use, charges,
+    /// and what clients post to the event service): batched into the database.
+    pub event_sink: Arc<dyn EventSink>,
     /// Users' files, which the sweeper tidies.
     pub user_files: UserFiles,
     /// The credential check of `/mcp`, when one is required.
@@ -273,9 +276,14 @@ impl App {
         // Its signing key and local files live there even when the database is elsewhere.
         create_data_dir(&settings.data_dir)?;
         let db = open_database(&settings.data_dir, settings.database_url.as_deref()).await?;
+        let event_sink: Arc<dyn EventSink> = Arc::new(BatchingSink::spawn(
+            Arc::new(db.clone()),
+            BatchingConfig::default(),
+        ));
         let keys = ApiKeys::new(Arc::new(db.clone()));
         let issuers = token_issuers(&settings)?;
-        let mcp_auth = mcp_authenticator(&settings, issuers.clone(), keys.clone())?;
+        let mcp_auth = mcp_authenticator(&settings, issuers.clone(), keys.clone())?
+            .map(|auth| auth.with_events(event_sink.clone()));
         let (embedder, embedder_error) = match tokio::task::spawn_blocking(OrtEmbedder::from_env)
             .await?
         {
@@ -303,8 +311,10 @@ impl App {
                 max_size: settings.file_max_size,
                 url_ttl: Duration::from_secs(settings.file_url_ttl),
             },
-        )?;
+        )?
+        .with_events(event_sink.clone());
         let mut builder = McpServer::builder(mcp_config(&settings))
+            .events(event_sink.clone())
             .health_check(Arc::new(FileStoreHealth(files.clone())))
             .health_check(Arc::new(db.clone()))
             .selector(selector)
@@ -336,7 +346,8 @@ impl App {
             mcp_resource(&settings),
             issuers.verifier,
             Some(keys.clone()),
-        );
+        )
+        .with_events(event_sink.clone());
         let users = settings.users_bind.0.map(|_| {
             UsersService {
                 db: db.clone(),
@@ -345,17 +356,14 @@ impl App {
                 signer,
                 keys,
                 initial_credits: settings.initial_credits,
+                events: event_sink.clone(),
                 concurrency: settings.api_concurrency,
             }
             .router(service_auth.clone())
         });
         let events = settings.events_bind.0.map(|_| {
-            let sink = Arc::new(BatchingSink::spawn(
-                Arc::new(db.clone()),
-                BatchingConfig::default(),
-            ));
-            let events = EventsService::new(db.clone(), sink, settings.api_concurrency);
-            (events.clone(), events.router(service_auth))
+            EventsService::new(db.clone(), event_sink.clone(), settings.api_concurrency)
+                .router(service_auth)
         });
         Ok(App {
             settings,
@@ -363,6 +371,7 @@ impl App {
             mcp_router,
             users,
             events,
+            event_sink,
             user_files,
             mcp_auth,
         })
@@ -413,18 +422,19 @@ impl App {
                 sweep_abandoned_uploads(self.user_files, abandoned_after, stop.clone()),
             );
         }
-        if let (Some(bind), Some((events, router))) = (settings.events_bind.0, self.events) {
+        if let (Some(bind), Some(router)) = (settings.events_bind.0, self.events) {
             let listener = listen(bind).await?;
             eprintln!(
                 "  events        http://{}/api/events  (OpenAPI at /openapi.json)",
                 listener.local_addr()?
             );
-            // Every event answered 202 is written before the process ends.
-            services.serve("events", listener, router, async move {
-                events.shutdown().await
-            });
+            services.serve("events", listener, router, async { Ok(()) });
         }
-        Ok(services.join().await?)
+        let served = services.join().await;
+        // Every service has stopped: every event they accepted is written before the end.
+        let flushed = self.event_sink.close().await;
+        served?;
+        Ok(flushed?)
     }
 }
 

@@ -9,62 +9,11 @@ use axum::{
     body::{Body, Bytes},
     http::{Request, StatusCode, header},
 };
-use isa_mcp_server::app::{App, Settings};
-use serde_json::{Value, json};
+use common::{app, request, token};
+use serde_json::Value;
 use tower::ServiceExt;
 
-const SECRET: &str = "a-supabase-jwt-secret-of-at-least-32-bytes";
-
-fn token(user: &str) -> String {
-    let claims = json!({
-        "sub": user,
-        "aud": "authenticated",
-        "exp": chrono::Utc::now().timestamp() + 600,
-    });
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
-/// The app `isa-mcp serve` would run with these settings: credentials required everywhere,
-/// one request at a time per side service, SQLite and files in a temporary data directory.
-async fn app() -> (App, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let settings = Settings::parse_from([
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--database-url",
-        &format!("sqlite://{}", dir.path().join("isa.db").display()),
-        "--require-auth",
-        "always",
-        "--supabase-jwt-secret",
-        SECRET,
-        "--chromium",
-        "/nonexistent/chromium",
-        "--api-concurrency",
-        "1",
-        "--users-bind",
-        "127.0.0.1:0",
-        "--events-bind",
-        "127.0.0.1:0",
-    ])
-    .unwrap();
-    (App::build(settings).await.unwrap(), dir)
-}
-
-fn request(method: &str, uri: &str, bearer: Option<&str>, body: impl Into<Body>) -> Request<Body> {
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(header::CONTENT_TYPE, "application/json");
-    if let Some(token) = bearer {
-        builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
-    }
-    builder.body(body.into()).unwrap()
-}
+mod common;
 
 /// A JSON body that sends one byte, says so, and then never ends: the request holds its
 /// place in the service until the test is over.
@@ -180,7 +129,7 @@ async fn the_user_service_answers_every_error_in_one_envelope() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_event_service_answers_every_error_in_one_envelope() {
     let (app, dir) = app().await;
-    let (_, events) = app.events.unwrap();
+    let events = app.events.unwrap();
     let data_dir = dir.path().to_str().unwrap();
     let alice = token("alice");
     let cases = [
@@ -265,7 +214,7 @@ async fn the_mcp_listener_answers_its_errors_in_the_same_envelope() {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_listener_reports_health_in_one_shape() {
     let (app, _dir) = app().await;
-    let (_, events) = app.events.unwrap();
+    let events = app.events.unwrap();
     let listeners = [
         ("mcp", app.mcp_router, "/health"),
         ("mcp", app.mcp.router(), "/mcp/health"),

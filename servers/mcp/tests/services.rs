@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 
 use isa_auth::{ApiKeys, Authenticator, IssuerConfig, JwksOptions, JwtVerifier};
 use isa_core::http::serve as serve_until;
-use isa_core::{FileStore, UserId};
+use isa_core::{EventSink, FileStore, UserId};
 use isa_mcp_server::api::{events::EventsService, users::UsersService};
 use isa_storage::{
     db::Database,
@@ -107,6 +107,7 @@ async fn user_service_serving(db: &Database, dir: &std::path::Path, concurrency:
         signer: Some(signer),
         keys: ApiKeys::new(Arc::new(db.clone())),
         initial_credits: 0,
+        events: Arc::new(isa_storage::events::LogSink),
         concurrency,
     };
     let app = service.router(authenticator(db));
@@ -834,7 +835,7 @@ async fn the_mcp_file_tools_act_for_the_caller_only() {
 
 struct Events {
     base: String,
-    service: EventsService,
+    sink: Arc<BatchingSink>,
     stop: tokio::sync::oneshot::Sender<()>,
     served: tokio::task::JoinHandle<isa_core::Result<()>>,
 }
@@ -843,15 +844,15 @@ async fn event_service(db: &Database, config: BatchingConfig) -> Events {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let sink = Arc::new(BatchingSink::spawn(Arc::new(db.clone()), config));
-    let service = EventsService::new(db.clone(), sink, 64);
+    let service = EventsService::new(db.clone(), sink.clone(), 64);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let app = service.clone().router(authenticator(db));
+    let app = service.router(authenticator(db));
     let served = tokio::spawn(serve_until(listener, app, async {
         let _ = stopped.await;
     }));
     Events {
         base,
-        service,
+        sink,
         stop,
         served,
     }
@@ -909,7 +910,7 @@ async fn events_are_recorded_and_queried_per_user() {
                 .unwrap();
             assert_eq!(r.status(), 400, "{bad}");
         }
-        events.service.shutdown().await.unwrap();
+        events.sink.close().await.unwrap();
 
         let get = |path: String, bearer: String| {
             let http = http.clone();
@@ -1014,7 +1015,7 @@ async fn every_event_accepted_before_a_graceful_stop_is_written() {
         }
         events.stop.send(()).unwrap();
         events.served.await.unwrap().unwrap();
-        events.service.shutdown().await.unwrap();
+        events.sink.close().await.unwrap();
         for sender in senders {
             sender.await.unwrap();
         }

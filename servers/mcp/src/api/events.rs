@@ -14,10 +14,7 @@ use isa_core::{
     Error, Event, EventQuery, EventSink, HealthCheck, Identity, UserId,
     http::{ApiJson, ApiQuery, ApiResult, Health, limit_body, limit_concurrency, no_route},
 };
-use isa_storage::{
-    db::Database,
-    events::{BatchingSink, MAX_QUERY_LIMIT},
-};
+use isa_storage::{db::Database, events::MAX_QUERY_LIMIT};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -33,14 +30,15 @@ pub const MAX_BODY: usize = 8 * 1024 * 1024;
 #[derive(Clone)]
 pub struct EventsService {
     db: Database,
-    sink: Arc<BatchingSink>,
+    sink: Arc<dyn EventSink>,
     concurrency: usize,
 }
 
 impl EventsService {
-    /// Events written to `db` through `sink` (a [`BatchingSink`] over `db`), at most
-    /// `concurrency` requests at once.
-    pub fn new(db: Database, sink: Arc<BatchingSink>, concurrency: usize) -> Self {
+    /// Events recorded through `sink` (a `BatchingSink` over `db`, say) and queried from `db`,
+    /// at most `concurrency` requests at once. Whoever made the sink closes it once the
+    /// service has stopped, so every event answered 202 is written.
+    pub fn new(db: Database, sink: Arc<dyn EventSink>, concurrency: usize) -> Self {
         EventsService {
             db,
             sink,
@@ -67,12 +65,6 @@ impl EventsService {
             .merge(health.router(&["/health"]))
             .fallback(no_route);
         limit_concurrency(limit_body(app, MAX_BODY), concurrency)
-    }
-
-    /// Refuses new events and returns once every accepted event is written. Call it after
-    /// the HTTP server has stopped taking requests.
-    pub async fn shutdown(&self) -> isa_core::Result<()> {
-        self.sink.shutdown().await
     }
 }
 

@@ -17,8 +17,8 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use isa_auth::{ApiKeys, Authenticator, require_auth};
 use isa_core::{
-    ADMIN_SCOPE, ByteStream, Error, FileKey, FileStore, HealthCheck, Identity, PresignMethod,
-    PutOptions, UserId,
+    ADMIN_SCOPE, ByteStream, Error, Event, EventSink, FileKey, FileStore, HealthCheck, Identity,
+    PresignMethod, PutOptions, UserId,
     http::{ApiJson, ApiQuery, ApiResult, Health, limit_body, limit_concurrency, no_route},
 };
 use isa_storage::{
@@ -48,6 +48,8 @@ pub struct UsersService {
     pub keys: ApiKeys,
     /// Credits a new user starts with.
     pub initial_credits: i64,
+    /// Where a `credits.charged` event goes for every charge.
+    pub events: Arc<dyn EventSink>,
     /// Requests served at once; more are refused with 503.
     pub concurrency: usize,
 }
@@ -449,6 +451,16 @@ async fn consume(
         .db
         .consume_credits(&user, &c.request_id, c.amount, &c.operation, c.units)
         .await?;
+    if !charge.replayed {
+        let payload = json!({
+            "request_id": c.request_id,
+            "amount": c.amount,
+            "operation": c.operation,
+            "units": c.units,
+        });
+        let event = Event::now("credits.charged", Some(user.clone()), payload);
+        service.inner.events.emit(event).await;
+    }
     charge_response(charge)
 }
 
