@@ -295,6 +295,21 @@ pub trait ToolSelector: Send + Sync {
     /// Returns at most `query.top_k` admitted items, best first, each scoring at least
     /// `query.min_score`.
     async fn select(&self, query: &SelectionQuery) -> Result<Vec<Scored>>;
+
+    /// What `/stats` reports about the index; `None` for an index that keeps no statistics.
+    fn stats(&self) -> Option<IndexStats> {
+        None
+    }
+}
+
+/// What an index reports about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexStats {
+    /// Where the index lives: `memory` (this process) or `pgvector` (shared).
+    pub backend: String,
+    /// Documents this process embedded to build or update it; a server that joined a shared
+    /// index already holding its catalog embedded none.
+    pub documents_embedded: u64,
 }
 
 /// `Err(InvalidInput)` naming the first id that appears twice in `items`: what every

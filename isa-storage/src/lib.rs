@@ -9,7 +9,6 @@
 //! - [`user_files::UserFiles`]: users' files, checked on the way in (size, [`media`] type
 //!   against the leading bytes, SHA-256), and their MCP tools ([`file_tools`]);
 //! - [`events`]: event sinks on the database with batching through a bounded channel, and the log;
-//! - [`pgvector::PgVectorSelector`]: a tool index several servers share.
 
 pub mod db;
 pub mod events;
@@ -17,6 +16,5 @@ pub mod file_tools;
 pub mod files;
 pub mod keys;
 pub mod media;
-pub mod pgvector;
 pub mod user_files;
 pub mod users;

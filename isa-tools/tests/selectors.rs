@@ -1,16 +1,13 @@
-//! The behaviour every selector must have (`suite/selector_behaviour.rs`), run against the
+//! The behaviour every selector must have (`isa_tools::select::testing`), run against the
 //! in-memory dense, lexical and hybrid selectors with the real ONNX embedder.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-#[path = "suite/selector_behaviour.rs"]
-mod behaviour;
 
 use std::sync::{Arc, OnceLock};
 
 use isa_core::Embedder;
 use isa_models::{EmbedderConfig, OrtEmbedder};
-use isa_tools::select::LocalSelector;
+use isa_tools::select::{LocalSelector, testing as behaviour};
 
 /// One embedder per test binary (ONNX Runtime loads once per process); `None` when the model is
 /// not installed and services are not required.
@@ -42,12 +39,6 @@ fn selectors() -> Vec<(&'static str, LocalSelector)> {
         all.push(("hybrid", LocalSelector::hybrid(e)));
     }
     all
-}
-
-impl behaviour::Counted for LocalSelector {
-    async fn count(&self) -> usize {
-        self.len()
-    }
 }
 
 #[tokio::test]

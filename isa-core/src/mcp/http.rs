@@ -204,6 +204,7 @@ async fn stats(State(server): State<McpServer>) -> Json<Value> {
             "hits": e.cache_hits, "misses": e.cache_misses, "hit_rate": e.cache_hit_rate(),
         })),
         "index_build_ms": stats.index_build_ms.load(Ordering::Relaxed),
+        "index": server.inner.selector.as_ref().and_then(|s| s.stats()),
         "most_selected": most_selected,
     }))
 }

@@ -5,13 +5,17 @@ mod bm25;
 pub mod eval;
 mod index;
 mod kernel;
+#[cfg(feature = "pgvector")]
+pub mod pgvector;
 mod quantized;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use isa_core::{
-    Embedder, Error, IndexItem, Result, Scored, SelectionQuery, TextKind, ToolSelector,
+    Embedder, Error, IndexItem, IndexStats, Result, Scored, SelectionQuery, TextKind, ToolSelector,
 };
 use parking_lot::RwLock;
 
@@ -51,6 +55,8 @@ pub struct LocalSelector {
     current: RwLock<Arc<Snapshot>>,
     /// Serialises writers so two updates cannot lose each other's changes.
     writer: tokio::sync::Mutex<()>,
+    /// Documents embedded since the selector was made.
+    embedded: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for LocalSelector {
@@ -91,6 +97,7 @@ impl LocalSelector {
             embedder,
             current: RwLock::new(Arc::new(Snapshot::default())),
             writer: tokio::sync::Mutex::new(()),
+            embedded: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -131,7 +138,10 @@ impl LocalSelector {
     async fn update(&self, removed: Vec<String>, added: Vec<IndexItem>) -> Result<()> {
         let vectors = if self.uses_dense() && !added.is_empty() {
             let texts: Vec<String> = added.iter().map(IndexItem::document_text).collect();
-            self.embedder()?.embed(&texts, TextKind::Document).await?
+            let vectors = self.embedder()?.embed(&texts, TextKind::Document).await?;
+            self.embedded
+                .fetch_add(texts.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            vectors
         } else {
             Vec::new()
         };
@@ -156,6 +166,13 @@ impl ToolSelector for LocalSelector {
 
     async fn remove(&self, ids: &[String]) -> Result<()> {
         self.update(ids.to_vec(), Vec::new()).await
+    }
+
+    fn stats(&self) -> Option<IndexStats> {
+        Some(IndexStats {
+            backend: "memory".into(),
+            documents_embedded: self.embedded.load(std::sync::atomic::Ordering::Relaxed),
+        })
     }
 
     async fn select(&self, query: &SelectionQuery) -> Result<Vec<Scored>> {

@@ -33,7 +33,7 @@ use isa_tools::{
     catalog::CatalogTool,
     clock::current_time,
     gateway::{Gateway, UpstreamConfig},
-    select::{DEFAULT_DENSE_WEIGHT, LocalSelector, Strategy},
+    select::{DEFAULT_DENSE_WEIGHT, LocalSelector, Strategy, pgvector::PgVectorSelector},
     web::{Cidr, FetchConfig, SsrfGuard, WebFetch, WebSearch},
 };
 use tokio_util::sync::CancellationToken;
@@ -47,6 +47,16 @@ pub enum Mode {
     Full,
     /// tools/list returns discover_tools and call_tool; every tool stays callable.
     Discover,
+}
+
+/// Where the tool index lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IndexBackend {
+    /// In this process: hybrid (dense + BM25) selection, built at every start.
+    Memory,
+    /// In PostgreSQL with pgvector (`DATABASE_URL`), shared by every server on that database:
+    /// dense selection; a server embeds only the tools the index does not hold yet.
+    Pgvector,
 }
 
 /// When `/mcp` and the discovery endpoints ask for a credential.
@@ -102,6 +112,12 @@ pub struct Settings {
     /// `name=http://host:port/mcp`).
     #[arg(long = "upstream", env = "ISA_MCP_UPSTREAMS", value_delimiter = ',')]
     pub upstreams: Vec<UpstreamConfig>,
+    /// Where the tool index lives.
+    #[arg(long, env = "ISA_MCP_INDEX", value_enum, default_value = "memory")]
+    pub index: IndexBackend,
+    /// Table of the shared pgvector index.
+    #[arg(long, env = "ISA_MCP_INDEX_TABLE", default_value = "isa_tool_index")]
+    pub index_table: String,
     /// Weight of the dense score in hybrid selection.
     #[arg(long, env = "ISA_MCP_DENSE_WEIGHT", default_value_t = DEFAULT_DENSE_WEIGHT)]
     pub dense_weight: f32,
@@ -293,15 +309,7 @@ impl App {
                 (None, format!("the embedding model did not load: {e}"))
             }
         };
-        let selector: Arc<dyn ToolSelector> = match &embedder {
-            Some(e) => Arc::new(LocalSelector::with_strategy(
-                Strategy::Hybrid {
-                    dense_weight: settings.dense_weight,
-                },
-                Some(e.clone() as Arc<dyn Embedder>),
-            )),
-            None => Arc::new(LocalSelector::lexical()),
-        };
+        let selector = tool_index(&settings, &db, embedder.clone()).await?;
 
         let (files, signer) = file_store(&settings)?;
         let user_files = UserFiles::new(
@@ -456,6 +464,33 @@ async fn sweep_abandoned_uploads(
             Err(error) => tracing::warn!(%error, "sweeping abandoned uploads failed"),
         }
     }
+}
+
+/// The selector behind discovery, as `--index` asks.
+async fn tool_index(
+    settings: &Settings,
+    db: &Database,
+    embedder: Option<Arc<OrtEmbedder>>,
+) -> anyhow::Result<Arc<dyn ToolSelector>> {
+    let embedder = embedder.map(|e| e as Arc<dyn Embedder>);
+    Ok(match (settings.index, embedder) {
+        (IndexBackend::Memory, Some(e)) => Arc::new(LocalSelector::with_strategy(
+            Strategy::Hybrid {
+                dense_weight: settings.dense_weight,
+            },
+            Some(e),
+        )),
+        (IndexBackend::Memory, None) => Arc::new(LocalSelector::lexical()),
+        (IndexBackend::Pgvector, Some(e)) => {
+            let Database::Postgres(pool) = db else {
+                anyhow::bail!("--index pgvector needs DATABASE_URL to name a PostgreSQL database");
+            };
+            Arc::new(PgVectorSelector::new(pool.clone(), e, &settings.index_table).await?)
+        }
+        (IndexBackend::Pgvector, None) => {
+            anyhow::bail!("--index pgvector needs the embedding model, which did not load")
+        }
+    })
 }
 
 fn mcp_config(settings: &Settings) -> McpConfig {

@@ -537,3 +537,90 @@ async fn serving_beyond_loopback_without_a_token_issuer_refuses_to_start() {
         "{stderr}"
     );
 }
+
+/// `POST /discover` on a server, as `(tool id, score)` pairs.
+async fn discovered(port: u16, request: &str) -> Vec<(String, f64)> {
+    let found: Value = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/discover"))
+        .json(&json!({"request": request, "max_tools": 5, "kinds": ["tool"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    found["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["id"].as_str().unwrap().to_owned(),
+                t["score"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+async fn index_stats(port: u16) -> Value {
+    let stats: Value = reqwest::get(format!("http://127.0.0.1:{port}/stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    stats["index"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_servers_on_one_database_share_one_pgvector_index() {
+    let url = std::env::var("ISA_TEST_DATABASE_URL").ok();
+    if !require("PostgreSQL (ISA_TEST_DATABASE_URL)", url.is_some()) || embedder().is_none() {
+        return;
+    }
+    let url = url.unwrap();
+    let table = format!("tool_index_shared_{}", uuid::Uuid::now_v7().simple());
+    let args = [
+        "--index",
+        "pgvector",
+        "--index-table",
+        &table,
+        "--database-url",
+        &url,
+    ];
+    let (_first, first, _first_dir) = serve_binary(&args).await;
+    let (_second, second, _second_dir) = serve_binary(&args).await;
+
+    let (a, b) = (index_stats(first).await, index_stats(second).await);
+    assert_eq!(a["backend"], "pgvector", "{a}");
+    assert!(
+        a["documents_embedded"].as_u64().unwrap() >= 199,
+        "the first server embeds the catalog: {a}"
+    );
+    assert_eq!(
+        b["documents_embedded"], 0,
+        "the second server finds it embedded: {b}"
+    );
+    for request in [
+        "find a restaurant and book a table for tonight",
+        "what is the weather in Paris tomorrow",
+        "convert 100 dollars to euros and show me the stock price of Apple",
+    ] {
+        let (x, y) = (
+            discovered(first, request).await,
+            discovered(second, request).await,
+        );
+        assert!(!x.is_empty(), "{request}");
+        assert_eq!(x, y, "{request}");
+    }
+
+    let isa_storage::db::Database::Postgres(pool) =
+        isa_storage::db::Database::connect(&url).await.unwrap()
+    else {
+        unreachable!("a postgres:// URL")
+    };
+    sqlx::query(sqlx::AssertSqlSafe(format!("drop table {table}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+}

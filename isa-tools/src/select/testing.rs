@@ -1,6 +1,8 @@
-//! Behaviour every `ToolSelector` must have. Included (with `#[path]`) by the in-memory
-//! selectors' tests in isa-tools and by the pgvector selector's tests in isa-storage, so both
-//! kinds of index answer to the same checks.
+//! Behaviour every [`ToolSelector`] must have (feature `testing`): the in-memory selectors and
+//! the pgvector selector run these same checks in their tests, and so should a selector of
+//! your own. Each check panics, naming the selector, when the behaviour is missing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::{
     Arc,
@@ -13,6 +15,21 @@ use isa_core::{IndexItem, ItemKind, SelectionQuery, ToolSelector, ToolSpec};
 pub trait Counted: ToolSelector + 'static {
     /// Items in the index.
     fn count(&self) -> impl std::future::Future<Output = usize> + Send;
+}
+
+impl Counted for super::LocalSelector {
+    async fn count(&self) -> usize {
+        self.len()
+    }
+}
+
+#[cfg(feature = "pgvector")]
+impl Counted for super::pgvector::PgVectorSelector {
+    async fn count(&self) -> usize {
+        super::pgvector::PgVectorSelector::count(self)
+            .await
+            .unwrap()
+    }
 }
 
 /// Five tools, a prompt and a resource.
@@ -52,6 +69,8 @@ pub fn catalog() -> Vec<IndexItem> {
     items
 }
 
+/// The right tool comes first, scores are sorted and in `[0, 1]`, and kind, tag and exclusion
+/// filters hold.
 pub async fn ranks_the_matching_tool_first_and_filters(name: &str, selector: &dyn ToolSelector) {
     selector.upsert(catalog()).await.unwrap();
     let best = selector
@@ -100,6 +119,8 @@ pub async fn ranks_the_matching_tool_first_and_filters(name: &str, selector: &dy
     );
 }
 
+/// A removed tool is gone, and a tool upserted again under the same id is found by its new
+/// description only.
 pub async fn a_removed_tool_is_never_returned_and_a_changed_one_is_reindexed<S: Counted>(
     name: &str,
     selector: &S,
@@ -136,6 +157,7 @@ pub async fn a_removed_tool_is_never_returned_and_a_changed_one_is_reindexed<S: 
     );
 }
 
+/// `min_score` drops what scores below it.
 pub async fn a_minimum_score_above_every_match_returns_nothing(
     name: &str,
     selector: &dyn ToolSelector,
@@ -171,6 +193,7 @@ pub async fn a_minimum_score_above_every_match_returns_nothing(
     }
 }
 
+/// An empty index and `top_k` 0 return nothing; an upsert naming an id twice is refused.
 pub async fn an_empty_index_and_top_k_zero_return_nothing_and_duplicate_ids_are_refused(
     name: &str,
     selector: &dyn ToolSelector,
@@ -197,6 +220,7 @@ pub async fn an_empty_index_and_top_k_zero_return_nothing_and_duplicate_ids_are_
     assert!(err.contains("appears twice"), "{name}: {err}");
 }
 
+/// Selection while tools come and go never returns a removed tool nor an id twice.
 pub async fn updates_during_concurrent_selection_never_return_a_removed_tool<S: Counted>(
     name: &str,
     selector: Arc<S>,

@@ -3,26 +3,34 @@
 //!
 //! Vectors are the embedder's L2-normalised document embeddings in an HNSW index over inner
 //! product (`vector_ip_ops`); the score of a match is its cosine similarity clamped to `[0, 1]`,
-//! as the in-memory dense selector scores. Filters (kinds, tags, exclusions) run inside the
-//! index scan with pgvector's iterative scans, so a filtered query still fills its `top_k`.
+//! and a multi-intent request's clauses are scored too, as the in-memory dense selector scores.
+//! Filters (kinds, tags, exclusions) run inside the index scan with pgvector's iterative scans,
+//! so a filtered query still fills its `top_k`.
+//!
+//! Each row keeps a fingerprint of the text it was embedded from: an upsert embeds only what
+//! is new or changed, so a second server starting on the same catalog embeds nothing.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
 use isa_core::{
-    Embedder, Error, IndexItem, ItemKind, Result, Scored, SelectionQuery, TextKind, ToolSelector,
-    async_trait,
+    Embedder, Error, IndexItem, IndexStats, ItemKind, Result, Scored, SelectionQuery, TextKind,
+    ToolSelector, async_trait,
 };
+use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
 
-/// Splits a multi-intent request into clauses (`isa_tools::select::clauses`).
-pub type ClauseSplitter = fn(&str) -> Vec<String>;
+use super::{CLAUSE_DISCOUNT, clauses};
 
 /// Tool index in a PostgreSQL table.
 pub struct PgVectorSelector {
     pool: PgPool,
     embedder: Arc<dyn Embedder>,
     table: String,
-    clauses: Option<(ClauseSplitter, f32)>,
+    /// Documents this process embedded (the rest were in the table already).
+    embedded: AtomicU64,
 }
 
 fn db_error(e: sqlx::Error) -> Error {
@@ -35,6 +43,12 @@ fn kind_name(kind: ItemKind) -> &'static str {
         ItemKind::Prompt => "prompt",
         ItemKind::Resource => "resource",
     }
+}
+
+/// What identifies the text a vector was embedded from. Servers sharing a table share their
+/// embedding model too (the table's vector width is the model's).
+fn fingerprint(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 fn vector_literal(v: &[f32]) -> String {
@@ -72,6 +86,7 @@ impl PgVectorSelector {
             format!(
                 "create index if not exists {table}_hnsw on {table} using hnsw (embedding vector_ip_ops)"
             ),
+            format!("alter table {table} add column if not exists fingerprint text"),
         ];
         for statement in statements {
             sqlx::query(sqlx::AssertSqlSafe(statement))
@@ -83,7 +98,7 @@ impl PgVectorSelector {
             pool,
             embedder,
             table: table.to_owned(),
-            clauses: None,
+            embedded: AtomicU64::new(0),
         })
     }
 
@@ -97,12 +112,28 @@ impl PgVectorSelector {
         Ok(usize::try_from(count).unwrap_or_default())
     }
 
-    /// Also scores each clause of a multi-intent request, discounted, and keeps each item's
-    /// best score: the ranking of the in-memory selectors (`isa_tools::select::clauses`,
-    /// `isa_tools::select::CLAUSE_DISCOUNT`).
-    pub fn with_clauses(mut self, split: ClauseSplitter, discount: f32) -> Self {
-        self.clauses = Some((split, discount));
-        self
+    /// The fingerprints stored for `ids`, by id.
+    async fn fingerprints(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, String>> {
+        let statement = format!(
+            "select id, fingerprint from {} where id = any($1) and fingerprint is not null",
+            self.table
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(statement))
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("id").map_err(db_error)?,
+                    row.try_get("fingerprint").map_err(db_error)?,
+                ))
+            })
+            .collect()
     }
 
     /// The `top_k` nearest items to `vector` that pass the query's filters.
@@ -169,24 +200,50 @@ impl ToolSelector for PgVectorSelector {
             return Ok(());
         }
         let texts: Vec<String> = items.iter().map(IndexItem::document_text).collect();
-        let vectors = self.embedder.embed(&texts, TextKind::Document).await?;
+        let prints: Vec<String> = texts.iter().map(|t| fingerprint(t)).collect();
+        let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
+        let stored = self.fingerprints(&ids).await?;
+        let changed: Vec<usize> = (0..items.len())
+            .filter(|&i| stored.get(&items[i].id) != Some(&prints[i]))
+            .collect();
+        let to_embed: Vec<String> = changed.iter().map(|&i| texts[i].clone()).collect();
+        let vectors = if to_embed.is_empty() {
+            Vec::new()
+        } else {
+            self.embedder.embed(&to_embed, TextKind::Document).await?
+        };
+        let mut new_vectors: std::collections::HashMap<usize, Vec<f32>> =
+            changed.into_iter().zip(vectors).collect();
         let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let statement = format!(
-            "insert into {} (id, kind, tags, embedding) values ($1, $2, $3, $4::vector) \
-             on conflict (id) do update set kind = excluded.kind, tags = excluded.tags, embedding = excluded.embedding",
+        let insert = format!(
+            "insert into {} (id, kind, tags, embedding, fingerprint) values ($1, $2, $3, $4::vector, $5) \
+             on conflict (id) do update set kind = excluded.kind, tags = excluded.tags, \
+             embedding = excluded.embedding, fingerprint = excluded.fingerprint",
             self.table
         );
-        for (item, vector) in items.iter().zip(vectors) {
-            sqlx::query(sqlx::AssertSqlSafe(statement.as_str()))
-                .bind(&item.id)
-                .bind(kind_name(item.kind))
-                .bind(&item.tags)
-                .bind(vector_literal(&vector))
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
+        let retag = format!(
+            "update {} set kind = $2, tags = $3 where id = $1",
+            self.table
+        );
+        for (i, item) in items.iter().enumerate() {
+            let statement = match new_vectors.remove(&i) {
+                Some(vector) => sqlx::query(sqlx::AssertSqlSafe(insert.as_str()))
+                    .bind(&item.id)
+                    .bind(kind_name(item.kind))
+                    .bind(&item.tags)
+                    .bind(vector_literal(&vector))
+                    .bind(&prints[i]),
+                None => sqlx::query(sqlx::AssertSqlSafe(retag.as_str()))
+                    .bind(&item.id)
+                    .bind(kind_name(item.kind))
+                    .bind(&item.tags),
+            };
+            statement.execute(&mut *tx).await.map_err(db_error)?;
         }
-        tx.commit().await.map_err(db_error)
+        tx.commit().await.map_err(db_error)?;
+        self.embedded
+            .fetch_add(to_embed.len() as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     async fn remove(&self, ids: &[String]) -> Result<()> {
@@ -199,24 +256,25 @@ impl ToolSelector for PgVectorSelector {
         Ok(())
     }
 
+    fn stats(&self) -> Option<IndexStats> {
+        Some(IndexStats {
+            backend: "pgvector".into(),
+            documents_embedded: self.embedded.load(Ordering::Relaxed),
+        })
+    }
+
     async fn select(&self, query: &SelectionQuery) -> Result<Vec<Scored>> {
         if query.top_k == 0 {
             return Ok(Vec::new());
         }
         let mut texts = vec![query.text.clone()];
-        if let Some((split, _)) = self.clauses {
-            texts.extend(split(&query.text));
-        }
+        texts.extend(clauses(&query.text));
         let vectors = self.embedder.embed(&texts, TextKind::Query).await?;
         // Every item of the true top k is in the top k of the text it scores best on, so the
         // union of the per-text lists holds the answer.
         let mut best: std::collections::HashMap<String, Scored> = std::collections::HashMap::new();
         for (i, vector) in vectors.iter().enumerate() {
-            let factor = if i == 0 {
-                1.0
-            } else {
-                self.clauses.map_or(1.0, |(_, d)| d)
-            };
+            let factor = if i == 0 { 1.0 } else { CLAUSE_DISCOUNT };
             for mut found in self.nearest(query, vector).await? {
                 found.score *= factor;
                 match best.get(&found.id) {

@@ -4,17 +4,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../../isa-tools/tests/suite/selector_behaviour.rs"]
-mod behaviour;
-
 use std::{collections::HashSet, path::PathBuf, sync::Arc};
 
 use isa_core::{Embedder, IndexItem, ItemKind, SelectionQuery, ToolSelector};
 use isa_models::OrtEmbedder;
-use isa_storage::pgvector::PgVectorSelector;
 use isa_tools::{
     catalog::load_catalog,
-    select::{LocalSelector, eval::load_queries},
+    select::{LocalSelector, eval::load_queries, pgvector::PgVectorSelector, testing as behaviour},
 };
 
 struct Fixture {
@@ -63,12 +59,6 @@ impl Fixture {
         PgVectorSelector::new(self.pool.clone(), self.embedder.clone(), &self.table)
             .await
             .unwrap()
-    }
-}
-
-impl behaviour::Counted for PgVectorSelector {
-    async fn count(&self) -> usize {
-        PgVectorSelector::count(self).await.unwrap()
     }
 }
 
@@ -126,11 +116,7 @@ async fn recall_at_10_against_the_exact_dense_selector_on_metatool() {
     let queries = load_queries(&metatool().join("queries-single.jsonl"), &catalog).unwrap();
     let pg = PgVectorSelector::new(f.pool.clone(), f.embedder.clone(), &f.table)
         .await
-        .unwrap()
-        .with_clauses(
-            isa_tools::select::clauses,
-            isa_tools::select::CLAUSE_DISCOUNT,
-        );
+        .unwrap();
     pg.upsert(catalog.clone()).await.unwrap();
     let exact = LocalSelector::dense(f.embedder.clone());
     exact.upsert(catalog).await.unwrap();
