@@ -4,5 +4,5 @@
 //! body-size limits. Each describes itself at `GET /openapi.json`.
 
 pub mod events;
-mod openapi;
+pub(crate) mod openapi;
 pub mod users;

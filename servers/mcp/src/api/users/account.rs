@@ -1,0 +1,110 @@
+//! The caller's account and API keys, and token verification for other services.
+
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+};
+use chrono::Utc;
+use isa_core::{
+    Error, Identity,
+    http::{ApiJson, ApiResult},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::Shared;
+
+pub(super) async fn me(State(service): Shared, identity: Identity) -> ApiResult<Json<Value>> {
+    let user = service.ensure(&identity).await?;
+    Ok(Json(json!({
+        "id": user.id,
+        "email": user.email,
+        "credits": user.credits,
+        "created_at": user.created_at,
+        "last_seen_at": user.last_seen_at,
+        "scopes": identity.scopes,
+        "auth_method": identity.method,
+    })))
+}
+
+#[derive(Deserialize)]
+pub(super) struct NewKey {
+    name: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+pub(super) async fn create_key(
+    State(service): Shared,
+    identity: Identity,
+    ApiJson(new): ApiJson<NewKey>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    service.ensure(&identity).await?;
+    // A key never grants more than its maker holds.
+    if let Some(scope) = new.scopes.iter().find(|s| !identity.has_scope(s)) {
+        return Err(Error::Forbidden(format!("you do not hold the scope {scope:?}")).into());
+    }
+    let (key, record) = service
+        .inner
+        .keys
+        .issue(&identity.user_id, &new.name, new.scopes)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"key": key, "api_key": record})),
+    ))
+}
+
+pub(super) async fn list_keys(
+    State(service): Shared,
+    identity: Identity,
+) -> ApiResult<Json<Value>> {
+    let keys = service.inner.keys.store().list(&identity.user_id).await?;
+    Ok(Json(json!({ "api_keys": keys })))
+}
+
+pub(super) async fn revoke_key(
+    State(service): Shared,
+    identity: Identity,
+    Path(key_id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let revoked = service
+        .inner
+        .keys
+        .store()
+        .revoke(&identity.user_id, &key_id, Utc::now())
+        .await?;
+    if revoked {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Error::NotFound(format!("API key {key_id}")).into())
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct TokenToVerify {
+    token: String,
+}
+
+/// For other services: is this token (or API key) valid, and whose is it?
+pub(super) async fn verify(
+    State(service): Shared,
+    ApiJson(body): ApiJson<TokenToVerify>,
+) -> ApiResult<Json<Value>> {
+    let mut headers = HeaderMap::new();
+    let value = HeaderValue::from_str(&format!("Bearer {}", body.token))
+        .map_err(|_| Error::invalid("the token has characters a header cannot carry"))?;
+    headers.insert(header::AUTHORIZATION, value);
+    Ok(Json(match service.auth.authenticate(&headers).await {
+        Ok(p) => json!({
+            "valid": true,
+            "user_id": p.user_id,
+            "email": p.email,
+            "scopes": p.scopes,
+            "auth_method": p.method,
+        }),
+        Err(Error::Unauthenticated) => json!({"valid": false}),
+        Err(other) => return Err(other.into()),
+    }))
+}
