@@ -4,7 +4,7 @@
 //! task. When the channel is full, [`EventSink::record`] fails at once with
 //! [`Error::Overloaded`] and accepts none of that call's events: the caller keeps them, retries
 //! later or drops them knowingly; memory never grows without bound. Every event accepted
-//! before [`BatchingSink::shutdown`] is written before it returns.
+//! before [`EventSink::close`] is written before it returns.
 
 use std::{sync::Arc, time::Duration};
 

@@ -1,7 +1,8 @@
 //! The event service (port 8101): record events, one or a batch, and query them. Events go
-//! through a [`BatchingSink`]: a full buffer answers 503 with `Retry-After` and accepts none of
-//! that request's events; an answer of 202 means the events will be written, even if the
-//! service is stopped right after (see [`EventsService::shutdown`]).
+//! through the process's event sink (`isa_storage::events::BatchingSink` in `isa-mcp`): a full
+//! buffer answers 503 with `Retry-After` and accepts none of that request's events; an answer
+//! of 202 means the events will be written, even if the service is stopped right after (the
+//! sink is closed, and so flushed, once every service has stopped).
 
 use std::sync::Arc;
 
