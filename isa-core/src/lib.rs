@@ -12,6 +12,7 @@
 //! | [`FileStore`] | user files with presigned URLs | S3, local disk, memory (`isa-storage`) |
 //! | [`BrowserDriver`] | browser tasks | Chromium (`isa-tools`) |
 //! | [`EventSink`] | recording events | PostgreSQL, SQLite, log (`isa-storage`) |
+//! | [`UserStore`], [`CreditLedger`] | users and their credits | PostgreSQL, SQLite (`isa-storage`) |
 //!
 //! All errors are [`Error`]; [`Error::is_retryable`] separates transient failures from permanent
 //! ones. Every caller is an [`Identity`], with one rule for scopes; every readiness check is a
@@ -20,6 +21,7 @@
 //! With default features this crate is the traits and types alone. Feature `http` adds
 //! [`http`], the edge every service is built on; feature `mcp` adds [`mcp`], the MCP service.
 
+mod account;
 mod browser;
 mod error;
 mod event;
@@ -37,6 +39,7 @@ mod resource;
 mod selection;
 mod tool;
 
+pub use account::*;
 pub use async_trait::async_trait;
 pub use browser::*;
 pub use error::*;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use base64::Engine;
 use isa_core::{
     CallContext, Error, JsonObject, Result, Tool, ToolAnnotations, ToolOutput, ToolSpec, UserId,
-    byte_stream, tool_fn,
+    UserStore, byte_stream, tool_fn,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};

@@ -9,6 +9,9 @@
 //! - [`user_files::UserFiles`]: users' files, checked on the way in (size, [`media`] type
 //!   against the leading bytes, SHA-256), and their MCP tools ([`file_tools`]);
 //! - [`events`]: event sinks on the database with batching through a bounded channel, and the log;
+//! - [`users`]: the users and credits of `isa-core`'s [`UserStore`](isa_core::UserStore) and
+//!   [`CreditLedger`](isa_core::CreditLedger) on the database; with feature `testing`, the
+//!   behaviour every such store must have (module `testing`).
 
 pub mod db;
 pub mod events;
@@ -16,5 +19,7 @@ pub mod file_tools;
 pub mod files;
 pub mod keys;
 pub mod media;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod user_files;
 pub mod users;

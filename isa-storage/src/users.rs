@@ -1,27 +1,15 @@
-//! Users and their credits: a balance kept on the user's row and a ledger of every change, in
+//! Users and their credits on the database: [`UserStore`] and [`CreditLedger`] for PostgreSQL
+//! and SQLite. A balance is kept on the user's row and a ledger of every change beside it, in
 //! which a request id is charged at most once.
 
 use chrono::{DateTime, Duration, Utc};
-use isa_core::{Error, Result, UserId};
-use serde::Serialize;
+use isa_core::{
+    Charge, CreditLedger, CreditTransaction, Error, MAX_HISTORY_PAGE, Result, UsageTotal, User,
+    UserId, UserStore, async_trait,
+};
 use uuid::Uuid;
 
 use crate::db::{Database, db_error, db_now, on_pool};
-
-/// A user as the services know them: created on their first authenticated request.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct User {
-    /// The id from their token or API key.
-    pub id: UserId,
-    /// Email, when a token carried one.
-    pub email: Option<String>,
-    /// Credit balance.
-    pub credits: i64,
-    /// First seen.
-    pub created_at: DateTime<Utc>,
-    /// Last seen (updated at most once a minute, to keep reads from writing).
-    pub last_seen_at: DateTime<Utc>,
-}
 
 #[derive(sqlx::FromRow)]
 struct UserRow {
@@ -45,45 +33,50 @@ impl TryFrom<UserRow> for User {
     }
 }
 
-/// One change of a balance: a grant (positive) or a charge (negative).
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
-pub struct CreditTransaction {
-    /// Transaction id (UUIDv7: ids sort by time).
-    pub id: String,
-    /// The caller's id for the request; the same id is never charged twice.
-    pub request_id: String,
-    /// Credits added (positive) or taken (negative).
-    pub amount: i64,
-    /// The balance right after.
-    pub balance_after: i64,
-    /// What it was for, such as `model.chat` or `signup`.
-    pub operation: String,
-    /// Units of work metered, such as tokens, when the caller gave them.
-    pub units: Option<i64>,
-    /// When.
-    pub created_at: DateTime<Utc>,
+/// A row of `credit_transactions`.
+#[derive(sqlx::FromRow)]
+struct TransactionRow {
+    id: String,
+    request_id: String,
+    amount: i64,
+    balance_after: i64,
+    operation: String,
+    units: Option<i64>,
+    created_at: DateTime<Utc>,
 }
 
-/// The outcome of a charge or grant.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Charge {
-    /// The transaction: new, or the one recorded earlier for the same request id.
-    pub transaction: CreditTransaction,
-    /// `true` when the request id had been seen and nothing changed this time.
-    pub replayed: bool,
+impl From<TransactionRow> for CreditTransaction {
+    fn from(row: TransactionRow) -> Self {
+        CreditTransaction {
+            id: row.id,
+            request_id: row.request_id,
+            amount: row.amount,
+            balance_after: row.balance_after,
+            operation: row.operation,
+            units: row.units,
+            created_at: row.created_at,
+        }
+    }
 }
 
-/// What a user consumed for one operation over a period.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
-pub struct UsageTotal {
-    /// The operation.
-    pub operation: String,
-    /// How many charges.
-    pub requests: i64,
-    /// Credits spent.
-    pub credits: i64,
-    /// Units metered.
-    pub units: i64,
+/// A row of the usage query.
+#[derive(sqlx::FromRow)]
+struct UsageRow {
+    operation: String,
+    requests: i64,
+    credits: i64,
+    units: i64,
+}
+
+impl From<UsageRow> for UsageTotal {
+    fn from(row: UsageRow) -> Self {
+        UsageTotal {
+            operation: row.operation,
+            requests: row.requests,
+            credits: row.credits,
+            units: row.units,
+        }
+    }
 }
 
 enum Ledger {
@@ -91,9 +84,6 @@ enum Ledger {
     Replayed,
     Insufficient,
 }
-
-/// Largest page of a history.
-pub const MAX_PAGE: usize = 1000;
 
 const USER_COLUMNS: &str = "id, email, credits, created_at, last_seen_at";
 const TRANSACTION_COLUMNS: &str =
@@ -108,10 +98,9 @@ fn check_label(what: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-impl Database {
-    /// The user, created on first sight with `initial_credits` (recorded as a `signup`
-    /// grant). Refreshes the email and the last-seen time.
-    pub async fn ensure_user(
+#[async_trait]
+impl UserStore for Database {
+    async fn ensure_user(
         &self,
         id: &UserId,
         email: Option<&str>,
@@ -130,8 +119,7 @@ impl Database {
         .rows_affected())
             == 1;
         if created && initial_credits > 0 {
-            self.grant_credits(id, "signup", initial_credits, "signup")
-                .await?;
+            self.grant(id, "signup", initial_credits, "signup").await?;
         }
         if !created {
             on_pool!(self, pool => sqlx::query(
@@ -152,8 +140,7 @@ impl Database {
             .ok_or_else(|| Error::internal("a user vanished right after being stored"))
     }
 
-    /// The user, if known.
-    pub async fn user(&self, id: &UserId) -> Result<Option<User>> {
+    async fn user(&self, id: &UserId) -> Result<Option<User>> {
         let sql = format!("select {USER_COLUMNS} from users where id = $1");
         let row: Option<UserRow> = on_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(id.as_str())
@@ -162,9 +149,11 @@ impl Database {
             .map_err(db_error)?);
         row.map(User::try_from).transpose()
     }
+}
 
-    /// Adds credits (an administrator's grant). Idempotent per `request_id` like a charge.
-    pub async fn grant_credits(
+#[async_trait]
+impl CreditLedger for Database {
+    async fn grant(
         &self,
         user: &UserId,
         request_id: &str,
@@ -178,10 +167,7 @@ impl Database {
             .await
     }
 
-    /// Takes credits for `request_id`. Charging the same request id again changes nothing and
-    /// returns the first charge with `replayed: true`; a balance that does not cover the
-    /// charge fails with [`Error::InsufficientCredits`] and records nothing.
-    pub async fn consume_credits(
+    async fn charge(
         &self,
         user: &UserId,
         request_id: &str,
@@ -199,6 +185,49 @@ impl Database {
             .await
     }
 
+    async fn history(
+        &self,
+        user: &UserId,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<CreditTransaction>> {
+        let sql = format!(
+            "select {TRANSACTION_COLUMNS} from credit_transactions \
+             where user_id = $1 and ($2 is null or id < $2) order by id desc limit $3"
+        );
+        let rows: Vec<TransactionRow> = on_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(user.as_str())
+            .bind(before)
+            .bind(limit.clamp(1, MAX_HISTORY_PAGE) as i64)
+            .fetch_all(pool)
+            .await
+            .map_err(db_error))?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn usage(
+        &self,
+        user: &UserId,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<UsageTotal>> {
+        let rows: Vec<UsageRow> = on_pool!(self, pool => sqlx::query_as(
+            "select operation, count(*) as requests, cast(coalesce(sum(-amount), 0) as bigint) as credits, \
+             cast(coalesce(sum(units), 0) as bigint) as units from credit_transactions \
+             where user_id = $1 and amount < 0 and created_at >= $2 and created_at < $3 \
+             group by operation order by operation",
+        )
+        .bind(user.as_str())
+        .bind(since)
+        .bind(until)
+        .fetch_all(pool)
+        .await
+        .map_err(db_error))?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+}
+
+impl Database {
     /// One transaction: record the ledger row first (the unique request id makes a concurrent
     /// duplicate fail here), then move the balance only if it stays non-negative.
     async fn change_credits(
@@ -278,53 +307,12 @@ impl Database {
         let sql = format!(
             "select {TRANSACTION_COLUMNS} from credit_transactions where user_id = $1 and request_id = $2"
         );
-        on_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        let row: TransactionRow = on_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(user.as_str())
             .bind(request_id)
             .fetch_one(pool)
             .await
-            .map_err(db_error))
-    }
-
-    /// The user's transactions, newest first, `limit` per page, continuing before the
-    /// transaction id `before`.
-    pub async fn credit_history(
-        &self,
-        user: &UserId,
-        before: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<CreditTransaction>> {
-        let sql = format!(
-            "select {TRANSACTION_COLUMNS} from credit_transactions \
-             where user_id = $1 and ($2 is null or id < $2) order by id desc limit $3"
-        );
-        on_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(user.as_str())
-            .bind(before)
-            .bind(limit.clamp(1, MAX_PAGE) as i64)
-            .fetch_all(pool)
-            .await
-            .map_err(db_error))
-    }
-
-    /// What the user consumed per operation between `since` and `until`.
-    pub async fn usage(
-        &self,
-        user: &UserId,
-        since: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> Result<Vec<UsageTotal>> {
-        on_pool!(self, pool => sqlx::query_as(
-            "select operation, count(*) as requests, cast(coalesce(sum(-amount), 0) as bigint) as credits, \
-             cast(coalesce(sum(units), 0) as bigint) as units from credit_transactions \
-             where user_id = $1 and amount < 0 and created_at >= $2 and created_at < $3 \
-             group by operation order by operation",
-        )
-        .bind(user.as_str())
-        .bind(since)
-        .bind(until)
-        .fetch_all(pool)
-        .await
-        .map_err(db_error))
+            .map_err(db_error))?;
+        Ok(row.into())
     }
 }

@@ -1,9 +1,8 @@
-//! The composition root of `isa-mcp serve`: [`Settings`] (every flag and environment variable
-//! in one place) → [`App::build`] (the components and their routers) → [`App::serve`]. Tests
-//! build the same [`App`] and call its routers in process.
+//! The composition root of `isa-mcp serve`: [`Settings`] → [`App::build`] (the components and
+//! their routers) → [`App::serve`]. Tests build the same [`App`] and call its routers in
+//! process.
 
 use std::{
-    net::SocketAddr,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -11,13 +10,12 @@ use std::{
 
 use anyhow::Context;
 use axum::Router;
-use clap::{Args, ValueEnum};
 use isa_auth::{
     ApiKeys, Authenticator, IssuerConfig, JwksOptions, JwtVerifier, KeySource, require_auth,
 };
 use isa_core::{
     Embedder, Error, EventSink, FileStore, HealthCheck, Result, TextKind, ToolSelector,
-    http::{DEFAULT_CONCURRENCY, ServiceSet, listen, no_route},
+    http::{ServiceSet, listen, no_route},
     mcp::{McpConfig, McpServer, ServerMode, ToolLimits},
 };
 use isa_models::OrtEmbedder;
@@ -32,196 +30,16 @@ use isa_tools::{
     browser::{BrowserConfig, ChromiumDriver, browser_tools},
     catalog::CatalogTool,
     clock::current_time,
-    gateway::{Gateway, UpstreamConfig},
-    select::{DEFAULT_DENSE_WEIGHT, LocalSelector, Strategy, pgvector::PgVectorSelector},
+    gateway::Gateway,
+    select::{LocalSelector, Strategy, pgvector::PgVectorSelector},
     web::{Cidr, FetchConfig, SsrfGuard, WebFetch, WebSearch},
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{events::EventsService, users::UsersService};
-
-/// What `tools/list` shows.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Mode {
-    /// tools/list returns every tool.
-    Full,
-    /// tools/list returns discover_tools and call_tool; every tool stays callable.
-    Discover,
-}
-
-/// Where the tool index lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum IndexBackend {
-    /// In this process: hybrid (dense + BM25) selection, built at every start.
-    Memory,
-    /// In PostgreSQL with pgvector (`DATABASE_URL`), shared by every server on that database:
-    /// dense selection; a server embeds only the tools the index does not hold yet.
-    Pgvector,
-}
-
-/// When `/mcp` and the discovery endpoints ask for a credential.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum RequireAuth {
-    /// When listening beyond loopback.
-    Auto,
-    /// Always.
-    Always,
-    /// Never (the server runs open).
-    Never,
-}
-
-/// Where a side service listens, or `off`.
-#[derive(Clone, Copy, Debug)]
-pub struct ServiceBind(pub Option<SocketAddr>);
-
-impl std::str::FromStr for ServiceBind {
-    type Err = std::net::AddrParseError;
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        if s == "off" {
-            Ok(ServiceBind(None))
-        } else {
-            s.parse().map(|a| ServiceBind(Some(a)))
-        }
-    }
-}
-
-/// Every setting of `isa-mcp serve`, each a flag with an environment variable.
-#[derive(Args, Clone, Debug)]
-pub struct Settings {
-    /// Address of the MCP server.
-    #[arg(long, env = "ISA_MCP_BIND", default_value = "127.0.0.1:8081")]
-    pub bind: SocketAddr,
-    /// What tools/list shows.
-    #[arg(long, env = "ISA_MCP_MODE", value_enum, default_value = "full")]
-    pub mode: Mode,
-    /// Host names accepted in the Host header (comma-separated), besides loopback names. Add
-    /// the load balancer's name in production; `*` accepts any host.
-    #[arg(long, env = "ISA_MCP_ALLOWED_HOSTS", value_delimiter = ',')]
-    pub allowed_hosts: Vec<String>,
-    /// Serve 2025-11-25 clients without sessions too, for load balancers without stickiness.
-    #[arg(long, env = "ISA_MCP_STATELESS")]
-    pub stateless: bool,
-    /// Directory of the server's data; catalogs imported with `isa-mcp tools import` live in
-    /// its `catalog/` folder and are loaded at start.
-    #[arg(long, env = "ISA_DATA_DIR", default_value_os_t = default_data_dir())]
-    pub data_dir: PathBuf,
-    /// More catalog files to load for discovery (comma-separated).
-    #[arg(long, env = "ISA_MCP_CATALOG", value_delimiter = ',')]
-    pub catalog: Vec<PathBuf>,
-    /// Upstream MCP servers whose tools this server offers as `name/tool` (comma-separated
-    /// `name=http://host:port/mcp`).
-    #[arg(long = "upstream", env = "ISA_MCP_UPSTREAMS", value_delimiter = ',')]
-    pub upstreams: Vec<UpstreamConfig>,
-    /// Where the tool index lives.
-    #[arg(long, env = "ISA_MCP_INDEX", value_enum, default_value = "memory")]
-    pub index: IndexBackend,
-    /// Table of the shared pgvector index.
-    #[arg(long, env = "ISA_MCP_INDEX_TABLE", default_value = "isa_tool_index")]
-    pub index_table: String,
-    /// Weight of the dense score in hybrid selection.
-    #[arg(long, env = "ISA_MCP_DENSE_WEIGHT", default_value_t = DEFAULT_DENSE_WEIGHT)]
-    pub dense_weight: f32,
-    /// Seconds a tool call may run before it is answered with a timeout error.
-    #[arg(long, env = "ISA_MCP_TOOL_TIMEOUT", default_value_t = 60)]
-    pub tool_timeout: u64,
-    /// Calls of one tool that may run at once; more are refused at once as busy.
-    #[arg(long, env = "ISA_MCP_TOOL_CONCURRENCY", default_value_t = 64)]
-    pub tool_concurrency: usize,
-    /// Address ranges web_fetch and the browser may reach although they are not public
-    /// (comma-separated CIDRs such as 10.0.0.0/8). Loopback, private, link-local and
-    /// unique-local addresses are refused otherwise.
-    #[arg(long, env = "ISA_NET_ALLOW", value_delimiter = ',')]
-    pub net_allow: Vec<String>,
-    /// Chromium for the browser tools; they are offered when this file exists.
-    #[arg(long, env = "ISA_CHROMIUM", default_value = "/usr/bin/chromium")]
-    pub chromium: PathBuf,
-    /// Require a bearer credential on /mcp, /discover, /search, /stats and /capabilities:
-    /// `auto` requires one whenever the server listens beyond loopback.
-    #[arg(long, env = "ISA_MCP_REQUIRE_AUTH", value_enum, default_value = "auto")]
-    pub require_auth: RequireAuth,
-    /// The URL clients use for this server's MCP endpoint (the OAuth resource, and the
-    /// audience of its tokens); `http://{bind}/mcp` when not set.
-    #[arg(long, env = "ISA_MCP_PUBLIC_URL")]
-    pub public_url: Option<String>,
-    /// Supabase JWT secret: accept Supabase's HS256 tokens (audience `authenticated`).
-    #[arg(long, env = "SUPABASE_JWT_SECRET", hide_env_values = true)]
-    pub supabase_jwt_secret: Option<String>,
-    /// Auth0 domain: accept its RS256/ES256 tokens.
-    #[arg(long, env = "AUTH0_DOMAIN")]
-    pub auth0_domain: Option<String>,
-    /// Audience of Auth0 tokens; the public URL when not set.
-    #[arg(long, env = "AUTH0_AUDIENCE")]
-    pub auth0_audience: Option<String>,
-    /// JWKS URL of the Auth0 (or other OAuth) issuer, when not at the domain's standard path.
-    #[arg(long, env = "ISA_AUTH0_JWKS_URL")]
-    pub auth0_jwks_url: Option<String>,
-    /// Address of the user service (users, API keys, files, credits), or `off`.
-    #[arg(long, env = "ISA_USERS_BIND", default_value = "127.0.0.1:8100")]
-    pub users_bind: ServiceBind,
-    /// Address of the event service, or `off`.
-    #[arg(long, env = "ISA_EVENTS_BIND", default_value = "127.0.0.1:8101")]
-    pub events_bind: ServiceBind,
-    /// The database: `postgres://…` (Supabase-compatible) or `sqlite://…`; a SQLite file in
-    /// the data directory when not set.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-    /// Base URL of presigned links to files on local disk, which the user service serves;
-    /// `http://{users-bind}/files` when not set.
-    #[arg(long, env = "ISA_FILES_URL")]
-    pub files_url: Option<String>,
-    /// Largest user file, in bytes.
-    #[arg(long, env = "ISA_FILE_MAX_SIZE", default_value_t = isa_storage::files::DEFAULT_MAX_FILE_SIZE)]
-    pub file_max_size: u64,
-    /// Seconds a presigned file URL stays valid (at most 7 days).
-    #[arg(long, env = "ISA_FILE_URL_TTL", default_value_t = 3600)]
-    pub file_url_ttl: u64,
-    /// Credits a user starts with.
-    #[arg(long, env = "ISA_INITIAL_CREDITS", default_value_t = 0)]
-    pub initial_credits: i64,
-    /// Requests the user and event services each serve at once; more are refused with 503.
-    #[arg(long, env = "ISA_API_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY)]
-    pub api_concurrency: usize,
-    /// S3 bucket of user files; files live on local disk under the data directory when unset.
-    /// Credentials come from the environment or the instance role.
-    #[arg(long, env = "AWS_S3_BUCKET")]
-    pub s3_bucket: Option<String>,
-    /// Region of the S3 bucket.
-    #[arg(long, env = "AWS_S3_REGION", default_value = "us-east-1")]
-    pub s3_region: String,
-    /// Endpoint of an S3-compatible server (Garage, MinIO); path-style addressing then.
-    #[arg(long, env = "AWS_ENDPOINT_URL")]
-    pub s3_endpoint: Option<String>,
-    /// Seconds to let running calls finish after a shutdown signal.
-    #[arg(long, env = "ISA_MCP_SHUTDOWN_GRACE", default_value_t = 30)]
-    pub shutdown_grace: u64,
-}
-
-impl Settings {
-    /// Settings from `isa-mcp serve`'s arguments (without the program and command name) and
-    /// the environment, exactly as the command line reads them.
-    pub fn parse_from<I, T>(args: I) -> std::result::Result<Settings, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        #[derive(clap::Parser)]
-        struct Serve {
-            #[command(flatten)]
-            settings: Settings,
-        }
-        let program = std::iter::once(std::ffi::OsString::from("serve"));
-        let args = program.chain(args.into_iter().map(Into::into));
-        <Serve as clap::Parser>::try_parse_from(args).map(|serve| serve.settings)
-    }
-}
-
-/// `~/.local/share/isa`.
-pub fn default_data_dir() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join(".local/share/isa")
-}
+use crate::{
+    api::{events::EventsService, users::UsersService},
+    settings::{IndexBackend, Mode, RequireAuth, Settings},
+};
 
 /// Opens `DATABASE_URL` when given, else the SQLite file `isa.db` in the data directory.
 pub async fn open_database(data_dir: &Path, given: Option<&str>) -> anyhow::Result<Database> {
@@ -358,7 +176,9 @@ impl App {
         .with_events(event_sink.clone());
         let users = settings.users_bind.0.map(|_| {
             UsersService {
-                db: db.clone(),
+                users: Arc::new(db.clone()),
+                ledger: Arc::new(db.clone()),
+                checks: vec![Arc::new(db.clone())],
                 files: user_files.clone(),
                 store: files,
                 signer,

@@ -32,7 +32,7 @@ pub struct ImportArgs {
     /// Catalog file: {"tools": [{"id", "name", "description", "inputSchema"}]}.
     file: PathBuf,
     /// The server's data directory.
-    #[arg(long, env = "ISA_DATA_DIR", default_value_os_t = isa_mcp_server::app::default_data_dir())]
+    #[arg(long, env = "ISA_DATA_DIR", default_value_os_t = isa_mcp_server::settings::default_data_dir())]
     data_dir: PathBuf,
 }
 

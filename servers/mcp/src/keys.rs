@@ -5,7 +5,7 @@ use std::{path::PathBuf, sync::Arc};
 
 use clap::{Args, Subcommand};
 use isa_auth::ApiKeys;
-use isa_core::UserId;
+use isa_core::{UserId, UserStore};
 
 #[derive(Subcommand)]
 pub enum KeysCommand {
@@ -25,7 +25,7 @@ pub struct CreateArgs {
     #[arg(long = "scope")]
     scopes: Vec<String>,
     /// The server's data directory (where its default SQLite database lives).
-    #[arg(long, env = "ISA_DATA_DIR", default_value_os_t = isa_mcp_server::app::default_data_dir())]
+    #[arg(long, env = "ISA_DATA_DIR", default_value_os_t = isa_mcp_server::settings::default_data_dir())]
     data_dir: PathBuf,
     /// The database, as for `isa-mcp serve`.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]

@@ -3,7 +3,10 @@
 mod eval;
 mod keys;
 
-use isa_mcp_server::app::{App, Settings, shutdown_signal};
+use isa_mcp_server::{
+    app::{App, shutdown_signal},
+    settings::Settings,
+};
 use tokio_util::sync::CancellationToken;
 
 use clap::{Parser, Subcommand};

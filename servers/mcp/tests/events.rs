@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use common::*;
 use isa_core::{EventSink, UserId};
 use isa_storage::events::BatchingConfig;
-use reqwest::Client;
+use reqwest::{Client, Method};
 use serde_json::{Value, json};
 
 mod common;
@@ -70,12 +70,7 @@ async fn events_are_recorded_and_queried_per_user() {
         let get = |path: String, bearer: String| {
             let http = http.clone();
             async move {
-                let r = http
-                    .get(format!("{base}{path}"))
-                    .bearer_auth(bearer)
-                    .send()
-                    .await
-                    .unwrap();
+                let r = send_as(&http, Method::GET, format!("{base}{path}"), &bearer).await;
                 (r.status(), r.json::<Value>().await.unwrap_or(Value::Null))
             }
         };

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use isa_core::UserId;
-use reqwest::{Client, StatusCode};
+use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -76,29 +76,26 @@ async fn users_upload_list_and_download_only_their_own_files() {
             format!("/api/users/{alice}/files"),
             format!("/api/users/{alice}/files/{id}"),
         ] {
-            let r = http
-                .get(format!("{base}{path}"))
-                .bearer_auth(&b)
-                .send()
-                .await
-                .unwrap();
+            let r = send_as(&http, Method::GET, format!("{base}{path}"), &b).await;
             assert_eq!(r.status(), 403, "{name}: bob GET {path}");
         }
-        let r = http
-            .delete(format!("{base}/api/users/{alice}/files/{id}"))
-            .bearer_auth(&b)
-            .send()
-            .await
-            .unwrap();
+        let r = send_as(
+            &http,
+            Method::DELETE,
+            format!("{base}/api/users/{alice}/files/{id}"),
+            &b,
+        )
+        .await;
         assert_eq!(r.status(), 403);
         let (status, _) = upload(&http, base, &b, &alice, b"x.txt", "text/plain", b"x").await;
         assert_eq!(status, 403, "bob cannot upload as alice");
-        let r = http
-            .get(format!("{base}/api/users/{bob}/files/{id}"))
-            .bearer_auth(&b)
-            .send()
-            .await
-            .unwrap();
+        let r = send_as(
+            &http,
+            Method::GET,
+            format!("{base}/api/users/{bob}/files/{id}"),
+            &b,
+        )
+        .await;
         assert_eq!(r.status(), 404, "her file id under his name is not found");
         let his = get_json(&http, format!("{base}/api/users/{bob}/files"), &b).await;
         assert!(his["files"].as_array().unwrap().is_empty(), "{his}");
@@ -111,30 +108,33 @@ async fn users_upload_list_and_download_only_their_own_files() {
 
         // An administrator may act for her.
         let admin = token_with(&unique("admin"), Some("admin"));
-        let r = http
-            .get(format!("{base}/api/users/{alice}/files/{id}"))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap();
+        let r = send_as(
+            &http,
+            Method::GET,
+            format!("{base}/api/users/{alice}/files/{id}"),
+            &admin,
+        )
+        .await;
         assert_eq!(r.status(), 200);
 
         // Delete: gone from the listing, the store and the URL.
-        let r = http
-            .delete(format!("{base}/api/users/{alice}/files/{id}"))
-            .bearer_auth(&a)
-            .send()
-            .await
-            .unwrap();
+        let r = send_as(
+            &http,
+            Method::DELETE,
+            format!("{base}/api/users/{alice}/files/{id}"),
+            &a,
+        )
+        .await;
         assert_eq!(r.status(), 204);
         assert_eq!(objects_of(&users.store, &alice).await, 0);
         assert_eq!(http.get(url).send().await.unwrap().status(), 404);
-        let r = http
-            .get(format!("{base}/api/users/{alice}/files/{id}"))
-            .bearer_auth(&a)
-            .send()
-            .await
-            .unwrap();
+        let r = send_as(
+            &http,
+            Method::GET,
+            format!("{base}/api/users/{alice}/files/{id}"),
+            &a,
+        )
+        .await;
         assert_eq!(r.status(), 404);
     }
 }
@@ -257,15 +257,16 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
 
         assert!(put.is_success(), "{put}");
         let id = nul["file"]["id"].as_str().unwrap();
-        let done: Value = http
-            .post(format!("{base}/api/users/{alice}/files/{id}/complete"))
-            .bearer_auth(&a)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let done: Value = send_as(
+            &http,
+            Method::POST,
+            format!("{base}/api/users/{alice}/files/{id}/complete"),
+            &a,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
         assert_eq!(
             done["sha256"],
             hex::encode(Sha256::digest(b"direct bytes")),
@@ -275,14 +276,13 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
         let (lying, _) =
             direct_upload(&http, base, &a, &alice, "x.png", "image/png", "not a png").await;
         let lying_id = lying["file"]["id"].as_str().unwrap();
-        let refused = http
-            .post(format!(
-                "{base}/api/users/{alice}/files/{lying_id}/complete"
-            ))
-            .bearer_auth(&a)
-            .send()
-            .await
-            .unwrap();
+        let refused = send_as(
+            &http,
+            Method::POST,
+            format!("{base}/api/users/{alice}/files/{lying_id}/complete"),
+            &a,
+        )
+        .await;
         assert_eq!(refused.status(), 415);
         // A direct upload never completed is swept with whatever bytes arrived.
         let (abandoned, _) = direct_upload(
@@ -298,14 +298,13 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
         assert_eq!(objects_of(&users.store, &alice).await, 4);
         assert!(users.files.sweep_pending(Duration::ZERO).await.unwrap() >= 1);
         let abandoned_id = abandoned["file"]["id"].as_str().unwrap();
-        let late = http
-            .post(format!(
-                "{base}/api/users/{alice}/files/{abandoned_id}/complete"
-            ))
-            .bearer_auth(&a)
-            .send()
-            .await
-            .unwrap();
+        let late = send_as(
+            &http,
+            Method::POST,
+            format!("{base}/api/users/{alice}/files/{abandoned_id}/complete"),
+            &a,
+        )
+        .await;
         assert_eq!(late.status(), 404);
         assert_eq!(list().await, 3, "{name}: edge.txt, passwd, a_b");
         assert_eq!(objects_of(&users.store, &alice).await, 3);
@@ -320,19 +319,21 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
             .await
             .unwrap();
         assert_eq!(r.status(), 400);
-        let r = http
-            .get(format!("{base}/api/users/{alice}/files?month=13&year=2026"))
-            .bearer_auth(&a)
-            .send()
-            .await
-            .unwrap();
+        let r = send_as(
+            &http,
+            Method::GET,
+            format!("{base}/api/users/{alice}/files?month=13&year=2026"),
+            &a,
+        )
+        .await;
         assert_eq!(r.status(), 400);
-        let r = http
-            .get(format!("{base}/api/users/..%2Fetc/files"))
-            .bearer_auth(&a)
-            .send()
-            .await
-            .unwrap();
+        let r = send_as(
+            &http,
+            Method::GET,
+            format!("{base}/api/users/..%2Fetc/files"),
+            &a,
+        )
+        .await;
         assert!(r.status() == 400 || r.status() == 403, "{}", r.status());
     }
 }
@@ -385,12 +386,13 @@ async fn api_keys_are_made_used_and_revoked() {
             "a key grants no more than its maker holds"
         );
         let id = made["api_key"]["id"].as_str().unwrap();
-        let revoked = http
-            .delete(format!("{base}/api/users/me/api-keys/{id}"))
-            .bearer_auth(&a)
-            .send()
-            .await
-            .unwrap();
+        let revoked = send_as(
+            &http,
+            Method::DELETE,
+            format!("{base}/api/users/me/api-keys/{id}"),
+            &a,
+        )
+        .await;
         assert_eq!(revoked.status(), 204);
         let after = http
             .get(format!("{base}/api/users/me"))
@@ -523,18 +525,19 @@ async fn credits_are_charged_once_per_request_and_never_overdrawn() {
                 .all(|w| w[0]["id"].as_str() > w[1]["id"].as_str()),
             "newest first"
         );
-        let rest: Value = http
-            .get(format!(
+        let rest: Value = send_as(
+            &http,
+            Method::GET,
+            format!(
                 "{base}/api/users/{alice}/credits/history?before={}",
                 history["next"].as_str().unwrap()
-            ))
-            .bearer_auth(&a)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            ),
+            &a,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
         assert_eq!(
             rest["transactions"].as_array().unwrap().len(),
             4,
@@ -666,22 +669,24 @@ async fn requests_beyond_the_concurrency_limit_are_refused_at_once() {
     let (head, tail) = start.split_at(start.len() - 20);
     more.send(Ok(head.to_vec())).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let refused = http
-        .get(format!("{}/api/users/me", users.base))
-        .bearer_auth(&a)
-        .send()
-        .await
-        .unwrap();
+    let refused = send_as(
+        &http,
+        Method::GET,
+        format!("{}/api/users/me", users.base),
+        &a,
+    )
+    .await;
     assert_eq!(refused.status(), 503);
     assert_eq!(refused.headers()["retry-after"], "1");
     more.send(Ok(tail.to_vec())).await.unwrap();
     drop(more);
     assert_eq!(slow.await.unwrap(), StatusCode::CREATED);
-    let after = http
-        .get(format!("{}/api/users/me", users.base))
-        .bearer_auth(&a)
-        .send()
-        .await
-        .unwrap();
+    let after = send_as(
+        &http,
+        Method::GET,
+        format!("{}/api/users/me", users.base),
+        &a,
+    )
+    .await;
     assert_eq!(after.status(), 200, "the slot is free again");
 }

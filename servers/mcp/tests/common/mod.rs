@@ -12,7 +12,8 @@ use isa_auth::{ApiKeys, Authenticator, IssuerConfig, JwksOptions, JwtVerifier};
 use isa_core::{FileStore, UserId, http::serve as serve_until};
 use isa_mcp_server::{
     api::{events::EventsService, users::UsersService},
-    app::{App, Settings},
+    app::App,
+    settings::Settings,
 };
 use isa_storage::{
     db::Database,
@@ -166,7 +167,9 @@ pub async fn user_service_serving(
     )
     .unwrap();
     let service = UsersService {
-        db: db.clone(),
+        users: Arc::new(db.clone()),
+        ledger: Arc::new(db.clone()),
+        checks: vec![Arc::new(db.clone())],
         files: files.clone(),
         store: store.clone(),
         signer: Some(signer),
@@ -227,12 +230,23 @@ pub async fn objects_of(store: &Arc<dyn FileStore>, user: &str) -> usize {
 
 /// GET with a bearer credential; the JSON answer.
 pub async fn get_json(http: &Client, url: impl reqwest::IntoUrl, bearer: &str) -> Value {
-    http.get(url)
-        .bearer_auth(bearer)
-        .send()
+    send_as(http, reqwest::Method::GET, url, bearer)
+        .await
+        .json()
         .await
         .unwrap()
-        .json()
+}
+
+/// Sends `method url` with a bearer credential.
+pub async fn send_as(
+    http: &Client,
+    method: reqwest::Method,
+    url: impl reqwest::IntoUrl,
+    bearer: &str,
+) -> reqwest::Response {
+    http.request(method, url)
+        .bearer_auth(bearer)
+        .send()
         .await
         .unwrap()
 }

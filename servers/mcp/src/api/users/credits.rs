@@ -7,10 +7,9 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use isa_core::{
-    ADMIN_SCOPE, Error, Event, Identity, UserId,
+    ADMIN_SCOPE, Charge, Error, Event, Identity, UserId,
     http::{ApiJson, ApiQuery, ApiResult},
 };
-use isa_storage::users::Charge;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -24,7 +23,7 @@ pub(super) async fn balance(
     let user = service.account_of(&identity, &user_id).await?;
     let account = service
         .inner
-        .db
+        .users
         .user(&user)
         .await?
         .ok_or_else(|| Error::NotFound(format!("user {user}")))?;
@@ -50,8 +49,8 @@ pub(super) async fn consume(
     let user = service.account_of(&identity, &user_id).await?;
     let charge = service
         .inner
-        .db
-        .consume_credits(&user, &c.request_id, c.amount, &c.operation, c.units)
+        .ledger
+        .charge(&user, &c.request_id, c.amount, &c.operation, c.units)
         .await?;
     if !charge.replayed {
         let payload = json!({
@@ -102,13 +101,13 @@ pub(super) async fn grant(
     let user = UserId::new(user_id)?;
     service
         .inner
-        .db
+        .users
         .ensure_user(&user, None, service.inner.initial_credits)
         .await?;
     let charge = service
         .inner
-        .db
-        .grant_credits(&user, &g.request_id, g.amount, &g.reason)
+        .ledger
+        .grant(&user, &g.request_id, g.amount, &g.reason)
         .await?;
     charge_response(charge)
 }
@@ -126,14 +125,11 @@ pub(super) async fn history(
     ApiQuery(q): ApiQuery<HistoryPage>,
 ) -> ApiResult<Json<Value>> {
     let user = service.account_of(&identity, &user_id).await?;
-    let limit = q
-        .limit
-        .unwrap_or(100)
-        .clamp(1, isa_storage::users::MAX_PAGE);
+    let limit = q.limit.unwrap_or(100).clamp(1, isa_core::MAX_HISTORY_PAGE);
     let transactions = service
         .inner
-        .db
-        .credit_history(&user, q.before.as_deref(), limit)
+        .ledger
+        .history(&user, q.before.as_deref(), limit)
         .await?;
     let next = (transactions.len() == limit)
         .then(|| transactions.last().map(|t| t.id.clone()))
@@ -156,7 +152,7 @@ pub(super) async fn usage(
     let user = service.account_of(&identity, &user_id).await?;
     let until = q.until.unwrap_or_else(Utc::now);
     let since = q.since.unwrap_or(until - chrono::Duration::days(30));
-    let totals = service.inner.db.usage(&user, since, until).await?;
+    let totals = service.inner.ledger.usage(&user, since, until).await?;
     Ok(Json(
         json!({"since": since, "until": until, "operations": totals}),
     ))

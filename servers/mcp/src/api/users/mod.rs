@@ -17,11 +17,10 @@ use axum::{
 };
 use isa_auth::{ApiKeys, Authenticator, require_auth};
 use isa_core::{
-    Error, EventSink, FileStore, HealthCheck, Identity, UserId,
+    CreditLedger, Error, EventSink, FileStore, HealthCheck, Identity, User, UserId, UserStore,
     http::{ApiResult, Health, limit_body, limit_concurrency, no_route},
 };
 use isa_storage::{
-    db::Database,
     files::{FileStoreHealth, LocalSigner},
     user_files::UserFiles,
 };
@@ -32,15 +31,19 @@ pub const MAX_JSON_BODY: usize = 1024 * 1024;
 /// What the user service works with.
 #[derive(Clone)]
 pub struct UsersService {
-    /// Users, keys, file metadata and credits.
-    pub db: Database,
+    /// Users, made on first sight.
+    pub users: Arc<dyn UserStore>,
+    /// Their credits.
+    pub ledger: Arc<dyn CreditLedger>,
+    /// What `/health` checks besides the file store (the database).
+    pub checks: Vec<Arc<dyn HealthCheck>>,
     /// Users' files.
     pub files: UserFiles,
     /// The file store under `files` (the presigned routes of a local store read and write it).
     pub store: Arc<dyn FileStore>,
     /// The signer of a local store's URLs, whose `/files/*` URLs this service then serves.
     pub signer: Option<LocalSigner>,
-    /// API keys (kept in `db`).
+    /// API keys.
     pub keys: ApiKeys,
     /// Credits a new user starts with.
     pub initial_credits: i64,
@@ -54,10 +57,9 @@ impl UsersService {
     /// The service's routes; `auth` checks the credentials of `/api/users/*`.
     pub fn router(self, auth: Authenticator) -> Router {
         let concurrency = self.concurrency;
-        let health = Health::new(vec![
-            Arc::new(self.db.clone()) as Arc<dyn HealthCheck>,
-            Arc::new(FileStoreHealth(self.store.clone())),
-        ]);
+        let mut checks = self.checks.clone();
+        checks.push(Arc::new(FileStoreHealth(self.store.clone())));
+        let health = Health::new(checks);
         let protected = Router::new()
             .route("/api/users/me", get(account::me))
             .route(
@@ -129,16 +131,16 @@ impl Service {
         identity.authorize_user(&user)?;
         if user == identity.user_id {
             self.ensure(identity).await?;
-        } else if self.inner.db.user(&user).await?.is_none() {
+        } else if self.inner.users.user(&user).await?.is_none() {
             return Err(Error::NotFound(format!("user {user}")).into());
         }
         Ok(user)
     }
 
-    pub(super) async fn ensure(&self, identity: &Identity) -> ApiResult<isa_storage::users::User> {
+    pub(super) async fn ensure(&self, identity: &Identity) -> ApiResult<User> {
         Ok(self
             .inner
-            .db
+            .users
             .ensure_user(
                 &identity.user_id,
                 identity.email.as_deref(),
