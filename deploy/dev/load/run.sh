@@ -4,16 +4,20 @@
 # (answered as SSE), then discover_tools over the MetaTool catalog. Prints requests/s, p50/p99
 # latency, answers and bad answers, and the server's resident memory after each run. First it
 # checks that bad answers are counted: a run calling a tool that does not exist must count
-# every answer as bad.
+# every answer as bad. ISA_MCP_BIN names another isa-mcp binary to load (an earlier build, to
+# compare side by side); by default this checkout's release build.
 set -euo pipefail
 DEV="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$DEV/lib.sh"
 cd "$ISA_REPO"
 command -v wrk >/dev/null || apt_install wrk
 DURATION=${DURATION:-20s}
-cargo build -q --release -p isa-mcp-server
+if [ -z "${ISA_MCP_BIN:-}" ]; then
+  cargo build -q --release -p isa-mcp-server
+  ISA_MCP_BIN=./target/release/isa-mcp
+fi
 port=18089
-ISA_LOG=warn ./target/release/isa-mcp serve --bind "127.0.0.1:$port" --stateless \
+ISA_LOG=warn "$ISA_MCP_BIN" serve --bind "127.0.0.1:$port" --stateless \
   --catalog benches/data/metatool/catalog.json --data-dir "$(mktemp -d)" \
   --users-bind off --events-bind off &
 server=$!
