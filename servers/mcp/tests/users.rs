@@ -76,27 +76,35 @@ async fn users_upload_list_and_download_only_their_own_files() {
             format!("/api/users/{alice}/files"),
             format!("/api/users/{alice}/files/{id}"),
         ] {
-            let r = send_as(&http, Method::GET, format!("{base}{path}"), &b).await;
-            assert_eq!(r.status(), 403, "{name}: bob GET {path}");
+            assert_eq!(
+                status_as(&http, Method::GET, format!("{base}{path}"), &b).await,
+                403,
+                "{name}: bob GET {path}"
+            );
         }
-        let r = send_as(
-            &http,
-            Method::DELETE,
-            format!("{base}/api/users/{alice}/files/{id}"),
-            &b,
-        )
-        .await;
-        assert_eq!(r.status(), 403);
+        assert_eq!(
+            status_as(
+                &http,
+                Method::DELETE,
+                format!("{base}/api/users/{alice}/files/{id}"),
+                &b,
+            )
+            .await,
+            403
+        );
         let (status, _) = upload(&http, base, &b, &alice, b"x.txt", "text/plain", b"x").await;
         assert_eq!(status, 403, "bob cannot upload as alice");
-        let r = send_as(
-            &http,
-            Method::GET,
-            format!("{base}/api/users/{bob}/files/{id}"),
-            &b,
-        )
-        .await;
-        assert_eq!(r.status(), 404, "her file id under his name is not found");
+        assert_eq!(
+            status_as(
+                &http,
+                Method::GET,
+                format!("{base}/api/users/{bob}/files/{id}"),
+                &b,
+            )
+            .await,
+            404,
+            "her file id under his name is not found"
+        );
         let his = get_json(&http, format!("{base}/api/users/{bob}/files"), &b).await;
         assert!(his["files"].as_array().unwrap().is_empty(), "{his}");
         let anonymous = http
@@ -108,34 +116,40 @@ async fn users_upload_list_and_download_only_their_own_files() {
 
         // An administrator may act for her.
         let admin = token_with(&unique("admin"), Some("admin"));
-        let r = send_as(
-            &http,
-            Method::GET,
-            format!("{base}/api/users/{alice}/files/{id}"),
-            &admin,
-        )
-        .await;
-        assert_eq!(r.status(), 200);
+        assert_eq!(
+            status_as(
+                &http,
+                Method::GET,
+                format!("{base}/api/users/{alice}/files/{id}"),
+                &admin,
+            )
+            .await,
+            200
+        );
 
         // Delete: gone from the listing, the store and the URL.
-        let r = send_as(
-            &http,
-            Method::DELETE,
-            format!("{base}/api/users/{alice}/files/{id}"),
-            &a,
-        )
-        .await;
-        assert_eq!(r.status(), 204);
+        assert_eq!(
+            status_as(
+                &http,
+                Method::DELETE,
+                format!("{base}/api/users/{alice}/files/{id}"),
+                &a,
+            )
+            .await,
+            204
+        );
         assert_eq!(objects_of(&users.store, &alice).await, 0);
         assert_eq!(http.get(url).send().await.unwrap().status(), 404);
-        let r = send_as(
-            &http,
-            Method::GET,
-            format!("{base}/api/users/{alice}/files/{id}"),
-            &a,
-        )
-        .await;
-        assert_eq!(r.status(), 404);
+        assert_eq!(
+            status_as(
+                &http,
+                Method::GET,
+                format!("{base}/api/users/{alice}/files/{id}"),
+                &a,
+            )
+            .await,
+            404
+        );
     }
 }
 
@@ -319,14 +333,16 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
             .await
             .unwrap();
         assert_eq!(r.status(), 400);
-        let r = send_as(
-            &http,
-            Method::GET,
-            format!("{base}/api/users/{alice}/files?month=13&year=2026"),
-            &a,
-        )
-        .await;
-        assert_eq!(r.status(), 400);
+        assert_eq!(
+            status_as(
+                &http,
+                Method::GET,
+                format!("{base}/api/users/{alice}/files?month=13&year=2026"),
+                &a,
+            )
+            .await,
+            400
+        );
         let r = send_as(
             &http,
             Method::GET,

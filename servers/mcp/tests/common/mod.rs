@@ -251,6 +251,16 @@ pub async fn send_as(
         .unwrap()
 }
 
+/// The status of `method url` sent with a bearer credential.
+pub async fn status_as(
+    http: &Client,
+    method: reqwest::Method,
+    url: impl reqwest::IntoUrl,
+    bearer: &str,
+) -> u16 {
+    send_as(http, method, url, bearer).await.status().as_u16()
+}
+
 /// POST a JSON body with a bearer credential; the JSON answer.
 pub async fn post_json(
     http: &Client,
