@@ -347,3 +347,101 @@ async fn http_endpoints_answer_and_unknown_hosts_are_refused() {
         200
     );
 }
+
+/// A tool that says when it starts, counts how many of it run at once, and waits to be
+/// released when asked to block.
+struct Gate {
+    started: tokio::sync::mpsc::UnboundedSender<()>,
+    running: Arc<std::sync::atomic::AtomicUsize>,
+    most: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn gated_tool(gate: Gate) -> (Arc<dyn isa_core::Tool>, ToolLimits) {
+    use std::sync::atomic::Ordering;
+    let gate = Arc::new(gate);
+    let spec = ToolSpec::new("gated", "Waits when asked to block");
+    let tool = tool_fn(spec, move |a, _| {
+        let gate = gate.clone();
+        async move {
+            let now = gate.running.fetch_add(1, Ordering::SeqCst) + 1;
+            gate.most.fetch_max(now, Ordering::SeqCst);
+            let _ = gate.started.send(());
+            struct Leaving(Arc<Gate>);
+            impl Drop for Leaving {
+                fn drop(&mut self) {
+                    self.0.running.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            let _leaving = Leaving(gate.clone());
+            if a.get("block").and_then(Value::as_bool) == Some(true) {
+                std::future::pending::<()>().await;
+            }
+            Ok(ToolOutput::text("done"))
+        }
+    });
+    let limits = ToolLimits {
+        timeout: Duration::from_secs(30),
+        max_concurrent: 1,
+    };
+    (tool, limits)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_call_is_not_counted_and_its_tool_stops_before_another_may_run() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (started, mut on_start) = tokio::sync::mpsc::unbounded_channel();
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let server = McpServer::builder(McpConfig::default()).build();
+    server
+        .add_tools_with_limits(vec![gated_tool(Gate {
+            started,
+            running: running.clone(),
+            most: most.clone(),
+        })])
+        .await
+        .unwrap();
+
+    let blocked = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            server
+                .call_tool(
+                    "gated",
+                    args(json!({"block": true})),
+                    &CallContext::default(),
+                )
+                .await
+        })
+    };
+    on_start.recv().await.unwrap();
+    assert_eq!(server.calls_in_flight(), 1);
+    // The client goes away: the call is dropped mid-way.
+    blocked.abort();
+    assert!(blocked.await.unwrap_err().is_cancelled());
+    assert_eq!(
+        server.calls_in_flight(),
+        0,
+        "a cancelled call is not counted"
+    );
+
+    // Until the cancelled tool has stopped, the only place is still taken; after, a new call
+    // runs alone.
+    loop {
+        let out = server
+            .call_tool("gated", args(json!({})), &CallContext::default())
+            .await
+            .unwrap();
+        if !out.is_error {
+            break;
+        }
+        assert!(text_of(&out).contains("busy"), "{out:?}");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        1,
+        "two calls of the tool ran at once"
+    );
+    assert_eq!(running.load(Ordering::SeqCst), 0);
+}

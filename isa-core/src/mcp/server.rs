@@ -330,10 +330,10 @@ impl McpServer {
         if !ctx.may_use(spec.required_scope.as_deref()) {
             return Err(Error::NotFound(format!("tool {:?}", spec.name)));
         }
-        self.inner.calls_running.fetch_add(1, Ordering::Relaxed);
+        let running = CallRunning::enter(self.inner.clone());
         let started = Instant::now();
         let output = self.run_checked(&entry, args, ctx).await;
-        self.inner.calls_running.fetch_sub(1, Ordering::Relaxed);
+        drop(running);
         self.inner.stats.record_call(&spec.name, output.is_error);
         if let Some(events) = &self.inner.events {
             let payload = json!({
@@ -372,21 +372,24 @@ impl McpServer {
         let Value::Object(args) = args_value else {
             return ToolOutput::error("arguments must be an object");
         };
-        let Ok(_permit) = entry.permits.clone().try_acquire_owned() else {
+        let Ok(permit) = entry.permits.clone().try_acquire_owned() else {
             return ToolOutput::error(format!(
                 "{} is busy ({} calls running); try again shortly",
                 spec.name, entry.limits.max_concurrent
             ));
         };
         // The call runs in its own task so that a panicking tool becomes an error result
-        // instead of taking the request (or a session) down with it.
+        // instead of taking the request (or a session) down with it. The task holds the permit
+        // until it ends, and is aborted when this call is dropped (the client went away), so a
+        // tool never runs more often at once than its limit.
         let tool = entry.tool.clone();
         let call_ctx = ctx.clone();
-        let task = tokio::spawn(async move { tool.call(args, &call_ctx).await });
-        let abort = task.abort_handle();
+        let task = AbortOnDrop(tokio::spawn(async move {
+            let _permit = permit;
+            tool.call(args, &call_ctx).await
+        }));
         let output = match tokio::time::timeout(entry.limits.timeout, task).await {
             Err(_) => {
-                abort.abort();
                 return ToolOutput::error(format!(
                     "{} did not finish within {:?}",
                     spec.name, entry.limits.timeout
@@ -618,6 +621,43 @@ impl McpServer {
     pub(crate) fn enter_request(&self) -> RequestInFlight {
         self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
         RequestInFlight(self.inner.clone())
+    }
+}
+
+/// A tool call running, counted by [`McpServer::calls_in_flight`] until it is dropped, whether
+/// the call finished or was cancelled.
+struct CallRunning(Arc<Inner>);
+
+impl CallRunning {
+    fn enter(inner: Arc<Inner>) -> Self {
+        inner.calls_running.fetch_add(1, Ordering::Relaxed);
+        CallRunning(inner)
+    }
+}
+
+impl Drop for CallRunning {
+    fn drop(&mut self) {
+        self.0.calls_running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A spawned task that is aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Future for AbortOnDrop<T> {
+    type Output = std::result::Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
