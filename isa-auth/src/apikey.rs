@@ -1,5 +1,5 @@
 //! API keys: `isa_<id>_<secret>`, stored only as a SHA-256 hash of the secret, compared in
-//! constant time, with scopes, revocation and last-used time.
+//! constant time, with scopes, revocation, an optional expiry and last-used time.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -37,6 +37,8 @@ pub struct ApiKeyRecord {
     pub last_used_at: Option<DateTime<Utc>>,
     /// When it was revoked; a revoked key never authenticates again.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// When it stops working, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// Where key records live. The storage crate implements it on PostgreSQL and SQLite;
@@ -147,6 +149,17 @@ impl ApiKeys {
         name: &str,
         scopes: Vec<String>,
     ) -> Result<(String, ApiKeyRecord)> {
+        self.issue_until(user, name, scopes, None).await
+    }
+
+    /// [`ApiKeys::issue`] for a key that stops working at `expires_at` (never when `None`).
+    pub async fn issue_until(
+        &self,
+        user: &UserId,
+        name: &str,
+        scopes: Vec<String>,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<(String, ApiKeyRecord)> {
         if name.len() > 100 || name.chars().any(char::is_control) {
             return Err(Error::invalid(
                 "a key name has at most 100 characters and no control characters",
@@ -163,6 +176,7 @@ impl ApiKeys {
             created_at: Utc::now(),
             last_used_at: None,
             revoked_at: None,
+            expires_at,
         };
         self.store.insert(record.clone()).await?;
         Ok((format!("{KEY_PREFIX}{id}_{secret}"), record))
@@ -186,10 +200,17 @@ impl ApiKeys {
             .as_bytes()
             .ct_eq(record.secret_hash.as_bytes())
             .into();
-        if !matches || record.revoked_at.is_some() {
+        let now = Utc::now();
+        if !matches
+            || record.revoked_at.is_some()
+            || record.expires_at.is_some_and(|end| end <= now)
+        {
             return Err(Error::Unauthenticated);
         }
-        self.store.touch(id, Utc::now()).await?;
+        // The last use is bookkeeping: failing to write it never refuses a valid key.
+        if let Err(error) = self.store.touch(id, now).await {
+            tracing::warn!(key = id, %error, "could not record an API key's use");
+        }
         Ok(Identity {
             user_id: record.user_id,
             email: None,

@@ -7,7 +7,10 @@
 
 use std::{
     collections::HashMap,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -87,43 +90,70 @@ impl IssuerConfig {
 }
 
 /// Keys of a JWKS, refetched on an unknown `kid` at most once per `min_refresh`.
+type Keys = HashMap<String, (DecodingKey, Option<Algorithm>)>;
+
+/// An issuer's published keys. Keys live `max_age`; for another `max_age` a stale key is
+/// still accepted while a refresh runs in the background; after that it is used only once a
+/// fetch confirms it. A key the issuer withdraws thus stops working within twice `max_age`.
 struct JwksCache {
     url: String,
     client: reqwest::Client,
-    keys: Mutex<HashMap<String, (DecodingKey, Option<Algorithm>)>>,
+    keys: Mutex<(Keys, Option<Instant>)>,
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    refreshing: AtomicBool,
     min_refresh: Duration,
+    max_age: Duration,
 }
 
 impl JwksCache {
-    async fn key(&self, kid: &str) -> Result<(DecodingKey, Option<Algorithm>)> {
-        if let Some(key) = self.keys.lock().get(kid).cloned() {
-            return Ok(key);
+    /// The key `kid` and how long ago it was fetched.
+    fn cached(&self, kid: &str) -> Option<((DecodingKey, Option<Algorithm>), Duration)> {
+        let keys = self.keys.lock();
+        let fetched = keys.1?;
+        keys.0.get(kid).map(|key| (key.clone(), fetched.elapsed()))
+    }
+
+    async fn key(self: &Arc<Self>, kid: &str) -> Result<(DecodingKey, Option<Algorithm>)> {
+        match self.cached(kid) {
+            Some((key, age)) if age < self.max_age => return Ok(key),
+            Some((key, age)) if age < 2 * self.max_age => {
+                if !self.refreshing.swap(true, Ordering::SeqCst) {
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        this.refresh().await;
+                        this.refreshing.store(false, Ordering::SeqCst);
+                    });
+                }
+                return Ok(key);
+            }
+            _ => {}
         }
-        // One fetch at a time, and not more often than min_refresh, however many tokens with
-        // unknown kids arrive.
+        // Unknown or expired: only a fetch can vouch for it.
+        self.refresh().await;
+        match self.cached(kid) {
+            Some((key, age)) if age < 2 * self.max_age => Ok(key),
+            _ => Err(Error::Unauthenticated),
+        }
+    }
+
+    /// Fetches the key set: one fetch at a time, and not more often than `min_refresh`,
+    /// however many tokens with unknown kids arrive. A failed fetch keeps the keys it has,
+    /// which then expire.
+    async fn refresh(&self) {
         let mut last = self.last_fetch.lock().await;
-        if let Some(key) = self.keys.lock().get(kid).cloned() {
-            return Ok(key);
-        }
         if last.is_some_and(|at| at.elapsed() < self.min_refresh) {
-            return Err(Error::Unauthenticated);
+            return;
         }
         *last = Some(Instant::now());
         match self.fetch().await {
-            Ok(keys) => *self.keys.lock() = keys,
+            Ok(keys) => *self.keys.lock() = (keys, Some(Instant::now())),
             Err(e) => {
-                tracing::warn!(url = %self.url, error = %e, "JWKS fetch failed; tokens with unknown keys are refused")
+                tracing::warn!(url = %self.url, error = %e, "JWKS fetch failed; tokens with unknown or expired keys are refused")
             }
         }
-        self.keys
-            .lock()
-            .get(kid)
-            .cloned()
-            .ok_or(Error::Unauthenticated)
     }
 
-    async fn fetch(&self) -> Result<HashMap<String, (DecodingKey, Option<Algorithm>)>> {
+    async fn fetch(&self) -> Result<Keys> {
         let set: JwkSet = self
             .client
             .get(&self.url)
@@ -153,7 +183,7 @@ impl JwksCache {
 struct Issuer {
     config: IssuerConfig,
     secret: Option<DecodingKey>,
-    jwks: Option<JwksCache>,
+    jwks: Option<Arc<JwksCache>>,
 }
 
 /// Verifies bearer JWTs against the configured issuers.
@@ -169,6 +199,9 @@ pub struct JwksOptions {
     pub timeout: Duration,
     /// Least time between two fetches of one JWKS.
     pub min_refresh: Duration,
+    /// How long fetched keys are trusted before a refresh; a withdrawn key stops working
+    /// within twice this.
+    pub max_age: Duration,
 }
 
 impl Default for JwksOptions {
@@ -176,6 +209,7 @@ impl Default for JwksOptions {
         JwksOptions {
             timeout: Duration::from_secs(5),
             min_refresh: Duration::from_secs(30),
+            max_age: Duration::from_secs(600),
         }
     }
 }
@@ -214,7 +248,14 @@ impl JwtVerifier {
                 if config.audiences.is_empty() {
                     return Err(Error::Config(format!("issuer {} needs at least one audience", config.name)));
                 }
-                let hmac = config.algorithms.iter().any(|a| matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512));
+                let is_hmac = |a: &Algorithm| matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
+                let hmac = config.algorithms.iter().all(is_hmac);
+                if config.algorithms.is_empty() || (!hmac && config.algorithms.iter().any(is_hmac)) {
+                    return Err(Error::Config(format!(
+                        "issuer {}: name its algorithms, either HMAC ones (with a shared secret) or public-key ones (with a JWKS), never a mix",
+                        config.name
+                    )));
+                }
                 let (secret, jwks) = match &config.keys {
                     KeySource::Secret(s) if hmac && s.len() >= 32 => (Some(DecodingKey::from_secret(s)), None),
                     KeySource::Secret(_) if hmac => {
@@ -222,13 +263,15 @@ impl JwtVerifier {
                     }
                     KeySource::Jwks(url) if !hmac => (
                         None,
-                        Some(JwksCache {
+                        Some(Arc::new(JwksCache {
                             url: url.clone(),
                             client: client.clone(),
                             keys: Mutex::default(),
                             last_fetch: tokio::sync::Mutex::new(None),
+                            refreshing: AtomicBool::new(false),
                             min_refresh: options.min_refresh,
-                        }),
+                            max_age: options.max_age,
+                        })),
                     ),
                     _ => {
                         return Err(Error::Config(format!(

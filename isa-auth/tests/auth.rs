@@ -22,6 +22,8 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 const ISSUER: &str = "https://issuer.test/";
+/// How long the fixture trusts fetched keys.
+const JWKS_MAX_AGE: Duration = Duration::from_millis(400);
 const AUDIENCE: &str = "https://api.test/mcp";
 const SUPABASE_SECRET: &str = "super-secret-jwt-token-with-at-least-32-characters";
 
@@ -85,6 +87,7 @@ async fn fixture() -> Option<Fixture> {
     let options = JwksOptions {
         timeout: Duration::from_secs(2),
         min_refresh: Duration::ZERO,
+        max_age: JWKS_MAX_AGE,
     };
     let verifier = JwtVerifier::new(issuers(url), options).unwrap();
     let keys = ApiKeys::new(Arc::new(MemoryKeyStore::default()));
@@ -283,6 +286,32 @@ async fn a_rotated_key_is_picked_up_from_the_jwks() {
 }
 
 #[tokio::test]
+async fn a_key_the_issuer_withdraws_stops_working() {
+    let Some(f) = fixture().await else { return };
+    let token = f.tokens["valid_rs256"].as_str().unwrap();
+    let (status, _, _) = get_as(&f.app, "/api/users/alice/thing", Some(token)).await;
+    assert_eq!(status, StatusCode::OK);
+    // The issuer publishes rsa-2 and withdraws rsa-1, which signed the token.
+    let mut withdrawn = f.rotated.clone();
+    withdrawn["keys"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|k| k["kid"] != "rsa-1");
+    *f.jwks.write() = withdrawn;
+    // Past twice the keys' lifetime, only a fetch can vouch for rsa-1, and it does not.
+    tokio::time::sleep(2 * JWKS_MAX_AGE + Duration::from_millis(100)).await;
+    let (status, _, _) = get_as(&f.app, "/api/users/alice/thing", Some(token)).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a withdrawn key was still trusted"
+    );
+    let rotated = f.tokens["rotated_rs256"].as_str().unwrap();
+    let (status, _, _) = get_as(&f.app, "/api/users/dave/thing", Some(rotated)).await;
+    assert_eq!(status, StatusCode::OK, "the key that replaced it works");
+}
+
+#[tokio::test]
 async fn an_unreachable_jwks_fails_closed() {
     let Some(minted) = mint() else { return };
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
@@ -329,6 +358,24 @@ async fn the_metadata_names_this_resource() {
 fn misconfigured_issuers_are_refused() {
     let mut mixed = IssuerConfig::supabase(SUPABASE_SECRET);
     mixed.algorithms.push(jsonwebtoken::Algorithm::RS256);
+    let refused = JwtVerifier::new(vec![mixed], JwksOptions::default()).map(drop);
+    assert!(
+        matches!(&refused, Err(isa_core::Error::Config(m)) if m.contains("never a mix")),
+        "a shared secret with a public-key algorithm: {refused:?}"
+    );
+    let mut mixed_jwks = IssuerConfig::auth0("example.auth0.com", "https://api.example");
+    mixed_jwks.algorithms.push(jsonwebtoken::Algorithm::HS256);
+    assert!(JwtVerifier::new(vec![mixed_jwks], JwksOptions::default()).is_err());
+    let mut none = IssuerConfig::supabase(SUPABASE_SECRET);
+    none.algorithms.clear();
+    assert!(JwtVerifier::new(vec![none], JwksOptions::default()).is_err());
+    assert!(
+        JwtVerifier::new(
+            vec![IssuerConfig::supabase(SUPABASE_SECRET)],
+            JwksOptions::default()
+        )
+        .is_ok()
+    );
     assert!(
         JwtVerifier::new(
             vec![IssuerConfig::supabase("short")],
@@ -339,4 +386,42 @@ fn misconfigured_issuers_are_refused() {
     let mut no_audience = IssuerConfig::supabase(SUPABASE_SECRET);
     no_audience.audiences.clear();
     assert!(JwtVerifier::new(vec![no_audience], JwksOptions::default()).is_err());
+}
+
+/// Keys in memory whose last-use writes fail, as a database that refuses writes would.
+struct NoBookkeeping(MemoryKeyStore);
+
+#[isa_core::async_trait]
+impl isa_auth::KeyStore for NoBookkeeping {
+    async fn insert(&self, record: isa_auth::ApiKeyRecord) -> isa_core::Result<()> {
+        self.0.insert(record).await
+    }
+    async fn get(&self, id: &str) -> isa_core::Result<Option<isa_auth::ApiKeyRecord>> {
+        self.0.get(id).await
+    }
+    async fn list(&self, user: &UserId) -> isa_core::Result<Vec<isa_auth::ApiKeyRecord>> {
+        self.0.list(user).await
+    }
+    async fn revoke(
+        &self,
+        user: &UserId,
+        id: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> isa_core::Result<bool> {
+        self.0.revoke(user, id, at).await
+    }
+    async fn touch(&self, _: &str, _: chrono::DateTime<chrono::Utc>) -> isa_core::Result<()> {
+        Err(isa_core::Error::Unavailable("read-only database".into()))
+    }
+}
+
+#[tokio::test]
+async fn a_failed_last_use_write_never_refuses_a_valid_key() {
+    let keys = ApiKeys::new(Arc::new(NoBookkeeping(MemoryKeyStore::default())));
+    let (key, _) = keys
+        .issue(&UserId::new("alice").unwrap(), "ci", vec![])
+        .await
+        .unwrap();
+    let identity = keys.verify(&key).await.unwrap();
+    assert_eq!(identity.user_id.as_str(), "alice");
 }

@@ -22,6 +22,10 @@ pub enum Error {
     /// The caller is known but may not do this.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// The request contradicts what is stored (a request id reused for a different request,
+    /// say); repeating it will not help.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// A payload is larger than the configured limit (in bytes).
     #[error("too large: limit is {limit} bytes")]
     TooLarge {
@@ -88,6 +92,36 @@ impl Error {
             Error::Overloaded { .. } | Error::Timeout(_) | Error::Unavailable(_) => true,
             Error::Upstream { retryable, .. } => *retryable,
             _ => false,
+        }
+    }
+
+    /// What a remote caller (an HTTP client, an MCP client, a model reading a tool result) is
+    /// told. Errors that are the caller's to fix say what is wrong; failures of ours say only
+    /// what kind they were, since their text can name databases, buckets, keys or SQL: log
+    /// the error itself.
+    ///
+    /// ```
+    /// use isa_core::Error;
+    /// let outage = Error::Unavailable("database: connection to 10.0.0.5 refused".into());
+    /// assert!(!outage.public_message().contains("10.0.0.5"));
+    /// assert_eq!(Error::invalid("top_k must be positive").public_message(), "invalid input: top_k must be positive");
+    /// ```
+    pub fn public_message(&self) -> String {
+        match self {
+            Error::Unauthenticated => "a valid bearer token or API key is required".to_owned(),
+            Error::Overloaded { .. } => "busy; retry shortly".to_owned(),
+            Error::Unavailable(_) => "a dependency is unavailable; retry shortly".to_owned(),
+            Error::Timeout(_) => "the request took too long".to_owned(),
+            Error::Upstream {
+                service, status, ..
+            } => match status {
+                Some(status) => format!("{service} failed with status {status}"),
+                None => format!("{service} failed"),
+            },
+            Error::Config(_) | Error::Internal(_) => {
+                "the request could not be completed".to_owned()
+            }
+            callers => callers.to_string(),
         }
     }
 

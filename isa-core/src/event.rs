@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::{Error, Result, UserId};
+use crate::{Result, UserId};
 
 /// Something that happened: a tool call, a login, a file upload, a model request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,11 +64,23 @@ pub struct EventQuery {
     pub limit: usize,
 }
 
-/// Where events go: PostgreSQL, SQLite or the log.
+/// Largest page of an event query.
+pub const MAX_EVENT_PAGE: usize = 1000;
+
+/// How many events of one kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindCount {
+    /// The kind.
+    pub kind: String,
+    /// Events of it.
+    pub count: i64,
+}
+
+/// Where events go: a database (directly or batched) or the log.
 ///
 /// [`EventSink::record`] accepts events into a bounded buffer and returns quickly; when the buffer
-/// is full it answers [`Error::Overloaded`] rather than growing. Accepted events are written before
-/// [`EventSink::flush`] returns. Sinks that can answer queries override [`EventSink::query`].
+/// is full it answers [`Error::Overloaded`](crate::Error::Overloaded) rather than growing. Accepted events are written before
+/// [`EventSink::flush`] returns. Reading events back is [`EventStore`]'s part.
 ///
 /// ```
 /// use std::sync::Mutex;
@@ -89,7 +101,6 @@ pub struct EventQuery {
 /// let sink = InMemory::default();
 /// sink.record(vec![Event::now("login", None, serde_json::Value::Null)]).await.unwrap();
 /// assert_eq!(sink.0.lock().unwrap().len(), 1);
-/// assert!(sink.query(&EventQuery::default()).await.is_err());
 /// # });
 /// ```
 #[async_trait]
@@ -116,11 +127,26 @@ pub trait EventSink: Send + Sync {
             tracing::warn!(%error, kind, "an event was not recorded");
         }
     }
+}
 
-    /// Events matching `query`, oldest first (newest first if asked). Default: unsupported (the log sink cannot query).
-    async fn query(&self, _query: &EventQuery) -> Result<Vec<Event>> {
-        Err(Error::Unsupported(
-            "this event sink cannot be queried".into(),
-        ))
-    }
+/// Where events are kept and read back: PostgreSQL and SQLite in `isa-storage`, whose
+/// `testing` feature holds the behaviour every store must have.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Writes a batch at once; ids already stored are skipped, so a retried batch never
+    /// duplicates events.
+    async fn write(&self, events: &[Event]) -> Result<()>;
+
+    /// Events matching `query`, oldest first (newest first if asked), at most `query.limit`
+    /// (1 to [`MAX_EVENT_PAGE`]); page on with `after` = the last id.
+    async fn query(&self, query: &EventQuery) -> Result<Vec<Event>>;
+
+    /// How many events of each kind, in kind order, between `since` and `until` (both
+    /// included), of one user or of everyone.
+    async fn count_by_kind(
+        &self,
+        user: Option<&UserId>,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<KindCount>>;
 }

@@ -16,6 +16,9 @@ pub const DEFAULT_PRESIGN_TTL: Duration = Duration::from_secs(3600);
 /// Longest lifetime of a presigned URL: seven days, the most S3's SigV4 allows.
 pub const MAX_PRESIGN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// Largest user file accepted unless configured otherwise: 50 MB.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 50 * 1024 * 1024;
+
 /// A stream of byte chunks, for uploads and downloads that never hold a whole file in memory.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
 

@@ -7,11 +7,13 @@
 //! |---|---|---|
 //! | [`Tool`] | one callable tool | built-ins in `isa-tools`, your plugins |
 //! | [`Embedder`] | text to vectors | local ONNX in `isa-models` |
-//! | [`ToolSelector`] | picking tools, prompts and resources for a request | dense, BM25, hybrid (`isa-tools`), pgvector (`isa-storage`) |
+//! | [`ToolSelector`] | picking tools, prompts and resources for a request | dense, BM25, hybrid, pgvector (`isa-tools`) |
 //! | [`ModelProvider`] | chat, embeddings, images | none yet: the contract the model service will implement |
 //! | [`FileStore`] | user files with presigned URLs | S3, local disk, memory (`isa-storage`) |
 //! | [`BrowserDriver`] | browser tasks | Chromium (`isa-tools`) |
 //! | [`EventSink`] | recording events | PostgreSQL, SQLite, log (`isa-storage`) |
+//! | [`EventStore`] | writing and querying recorded events | PostgreSQL, SQLite (`isa-storage`) |
+//! | [`FileIndex`] | users' file metadata | PostgreSQL, SQLite (`isa-storage`) |
 //! | [`UserStore`], [`CreditLedger`] | users and their credits | PostgreSQL, SQLite (`isa-storage`) |
 //!
 //! All errors are [`Error`]; [`Error::is_retryable`] separates transient failures from permanent
@@ -26,6 +28,7 @@ mod browser;
 mod error;
 mod event;
 mod file;
+mod file_index;
 mod health;
 #[cfg(feature = "http")]
 pub mod http;
@@ -45,6 +48,7 @@ pub use browser::*;
 pub use error::*;
 pub use event::*;
 pub use file::*;
+pub use file_index::*;
 pub use health::*;
 pub use identity::*;
 pub use ids::*;

@@ -255,7 +255,8 @@ impl ToolOutput {
 pub struct CallContext {
     /// The caller, when the call is authenticated.
     pub identity: Option<Identity>,
-    /// An id for logs and idempotency, unique per request.
+    /// An id for logs and idempotency, unique per call (a UUIDv7 the server makes, never the
+    /// client's JSON-RPC id).
     pub request_id: Option<String>,
     /// Where progress and log messages go (the MCP client, when it asked for them).
     pub reporter: Option<Arc<dyn Reporter>>,

@@ -47,6 +47,15 @@ fn sleeper(name: &str, limits: ToolLimits) -> (Arc<dyn isa_core::Tool>, ToolLimi
     (tool, limits)
 }
 
+/// Waits until `condition` holds, for at most ten seconds.
+async fn until(condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 fn text_of(out: &ToolOutput) -> String {
     format!("{:?}", out.content)
 }
@@ -148,7 +157,7 @@ async fn the_concurrency_limit_refuses_at_once_instead_of_queueing() {
                 .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until(|| server.calls_in_flight() == 1).await;
     let second = server
         .call_tool("single", args(json!({"ms": 1})), &CallContext::default())
         .await
@@ -193,6 +202,138 @@ async fn tools_requiring_a_scope_are_hidden_and_refused_without_it() {
             .await
             .unwrap()
             .is_error
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_call_gets_its_own_request_id_whatever_its_json_rpc_id() {
+    let server = McpServer::builder(McpConfig::default()).build();
+    server
+        .add_tool(tool_fn(
+            ToolSpec::new("whoami", "The call's request id"),
+            |_, ctx: CallContext| async move {
+                Ok(ToolOutput::text(ctx.request_id.unwrap_or_default()))
+            },
+        ))
+        .await
+        .unwrap();
+    let (base, _stop, _task) = listen(&server).await;
+    let client = reqwest::Client::new();
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..3 {
+        // Two clients that both number this request 7.
+        let text = post_mcp(
+            &client,
+            &format!("{base}/mcp"),
+            "whoami",
+            &stateless_call("whoami", json!({})),
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+        // A JSON answer, or the one event of an SSE answer.
+        let json = text
+            .lines()
+            .find_map(|line| line.strip_prefix("data:"))
+            .unwrap_or(&text);
+        let answer: Value = serde_json::from_str(json.trim()).unwrap();
+        let id = answer["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(uuid_like(&id), "{answer}");
+        ids.insert(id);
+    }
+    assert_eq!(ids.len(), 3, "{ids:?}");
+}
+
+fn uuid_like(id: &str) -> bool {
+    id.len() == 36 && id.chars().filter(|c| *c == '-').count() == 4
+}
+
+/// Serves `server`'s router on a loopback port as the auth layer would: every request made by
+/// `identity`, or anonymous.
+async fn serve_as(server: &McpServer, identity: Option<Identity>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = match identity {
+        Some(identity) => server.router().layer(axum::Extension(identity)),
+        None => server.router(),
+    };
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    base
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tool_that_needs_a_scope_is_named_only_to_those_who_hold_it() {
+    let server = McpServer::builder(McpConfig::default()).build();
+    let purge = ToolSpec::new("purge", "Delete everything").with_required_scope("purge");
+    server
+        .add_tool(tool_fn(purge, |_, _| async {
+            Ok(ToolOutput::text("purged"))
+        }))
+        .await
+        .unwrap();
+    server.add_tool(typed_tool()).await.unwrap();
+    let holder =
+        Identity::new(UserId::new("alice").unwrap(), AuthMethod::Trusted).with_scopes(["purge"]);
+    assert!(
+        !server
+            .call_tool("purge", None, &CallContext::of(holder.clone()))
+            .await
+            .unwrap()
+            .is_error
+    );
+    let client = reqwest::Client::new();
+    let get = |base: String, path: &'static str| {
+        let client = client.clone();
+        async move {
+            client
+                .get(format!("{base}{path}"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+
+    let anonymous = serve_as(&server, None).await;
+    let privileged = serve_as(&server, Some(holder)).await;
+    for path in ["/capabilities", "/stats"] {
+        let seen = get(anonymous.clone(), path).await;
+        assert!(
+            !seen.contains("purge"),
+            "{path} names a hidden tool: {seen}"
+        );
+    }
+    let capabilities: Value =
+        serde_json::from_str(&get(anonymous.clone(), "/capabilities").await).unwrap();
+    assert_eq!(
+        capabilities["tools"],
+        json!({"count": 1, "names": ["area"]})
+    );
+    let stats: Value = serde_json::from_str(&get(anonymous.clone(), "/stats").await).unwrap();
+    assert_eq!(stats["tools"], 1, "{stats}");
+    let capabilities: Value =
+        serde_json::from_str(&get(privileged.clone(), "/capabilities").await).unwrap();
+    assert_eq!(capabilities["tools"]["count"], 2, "{capabilities}");
+    let stats: Value = serde_json::from_str(&get(privileged, "/stats").await).unwrap();
+    assert_eq!(stats["tools"], 2, "{stats}");
+
+    // /metrics needs no credential: the call is counted, under a label that names no tool.
+    let metrics = get(anonymous, "/metrics").await;
+    assert!(!metrics.contains("purge"), "{metrics}");
+    assert!(
+        metrics.contains(&format!(
+            "isa_tool_calls_total{{tool=\"{}\",outcome=\"ok\"}} 1",
+            isa_core::mcp::RESTRICTED_TOOLS_LABEL
+        )),
+        "{metrics}"
     );
 }
 
@@ -258,8 +399,7 @@ async fn graceful_shutdown_finishes_a_call_in_flight() {
     )
     .send();
     let call = tokio::spawn(call);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(server.calls_in_flight(), 1);
+    until(|| server.calls_in_flight() == 1).await;
     stop.send(()).unwrap();
     let body = call.await.unwrap().unwrap().text().await.unwrap();
     assert!(

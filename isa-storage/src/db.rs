@@ -3,8 +3,33 @@
 use isa_core::{Error, Result};
 use sqlx::{PgPool, SqlitePool};
 
+/// What a database failure means to the caller: a request that contradicts stored data is a
+/// conflict or invalid input, for which retrying will not help; an unreachable or overloaded
+/// database is unavailable (503, retry); anything else is a bug. The text keeps the database's
+/// own words for the log; callers are told only the kind (`Error::public_message`).
 pub(crate) fn db_error(e: sqlx::Error) -> Error {
-    Error::Unavailable(format!("database: {e}"))
+    use sqlx::error::ErrorKind;
+    match &e {
+        sqlx::Error::Database(db) => match db.kind() {
+            ErrorKind::UniqueViolation => {
+                Error::Conflict("the request conflicts with stored data".into())
+            }
+            ErrorKind::ForeignKeyViolation
+            | ErrorKind::NotNullViolation
+            | ErrorKind::CheckViolation => {
+                tracing::warn!(error = %e, "the database refused a write");
+                Error::invalid("the database refused the values given")
+            }
+            _ => Error::Unavailable(format!("database: {e}")),
+        },
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => Error::Unavailable(format!("database: {e}")),
+        _ => Error::internal(format!("database: {e}")),
+    }
 }
 
 /// The time now, to the microsecond: what PostgreSQL keeps, so stored times read back equal.

@@ -9,20 +9,19 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use isa_core::{Error, Event, EventQuery, EventSink, Result, UserId, async_trait};
+use isa_core::{
+    Error, Event, EventQuery, EventSink, EventStore, KindCount, MAX_EVENT_PAGE, Result, UserId,
+    async_trait,
+};
 use sqlx::{QueryBuilder, Row};
 
 use crate::db::{Database, db_error};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-/// Largest page a query returns.
-pub const MAX_QUERY_LIMIT: usize = 1000;
-
-impl Database {
-    /// Writes a batch in one transaction; ids already stored are skipped, so a retried batch
-    /// never duplicates events.
-    pub async fn write(&self, events: &[Event]) -> Result<()> {
+#[async_trait]
+impl EventStore for Database {
+    async fn write(&self, events: &[Event]) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
@@ -60,9 +59,7 @@ impl Database {
         Ok(())
     }
 
-    /// Events matching `query`, oldest first (or newest first), `query.limit` at most (capped at
-    /// [`MAX_QUERY_LIMIT`]); page on with `after` = the last id.
-    pub async fn query(&self, query: &EventQuery) -> Result<Vec<Event>> {
+    async fn query(&self, query: &EventQuery) -> Result<Vec<Event>> {
         let postgres = matches!(self, Database::Postgres(_));
         let mut sql =
             String::from("select id, time, user_id, kind, payload from events where true");
@@ -94,7 +91,7 @@ impl Database {
             let op = if query.newest_first { "id <" } else { "id >" };
             condition(&mut sql, op, Bind::Id(after));
         }
-        let limit = query.limit.clamp(1, MAX_QUERY_LIMIT);
+        let limit = query.limit.clamp(1, MAX_EVENT_PAGE);
         // The statement is made of fixed fragments, placeholders and this integer: values only
         // ever travel as binds, which is what makes AssertSqlSafe below true.
         let order = if query.newest_first { "desc" } else { "asc" };
@@ -156,20 +153,8 @@ impl Database {
             }
         }
     }
-}
 
-/// How many events of each kind.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
-pub struct KindCount {
-    /// The kind.
-    pub kind: String,
-    /// Events of it.
-    pub count: i64,
-}
-
-impl Database {
-    /// Counts of events per kind between `since` and `until`, of one user or of everyone.
-    pub async fn count_events(
+    async fn count_by_kind(
         &self,
         user: Option<&UserId>,
         since: DateTime<Utc>,
@@ -179,22 +164,26 @@ impl Database {
             where ($1 is null or user_id = $1) and id >= $2 and id <= $3 group by kind order by kind";
         let user = user.map(UserId::as_str);
         let (low, high) = (time_bound(since, false), time_bound(until, true));
-        match self {
+        let rows: Vec<(String, i64)> = match self {
             Database::Postgres(pool) => sqlx::query_as(SQL)
                 .bind(user)
                 .bind(low)
                 .bind(high)
                 .fetch_all(pool)
                 .await
-                .map_err(db_error),
+                .map_err(db_error)?,
             Database::Sqlite(pool) => sqlx::query_as(SQL)
                 .bind(user)
                 .bind(low.to_string())
                 .bind(high.to_string())
                 .fetch_all(pool)
                 .await
-                .map_err(db_error),
-        }
+                .map_err(db_error)?,
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(kind, count)| KindCount { kind, count })
+            .collect())
     }
 }
 
@@ -219,10 +208,6 @@ fn user_of(stored: Option<String>) -> Result<Option<UserId>> {
 impl EventSink for Database {
     async fn record(&self, events: Vec<Event>) -> Result<()> {
         self.write(&events).await
-    }
-
-    async fn query(&self, query: &EventQuery) -> Result<Vec<Event>> {
-        Database::query(self, query).await
     }
 }
 
@@ -252,10 +237,9 @@ impl Default for BatchingConfig {
     }
 }
 
-/// Batches events through a bounded channel into another sink (usually an [`Database`]).
+/// Batches events through a bounded channel into another sink (usually a [`Database`]).
 pub struct BatchingSink {
     sender: mpsc::Sender<Message>,
-    target: Arc<dyn EventSink>,
     /// Whether the sink is closed. `record` holds it for reading from its check until its
     /// events are queued, so no event can be queued behind the flush of [`EventSink::close`].
     closed: std::sync::RwLock<bool>,
@@ -265,10 +249,9 @@ impl BatchingSink {
     /// Starts the writer task.
     pub fn spawn(target: Arc<dyn EventSink>, config: BatchingConfig) -> Self {
         let (sender, receiver) = mpsc::channel(config.capacity.max(1));
-        tokio::spawn(write_loop(target.clone(), receiver, config));
+        tokio::spawn(write_loop(target, receiver, config));
         BatchingSink {
             sender,
-            target,
             closed: std::sync::RwLock::new(false),
         }
     }
@@ -365,10 +348,6 @@ impl EventSink for BatchingSink {
         written
             .await
             .map_err(|_| Error::Unavailable("the event writer stopped".into()))
-    }
-
-    async fn query(&self, query: &EventQuery) -> Result<Vec<Event>> {
-        self.target.query(query).await
     }
 }
 

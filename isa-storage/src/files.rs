@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use hmac::{Hmac, Mac};
 use isa_core::{
-    ByteStream, Error, FileKey, FileStore, ObjectInfo, ObjectPage, PresignMethod, PresignedUrl,
-    PutOptions, Result, async_trait,
+    ByteStream, DEFAULT_MAX_FILE_SIZE, Error, FileKey, FileStore, ObjectInfo, ObjectPage,
+    PresignMethod, PresignedUrl, PutOptions, Result, async_trait,
 };
 use object_store::{
     Attribute, Attributes, ObjectMeta, ObjectStore, ObjectStoreExt, PutMultipartOptions,
@@ -30,8 +30,49 @@ use subtle::ConstantTimeEq;
 
 /// Uploads larger than this go up in parts of this size (S3's minimum part is 5 MiB).
 pub const MULTIPART_CHUNK: usize = 5 * 1024 * 1024;
-/// The default upload limit.
-pub const DEFAULT_MAX_FILE_SIZE: u64 = 50 * 1024 * 1024;
+/// Parts of one upload in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
+/// Memory all uploads through one store may hold at once by default: 512 MiB.
+pub const DEFAULT_UPLOAD_MEMORY: usize = 512 * 1024 * 1024;
+const MIB: usize = 1024 * 1024;
+
+/// The memory uploads hold, counted in MiB: an upload reserves what it buffers before it
+/// buffers it, and one that finds the budget spent is refused at once as overloaded.
+#[derive(Debug, Clone)]
+struct UploadMemory(Arc<tokio::sync::Semaphore>);
+
+impl UploadMemory {
+    fn new(bytes: usize) -> Self {
+        UploadMemory(Arc::new(tokio::sync::Semaphore::new(
+            bytes.div_ceil(MIB).max(1),
+        )))
+    }
+
+    /// Grows `held` to cover `bytes`.
+    fn reserve(
+        &self,
+        held: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+        bytes: usize,
+    ) -> Result<()> {
+        let want = u32::try_from(bytes.div_ceil(MIB)).unwrap_or(u32::MAX);
+        let have = held.as_ref().map_or(0, |p| p.num_permits() as u32);
+        if want <= have {
+            return Ok(());
+        }
+        let more = self
+            .0
+            .clone()
+            .try_acquire_many_owned(want - have)
+            .map_err(|_| Error::Overloaded {
+                retry_after: std::time::Duration::from_secs(2),
+            })?;
+        match held {
+            Some(permit) => permit.merge(more),
+            None => *held = Some(more),
+        }
+        Ok(())
+    }
+}
 
 /// Signs URLs for stores without their own signing (local disk, memory); the user service
 /// serves `GET`/`PUT {base_url}/{key}?method=&expires=&signature=` after [`LocalSigner::verify`].
@@ -152,6 +193,7 @@ pub struct ObjectFileStore {
     signing: Signing,
     /// Whether the backend keeps a content type with each object.
     keeps_content_type: bool,
+    upload_memory: UploadMemory,
 }
 
 impl ObjectFileStore {
@@ -175,6 +217,7 @@ impl ObjectFileStore {
             store: s3.clone(),
             signing: Signing::S3(s3),
             keeps_content_type: true,
+            upload_memory: UploadMemory::new(DEFAULT_UPLOAD_MEMORY),
         })
     }
 
@@ -189,6 +232,7 @@ impl ObjectFileStore {
             store: Arc::new(fs),
             signing: Signing::Local(signer),
             keeps_content_type: false,
+            upload_memory: UploadMemory::new(DEFAULT_UPLOAD_MEMORY),
         })
     }
 
@@ -198,7 +242,16 @@ impl ObjectFileStore {
             store: Arc::new(InMemory::new()),
             signing: Signing::Local(signer),
             keeps_content_type: true,
+            upload_memory: UploadMemory::new(DEFAULT_UPLOAD_MEMORY),
         }
+    }
+
+    /// Bounds the memory all uploads through this store hold at once to `bytes` (by default
+    /// [`DEFAULT_UPLOAD_MEMORY`]): a small upload holds what it sends, a large one up to
+    /// six parts of [`MULTIPART_CHUNK`]. Uploads beyond are refused as overloaded.
+    pub fn with_upload_memory(mut self, bytes: usize) -> Self {
+        self.upload_memory = UploadMemory::new(bytes);
+        self
     }
 
     fn attributes(&self, content_type: Option<&str>) -> Attributes {
@@ -241,6 +294,7 @@ impl FileStore for ObjectFileStore {
         let mapped = store_error(key.as_str());
         let mut head = Vec::new();
         let mut size: u64 = 0;
+        let mut memory = None;
         // Small bodies: one request. The first MULTIPART_CHUNK bytes decide.
         while head.len() < MULTIPART_CHUNK {
             match body.next().await {
@@ -250,6 +304,8 @@ impl FileStore for ObjectFileStore {
                     if size > limit {
                         return Err(Error::TooLarge { limit });
                     }
+                    self.upload_memory
+                        .reserve(&mut memory, head.len() + chunk.len())?;
                     head.extend_from_slice(&chunk);
                 }
                 None => {
@@ -268,6 +324,9 @@ impl FileStore for ObjectFileStore {
                 }
             }
         }
+        // The part being filled, the parts in flight, and the chunk arriving.
+        self.upload_memory
+            .reserve(&mut memory, (PARTS_IN_FLIGHT + 2) * MULTIPART_CHUNK)?;
         let upload = self
             .store
             .put_multipart_opts(
@@ -288,7 +347,10 @@ impl FileStore for ObjectFileStore {
                 if size > limit {
                     return Err(Error::TooLarge { limit });
                 }
-                writer.wait_for_capacity(4).await.map_err(&mapped)?;
+                writer
+                    .wait_for_capacity(PARTS_IN_FLIGHT)
+                    .await
+                    .map_err(&mapped)?;
                 writer.put(chunk);
             }
             Ok(())

@@ -23,7 +23,7 @@ fn parse_time(s: Option<String>) -> Result<Option<DateTime<Utc>>> {
 }
 
 const COLUMNS: &str =
-    "id, user_id, name, secret_hash, scopes, created_at, last_used_at, revoked_at";
+    "id, user_id, name, secret_hash, scopes, created_at, last_used_at, revoked_at, expires_at";
 
 fn pg_record(row: &sqlx::postgres::PgRow) -> Result<ApiKeyRecord> {
     Ok(ApiKeyRecord {
@@ -38,6 +38,7 @@ fn pg_record(row: &sqlx::postgres::PgRow) -> Result<ApiKeyRecord> {
         created_at: row.try_get("created_at").map_err(db_error)?,
         last_used_at: row.try_get("last_used_at").map_err(db_error)?,
         revoked_at: row.try_get("revoked_at").map_err(db_error)?,
+        expires_at: row.try_get("expires_at").map_err(db_error)?,
     })
 }
 
@@ -54,6 +55,7 @@ fn sqlite_record(row: &sqlx::sqlite::SqliteRow) -> Result<ApiKeyRecord> {
             .unwrap_or_default(),
         last_used_at: parse_time(row.try_get("last_used_at").map_err(db_error)?)?,
         revoked_at: parse_time(row.try_get("revoked_at").map_err(db_error)?)?,
+        expires_at: parse_time(row.try_get("expires_at").map_err(db_error)?)?,
     })
 }
 
@@ -63,7 +65,7 @@ impl KeyStore for Database {
         match self {
             Database::Postgres(pool) => {
                 sqlx::query(
-                    "insert into api_keys (id, user_id, name, secret_hash, scopes, created_at) values ($1, $2, $3, $4, $5, $6)",
+                    "insert into api_keys (id, user_id, name, secret_hash, scopes, created_at, expires_at) values ($1, $2, $3, $4, $5, $6, $7)",
                 )
                 .bind(&r.id)
                 .bind(r.user_id.as_str())
@@ -71,18 +73,20 @@ impl KeyStore for Database {
                 .bind(&r.secret_hash)
                 .bind(sqlx::types::Json(&r.scopes))
                 .bind(r.created_at)
+                .bind(r.expires_at)
                 .execute(pool)
                 .await
                 .map_err(db_error)?;
             }
             Database::Sqlite(pool) => {
-                sqlx::query("insert into api_keys (id, user_id, name, secret_hash, scopes, created_at) values (?, ?, ?, ?, ?, ?)")
+                sqlx::query("insert into api_keys (id, user_id, name, secret_hash, scopes, created_at, expires_at) values (?, ?, ?, ?, ?, ?, ?)")
                     .bind(&r.id)
                     .bind(r.user_id.as_str())
                     .bind(&r.name)
                     .bind(&r.secret_hash)
                     .bind(serde_json::to_string(&r.scopes).map_err(|e| Error::internal(e.to_string()))?)
                     .bind(text_time(r.created_at))
+                    .bind(r.expires_at.map(text_time))
                     .execute(pool)
                     .await
                     .map_err(db_error)?;

@@ -1,25 +1,30 @@
 //! # isa-storage
 //!
-//! Storage for isa:
+//! The storage adapters of isa, each implementing ports of `isa-core`:
 //!
 //! - [`files::ObjectFileStore`]: the [`FileStore`](isa_core::FileStore) on `object_store` for S3
 //!   (and S3-compatible servers such as Garage), local disk and memory, with presigned URLs;
-//! - [`db::Database`]: PostgreSQL or SQLite, chosen by URL, with migrations for both: users,
-//!   API keys ([`keys`]), file metadata, events, credits ([`users`]) and agent sessions;
-//! - [`user_files::UserFiles`]: users' files, checked on the way in (size, [`media`] type
-//!   against the leading bytes, SHA-256), and their MCP tools ([`file_tools`]);
-//! - [`events`]: event sinks on the database with batching through a bounded channel, and the log;
-//! - [`users`]: the users and credits of `isa-core`'s [`UserStore`](isa_core::UserStore) and
-//!   [`CreditLedger`](isa_core::CreditLedger) on the database; with feature `testing`, the
-//!   behaviour every such store must have (module `testing`).
+//! - [`db::Database`]: PostgreSQL or SQLite, chosen by URL, with migrations for both. It is the
+//!   [`UserStore`](isa_core::UserStore) and [`CreditLedger`](isa_core::CreditLedger)
+//!   ([`users`]), the [`KeyStore`](isa_auth::KeyStore) of API keys ([`keys`]), the
+//!   [`FileIndex`](isa_core::FileIndex) of users' files ([`file_index`]) and the
+//!   [`EventStore`](isa_core::EventStore) and [`EventSink`](isa_core::EventSink) of events
+//!   ([`events`]);
+//! - [`events`]: besides, event sinks that batch through a bounded channel, and the log;
+//! - with feature `http`, module `presigned`: the router serving a local store's presigned
+//!   URLs.
+//!
+//! The rules built on these ports (users' files, their tools) live in `isa-files`; the
+//! services in `servers/`. With feature `testing`, module `testing` holds the behaviour every
+//! adapter of these ports must have, which this crate runs against each of its own.
 
 pub mod db;
 pub mod events;
-pub mod file_tools;
+pub mod file_index;
 pub mod files;
 pub mod keys;
-pub mod media;
+#[cfg(feature = "http")]
+pub mod presigned;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod user_files;
 pub mod users;

@@ -282,10 +282,20 @@ impl Database {
         }
         .await);
         match outcome.map_err(db_error)? {
-            Ledger::Replayed => Ok(Charge {
-                transaction: self.transaction(user, request_id).await?,
-                replayed: true,
-            }),
+            Ledger::Replayed => {
+                let earlier = self.transaction(user, request_id).await?;
+                if (earlier.amount, earlier.operation.as_str(), earlier.units)
+                    != (amount, operation, units)
+                {
+                    return Err(Error::Conflict(format!(
+                        "request id {request_id:?} was used for a different request"
+                    )));
+                }
+                Ok(Charge {
+                    transaction: earlier,
+                    replayed: true,
+                })
+            }
             Ledger::Insufficient => {
                 let balance = match self.user(user).await? {
                     Some(u) => u.credits,

@@ -1,4 +1,5 @@
-//! Event sinks on SQLite and on PostgreSQL: the same tests on both.
+//! Events on SQLite and on PostgreSQL: the event-store suite of `isa_storage::testing`, and the
+//! batching sink in front of each.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -12,10 +13,11 @@ use std::{
     time::Duration,
 };
 
-use isa_core::{Error, Event, EventQuery, EventSink, UserId};
+use isa_core::{Error, Event, EventQuery, EventSink, EventStore, UserId};
 use isa_storage::{
     db::Database,
     events::{BatchingConfig, BatchingSink},
+    testing,
 };
 use serde_json::json;
 
@@ -25,78 +27,9 @@ fn fresh_user() -> UserId {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn events_are_queried_by_user_kind_time_and_page() {
+async fn the_event_store_suite_passes_on_every_database() {
     for (name, db, _dir) in common::databases().await {
-        let sink = BatchingSink::spawn(Arc::new(db), BatchingConfig::default());
-        let (alice, bob) = (fresh_user(), fresh_user());
-        let mut events = Vec::new();
-        for i in 0..7 {
-            events.push(Event::now(
-                if i % 2 == 0 { "tool.call" } else { "login" },
-                Some(alice.clone()),
-                json!({"i": i}),
-            ));
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        events.push(Event::now("tool.call", Some(bob.clone()), json!({"i": 99})));
-        sink.record(events.clone()).await.unwrap();
-        sink.flush().await.unwrap();
-
-        let alice_all = EventQuery {
-            user: Some(alice.clone()),
-            limit: 100,
-            ..Default::default()
-        };
-        let got = sink.query(&alice_all).await.unwrap();
-        assert_eq!(got.len(), 7, "{name}");
-        assert_eq!(
-            got,
-            events[..7].to_vec(),
-            "{name}: stored exactly, oldest first"
-        );
-
-        let calls = EventQuery {
-            kind: Some("tool.call".into()),
-            ..alice_all.clone()
-        };
-        assert_eq!(sink.query(&calls).await.unwrap().len(), 4, "{name}");
-
-        let window = EventQuery {
-            since: Some(events[2].time),
-            until: Some(events[4].time),
-            ..alice_all.clone()
-        };
-        let got = sink.query(&window).await.unwrap();
-        assert!(
-            got.len() >= 3
-                && got
-                    .iter()
-                    .all(|e| e.time >= events[1].time && e.time <= events[5].time),
-            "{name}: {got:?}"
-        );
-
-        let mut paged = Vec::new();
-        let mut after = None;
-        loop {
-            let page = sink
-                .query(&EventQuery {
-                    after,
-                    limit: 3,
-                    ..alice_all.clone()
-                })
-                .await
-                .unwrap();
-            if page.is_empty() {
-                break;
-            }
-            after = page.last().map(|e| e.id);
-            paged.extend(page);
-        }
-        assert_eq!(
-            paged,
-            events[..7].to_vec(),
-            "{name}: pages cover everything once"
-        );
+        testing::events_are_stored_once_and_queried_by_user_kind_time_and_page(name, &db).await;
     }
 }
 
@@ -142,7 +75,10 @@ async fn every_event_accepted_before_a_graceful_shutdown_is_written() {
                 })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Close while the producers are busy.
+        while accepted.load(Ordering::SeqCst) < 200 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         sink.close().await.unwrap();
         for producer in producers {
             producer.await.unwrap();

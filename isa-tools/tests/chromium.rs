@@ -115,6 +115,7 @@ mod driver {
                 std::env::var("ISA_REQUIRE_SERVICES").as_deref() != Ok("1"),
                 "chromium is required"
             );
+            eprintln!("skipped: /usr/bin/chromium is missing (run ./deploy/dev/test.sh)");
             return None;
         }
         let config = BrowserConfig {

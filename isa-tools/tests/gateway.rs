@@ -28,14 +28,21 @@ fn add_tool() -> Arc<dyn isa_core::Tool> {
 }
 
 /// An upstream MCP server on a free port; cancelling the token stops it.
-async fn upstream() -> (McpServer, String, CancellationToken) {
+/// An upstream MCP server on a loopback port: the server, its URL, its stop signal, and the
+/// task serving it, which ends once it has stopped.
+async fn upstream() -> (
+    McpServer,
+    String,
+    CancellationToken,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
     let server = McpServer::builder(McpConfig::default()).build();
     server.add_tool(add_tool()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/mcp", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
     let (router, stopped, shutdown) = (server.router(), stop.clone(), server.shutdown_token());
-    tokio::spawn(async move {
+    let served = tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 stopped.cancelled().await;
@@ -43,7 +50,7 @@ async fn upstream() -> (McpServer, String, CancellationToken) {
             })
             .await
     });
-    (server, url, stop)
+    (server, url, stop, served)
 }
 
 async fn gateway_to(upstreams: Vec<UpstreamConfig>) -> (McpServer, Gateway) {
@@ -68,7 +75,7 @@ async fn eventually(what: &str, mut condition: impl AsyncFnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_tools_join_are_searchable_callable_and_follow_list_changes() {
-    let (up, url, _stop) = upstream().await;
+    let (up, url, _stop, _served) = upstream().await;
     let (server, gateway) = gateway_to(vec![format!("calc={url}").parse().unwrap()]).await;
     gateway.start(&server, Duration::from_secs(10)).await;
 
@@ -113,7 +120,7 @@ async fn an_upstream_that_is_down_is_a_tool_error_and_a_health_detail() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let (up, url, stop) = upstream().await;
+    let (up, url, stop, served) = upstream().await;
     let (server, gateway) = gateway_to(vec![
         format!("down=http://{unused}/mcp").parse().unwrap(),
         format!("calc={url}").parse().unwrap(),
@@ -126,7 +133,11 @@ async fn an_upstream_that_is_down_is_a_tool_error_and_a_health_detail() {
     // The upstream goes away after its tools were imported: calling one is an error result.
     stop.cancel();
     drop(up);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(Duration::from_secs(10), served)
+        .await
+        .expect("the upstream stopped")
+        .unwrap()
+        .unwrap();
     let mut args = isa_core::JsonObject::new();
     args.insert("a".into(), json!(1));
     args.insert("b".into(), json!(1));

@@ -53,6 +53,7 @@ fn status_and_code(error: &Error) -> (StatusCode, &'static str) {
         Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
         Error::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
         Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+        Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
         Error::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
         Error::UnsupportedMediaType(_) => {
             (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
@@ -73,25 +74,6 @@ pub fn error_code(error: &Error) -> &'static str {
     status_and_code(error).1
 }
 
-/// What a caller is told: the error itself when it is the caller's to fix, a generic text
-/// when it is ours (the details go to the log).
-fn public_message(error: &Error, status: StatusCode) -> String {
-    if !status.is_server_error() {
-        return match error {
-            Error::Unauthenticated => "a valid bearer token or API key is required".to_owned(),
-            other => other.to_string(),
-        };
-    }
-    match error {
-        Error::Overloaded { .. } => "busy; retry shortly".to_owned(),
-        Error::Unavailable(_) => "a dependency is unavailable; retry shortly".to_owned(),
-        Error::Timeout(_) => "the request took too long".to_owned(),
-        Error::Upstream { service, .. } => format!("{service} failed"),
-        Error::Unsupported(what) => format!("unsupported: {what}"),
-        _ => "the request could not be completed".to_owned(),
-    }
-}
-
 /// How long a caller should wait before trying again, for errors that pass.
 fn retry_after(error: &Error) -> Option<Duration> {
     match error {
@@ -107,7 +89,7 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self.0, code, "request failed");
         }
-        let message = public_message(&self.0, status);
+        let message = self.0.public_message();
         let mut response = (
             status,
             Json(json!({"error": {"code": code, "message": message}})),

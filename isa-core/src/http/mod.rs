@@ -1,6 +1,6 @@
 //! The HTTP edge every isa service is built on (feature `http`): one error envelope
-//! ([`ApiError`]), one `/health` ([`Health`]), one overload and body-size policy
-//! ([`limit_concurrency`], [`limit_body`]) and one way to listen, serve and stop
+//! ([`ApiError`]), one `/health` ([`Health`]), one overload, body-size and host policy
+//! ([`limit_concurrency`], [`limit_body`], [`allow_hosts`]) and one way to listen, serve and stop
 //! ([`listen`], [`serve`], [`ServiceSet`]).
 //!
 //! A service is a function from its components to an axum [`Router`](axum::Router); tests call
@@ -12,4 +12,6 @@ mod serve;
 
 pub use error::{ApiError, ApiJson, ApiQuery, ApiResult, error_code, no_route};
 pub use health::{CHECK_TIMEOUT, CheckReport, Health, HealthReport};
-pub use serve::{DEFAULT_CONCURRENCY, ServiceSet, limit_body, limit_concurrency, listen, serve};
+pub use serve::{
+    DEFAULT_CONCURRENCY, ServiceSet, allow_hosts, limit_body, limit_concurrency, listen, serve,
+};

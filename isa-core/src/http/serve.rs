@@ -66,6 +66,62 @@ pub fn limit_concurrency(app: Router, max: usize) -> Router {
     ))
 }
 
+/// Answers 403 to a request whose `Host` names none of `allowed` (host names, or `host:port`
+/// for one port only), against DNS rebinding: a page a browser loaded from elsewhere cannot
+/// reach a loopback service through a name it controls. An empty list accepts every host; a
+/// request without a `Host` (which no browser sends) passes.
+pub fn allow_hosts(app: Router, allowed: Vec<String>) -> Router {
+    if allowed.is_empty() {
+        return app;
+    }
+    let allowed: Arc<Vec<(String, Option<u16>)>> =
+        Arc::new(allowed.iter().filter_map(|a| authority(a)).collect());
+    app.layer(axum::middleware::from_fn(
+        move |request: Request, next: Next| {
+            let allowed = allowed.clone();
+            async move {
+                let host = request
+                    .headers()
+                    .get(axum::http::header::HOST)
+                    .map(|h| h.to_str().ok().and_then(authority))
+                    .or_else(|| request.uri().authority().map(|a| authority(a.as_str())));
+                match host {
+                    None => next.run(request).await,
+                    Some(Some((name, port)))
+                        if allowed.iter().any(|(a, a_port)| {
+                            *a == name && a_port.is_none_or(|p| Some(p) == port)
+                        }) =>
+                    {
+                        next.run(request).await
+                    }
+                    Some(_) => ApiError(Error::Forbidden(
+                        "this Host is not served here (add it to the allowed hosts)".into(),
+                    ))
+                    .into_response(),
+                }
+            }
+        },
+    ))
+}
+
+/// A host and port as compared: lower case, without the brackets of an IPv6 address.
+fn authority(text: &str) -> Option<(String, Option<u16>)> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let (host, port) = match axum::http::uri::Authority::try_from(text) {
+        Ok(a) => (a.host().to_owned(), a.port_u16()),
+        Err(_) => (text.to_owned(), None),
+    };
+    Some((
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase(),
+        port,
+    ))
+}
+
 /// Accepts request bodies of at most `bytes`; [`ApiJson`](super::ApiJson) answers a larger
 /// one with 413 naming the limit.
 pub fn limit_body(app: Router, bytes: usize) -> Router {

@@ -39,7 +39,9 @@ impl Handler {
             .cloned();
         CallContext {
             identity,
-            request_id: Some(context.id.to_string()),
+            // Not the client's JSON-RPC id: every client numbers its requests from 1, and a
+            // tool that charges once per request id must never take two clients' calls as one.
+            request_id: Some(uuid::Uuid::now_v7().to_string()),
             ..Default::default()
         }
     }
@@ -50,11 +52,10 @@ fn protocol_error(error: Error) -> McpError {
     match error {
         Error::NotFound(what) => McpError::invalid_params(format!("unknown {what}"), None),
         Error::InvalidInput(message) => McpError::invalid_params(message, None),
-        Error::Internal(detail) => {
-            tracing::error!(%detail, "internal error answering an MCP request");
-            McpError::internal_error("internal error", None)
+        other => {
+            tracing::error!(error = %other, "an MCP request failed");
+            McpError::internal_error(other.public_message(), None)
         }
-        other => McpError::internal_error(other.to_string(), None),
     }
 }
 

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::{McpServer, handler::Handler};
 use crate::{
     CallContext, Error, Identity, ItemKind,
-    http::{ApiJson, ApiQuery, ApiResult, limit_body},
+    http::{ApiJson, ApiQuery, ApiResult, allow_hosts, limit_body, limit_concurrency},
 };
 
 impl McpServer {
@@ -32,16 +32,13 @@ impl McpServer {
     /// `GET /search`, `GET /stats` and `GET /capabilities`. Put the authentication layer here.
     pub fn protected_router(&self) -> Router {
         let config = self.config();
-        let mut transport = StreamableHttpServerConfig::default()
+        // The Host check is `allow_hosts` below, for every route, in the one error envelope.
+        let transport = StreamableHttpServerConfig::default()
             .with_legacy_session_mode(config.sessions)
             .with_sse_keep_alive(Some(config.sse_keep_alive))
             .with_cancellation_token(self.shutdown_token())
-            .with_max_request_body_bytes(config.max_request_bytes);
-        transport = if config.allowed_hosts.is_empty() {
-            transport.disable_allowed_hosts()
-        } else {
-            transport.with_allowed_hosts(config.allowed_hosts.clone())
-        };
+            .with_max_request_body_bytes(config.max_request_bytes)
+            .disable_allowed_hosts();
         let handler = Handler {
             server: self.clone(),
         };
@@ -63,9 +60,13 @@ impl McpServer {
             .route("/stats", get(stats))
             .route("/capabilities", get(capabilities))
             .with_state(self.clone());
-        Router::new()
+        let routes = Router::new()
             .merge(mcp_routes)
-            .merge(limit_body(endpoints, config.max_request_bytes))
+            .merge(limit_body(endpoints, config.max_request_bytes));
+        allow_hosts(
+            limit_concurrency(routes, config.max_concurrent_requests),
+            config.allowed_hosts.clone(),
+        )
     }
 
     /// What a load balancer and a monitoring system need without credentials: `GET /health`,
@@ -185,16 +186,25 @@ async fn search(
     Ok(Json(json!({ "query": query.q, "results": results })))
 }
 
-async fn stats(State(server): State<McpServer>) -> Json<Value> {
+/// Counts and the most selected items, as far as the caller may see them: a tool that needs a
+/// scope the caller lacks is neither counted nor named.
+async fn stats(
+    State(server): State<McpServer>,
+    identity: Option<Extension<Identity>>,
+) -> Json<Value> {
+    let ctx = call_context(identity);
+    let hidden = server.tools_hidden_from(&ctx);
     let stats = &server.inner.stats;
     let embedder = server.inner.embedder.as_ref().and_then(|e| e.stats());
     let most_selected: Vec<Value> = stats
-        .most_selected(10)
+        .most_selected(usize::MAX)
         .into_iter()
+        .filter(|(id, _)| !hidden.contains(id))
+        .take(10)
         .map(|(id, count)| json!({"id": id, "count": count}))
         .collect();
     Json(json!({
-        "tools": server.inner.registry.tools.read().len(),
+        "tools": server.tool_specs(&ctx).len(),
         "prompts": server.inner.registry.prompts.read().len(),
         "resources": server.inner.registry.resources.read().len(),
         "mode": format!("{:?}", server.config().mode).to_lowercase(),
@@ -209,9 +219,18 @@ async fn stats(State(server): State<McpServer>) -> Json<Value> {
     }))
 }
 
-async fn capabilities(State(server): State<McpServer>) -> Json<Value> {
+/// What this server offers the caller: the tools it may use (as `tools/list` shows them), the
+/// prompts and the resources.
+async fn capabilities(
+    State(server): State<McpServer>,
+    identity: Option<Extension<Identity>>,
+) -> Json<Value> {
     let registry = &server.inner.registry;
-    let tools: Vec<String> = registry.tools.read().keys().cloned().collect();
+    let tools: Vec<String> = server
+        .tool_specs(&call_context(identity))
+        .into_iter()
+        .map(|spec| spec.name)
+        .collect();
     let prompts: Vec<String> = registry.prompts.read().keys().cloned().collect();
     let (templates, resources): (Vec<String>, Vec<String>) = {
         let all = registry.resources.read();
@@ -230,6 +249,10 @@ async fn capabilities(State(server): State<McpServer>) -> Json<Value> {
         "resource_templates": {"count": templates.len(), "uri_templates": templates},
     }))
 }
+
+/// The label under which `/metrics`, which needs no credential, counts the calls of every tool
+/// that needs a scope: their names are not shown to anyone without it.
+pub const RESTRICTED_TOOLS_LABEL: &str = "(restricted)";
 
 async fn metrics(State(server): State<McpServer>) -> Response {
     let stats = &server.inner.stats;
@@ -252,15 +275,21 @@ async fn metrics(State(server): State<McpServer>) -> Response {
     );
     let _ = writeln!(
         out,
-        "# HELP isa_tool_calls_total Tool calls by tool and outcome.\n# TYPE isa_tool_calls_total counter"
+        "# HELP isa_tool_calls_total Tool calls by tool and outcome; tools that need a scope are counted together as {RESTRICTED_TOOLS_LABEL}.\n# TYPE isa_tool_calls_total counter"
     );
-    let mut calls: Vec<(String, super::stats::ToolCounts)> = stats
-        .tool_calls
-        .lock()
-        .iter()
-        .map(|(k, v)| (k.clone(), *v))
-        .collect();
-    calls.sort_by(|a, b| a.0.cmp(&b.0));
+    let restricted = server.tools_hidden_from(&CallContext::default());
+    let mut calls: std::collections::BTreeMap<String, super::stats::ToolCounts> =
+        Default::default();
+    for (tool, counts) in stats.tool_calls.lock().iter() {
+        let label = if restricted.contains(tool) {
+            RESTRICTED_TOOLS_LABEL
+        } else {
+            tool
+        };
+        let sum = calls.entry(label.to_owned()).or_default();
+        sum.calls += counts.calls;
+        sum.errors += counts.errors;
+    }
     for (tool, counts) in calls {
         let tool = tool.replace('\\', "\\\\").replace('"', "\\\"");
         let _ = writeln!(

@@ -17,6 +17,7 @@ mod stats;
 
 use std::time::Duration;
 
+pub use http::RESTRICTED_TOOLS_LABEL;
 pub use registry::{ListChanged, ToolLimits};
 pub use server::{CALL_TOOL, DISCOVER_TOOLS, Discovered, McpServer, McpServerBuilder};
 
@@ -73,6 +74,9 @@ pub struct McpConfig {
     pub max_discover: usize,
     /// Largest request body accepted on `/mcp`, in bytes.
     pub max_request_bytes: usize,
+    /// Requests worked on at once (MCP and the endpoints beside it, until each answer starts);
+    /// more are refused at once with 503 and `Retry-After`.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for McpConfig {
@@ -89,6 +93,7 @@ impl Default for McpConfig {
             default_limits: ToolLimits::default(),
             max_discover: 50,
             max_request_bytes: 4 * 1024 * 1024,
+            max_concurrent_requests: crate::http::DEFAULT_CONCURRENCY,
         }
     }
 }

@@ -249,6 +249,18 @@ impl McpServer {
             .fetch_add(ms, Ordering::Relaxed);
     }
 
+    /// Names of the tools that need a scope `ctx` does not hold: nothing shows them to it.
+    pub(crate) fn tools_hidden_from(&self, ctx: &CallContext) -> Vec<String> {
+        self.inner
+            .registry
+            .tools
+            .read()
+            .values()
+            .filter(|e| !ctx.may_use(e.tool.spec().required_scope.as_deref()))
+            .map(|e| e.tool.spec().name.clone())
+            .collect()
+    }
+
     /// Specs of the tools `ctx` may use, in name order.
     pub fn tool_specs(&self, ctx: &CallContext) -> Vec<ToolSpec> {
         self.inner
@@ -478,15 +490,7 @@ impl McpServer {
             return Err(Error::invalid("the request is empty"));
         }
         let top_k = top_k.clamp(1, self.inner.config.max_discover);
-        let hidden: Vec<String> = self
-            .inner
-            .registry
-            .tools
-            .read()
-            .values()
-            .filter(|e| !ctx.may_use(e.tool.spec().required_scope.as_deref()))
-            .map(|e| e.tool.spec().name.clone())
-            .collect();
+        let hidden = self.tools_hidden_from(ctx);
         let query = SelectionQuery::new(request, top_k)
             .kinds(kinds.iter().copied())
             .exclude(hidden);
@@ -673,14 +677,14 @@ impl Drop for RequestInFlight {
 }
 
 /// A tool's `Err` as the result the model reads. Internal details stay in the log.
+/// A tool's error as its result: what the model may read ([`Error::public_message`]); the
+/// error itself goes to the log when it is ours rather than the caller's.
 fn tool_error_output(tool: &str, error: Error) -> ToolOutput {
-    match error {
-        Error::Internal(detail) => {
-            tracing::error!(%tool, %detail, "tool failed with an internal error");
-            ToolOutput::error(format!("{tool} failed with an internal error"))
-        }
-        other => ToolOutput::error(format!("{tool}: {other}")),
+    let message = error.public_message();
+    if message != error.to_string() {
+        tracing::warn!(%tool, %error, "tool failed");
     }
+    ToolOutput::error(format!("{tool}: {message}"))
 }
 
 fn describe_schema_error(error: &jsonschema::ValidationError<'_>) -> String {

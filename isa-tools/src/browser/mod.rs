@@ -22,6 +22,9 @@ pub use tools::browser_tools;
 
 use crate::web::SsrfGuard;
 
+/// How long a timed-out task waits for its closed tab's thread to end before answering anyway.
+const TAB_RELEASE_WAIT: Duration = Duration::from_secs(10);
+
 /// How the driver runs Chromium.
 #[derive(Debug, Clone)]
 pub struct BrowserConfig {
@@ -122,6 +125,7 @@ impl ChromiumDriver {
 impl BrowserDriver for ChromiumDriver {
     async fn run(&self, task: BrowserTask) -> Result<BrowserOutcome> {
         self.check_destination(&task.url).await?;
+        let task_url = task.url.clone();
         let timeout = task.timeout.min(self.config.max_task_timeout);
         let permit =
             tokio::time::timeout(self.config.queue_wait, self.tabs.clone().acquire_owned())
@@ -160,14 +164,21 @@ impl BrowserDriver for ChromiumDriver {
             let _ = tab.close(false);
             outcome
         });
-        let outcome = match tokio::time::timeout(timeout + Duration::from_secs(1), work).await {
+        let mut work = work;
+        let outcome = match tokio::time::timeout(timeout + Duration::from_secs(1), &mut work).await
+        {
             Ok(joined) => {
                 joined.map_err(|e| Error::internal(format!("browser task panicked: {e}")))??
             }
             Err(_) => {
-                // Closing the tab makes the stuck thread's next browser call fail, ending it.
+                // Closing the tab makes the stuck thread's next browser call fail, ending it;
+                // waiting for that end frees the tab before the caller hears of the timeout,
+                // so a caller who retries at once finds the tab free.
                 if let Some(tab) = open_tab.lock().take() {
                     tokio::task::spawn_blocking(move || tab.close(false));
+                }
+                if tokio::time::timeout(TAB_RELEASE_WAIT, work).await.is_err() {
+                    tracing::warn!(url = %task_url, "a timed-out browser task still holds its tab");
                 }
                 return Err(Error::Timeout(timeout));
             }

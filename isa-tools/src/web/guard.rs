@@ -66,50 +66,103 @@ impl Cidr {
     }
 }
 
+const fn v4(a: u8, b: u8, c: u8, d: u8, prefix: u8) -> Cidr {
+    Cidr {
+        network: IpAddr::V4(Ipv4Addr::new(a, b, c, d)),
+        prefix,
+    }
+}
+
+const fn v6(first: u16, second: u16, third: u16, prefix: u8) -> Cidr {
+    Cidr {
+        network: IpAddr::V6(Ipv6Addr::new(first, second, third, 0, 0, 0, 0, 0)),
+        prefix,
+    }
+}
+
+/// The address policy: every range refused by default, and why (IANA's special-purpose
+/// registries). IPv6 addresses that carry an IPv4 address (IPv4-mapped, IPv4-compatible,
+/// NAT64 `64:ff9b::/96`, 6to4 `2002::/16`, Teredo `2001::/32`) are also unwrapped, and refused
+/// when the IPv4 address inside is.
+pub const REFUSED_RANGES: &[(Cidr, &str)] = &[
+    (v4(0, 0, 0, 0, 8), "unspecified (this network)"),
+    (v4(10, 0, 0, 0, 8), "private"),
+    (
+        v4(100, 64, 0, 0, 10),
+        "shared address space (carrier-grade NAT)",
+    ),
+    (v4(127, 0, 0, 0, 8), "loopback"),
+    (
+        v4(169, 254, 0, 0, 16),
+        "link-local (cloud metadata lives here)",
+    ),
+    (v4(172, 16, 0, 0, 12), "private"),
+    (v4(192, 0, 0, 0, 24), "IETF protocol assignment"),
+    (v4(192, 0, 2, 0, 24), "documentation"),
+    (v4(192, 88, 99, 0, 24), "6to4 relay anycast"),
+    (v4(192, 168, 0, 0, 16), "private"),
+    (v4(198, 18, 0, 0, 15), "benchmarking"),
+    (v4(198, 51, 100, 0, 24), "documentation"),
+    (v4(203, 0, 113, 0, 24), "documentation"),
+    (v4(224, 0, 0, 0, 4), "multicast"),
+    (v4(240, 0, 0, 0, 4), "reserved or broadcast"),
+    (v6(0, 0, 0, 128), "unspecified"),
+    (
+        Cidr {
+            network: IpAddr::V6(Ipv6Addr::LOCALHOST),
+            prefix: 128,
+        },
+        "loopback",
+    ),
+    (v6(0x64, 0xff9b, 1, 48), "local-use NAT64"),
+    (v6(0x100, 0, 0, 64), "discard-only"),
+    (v6(0x2001, 0xdb8, 0, 32), "documentation"),
+    (v6(0xfc00, 0, 0, 7), "unique-local"),
+    (v6(0xfe80, 0, 0, 10), "link-local"),
+    (v6(0xfec0, 0, 0, 10), "site-local"),
+    (v6(0xff00, 0, 0, 8), "multicast"),
+];
+
 /// Why an address is refused by default, or `None` for a public address.
 pub fn refused_class(ip: IpAddr) -> Option<&'static str> {
+    let listed = REFUSED_RANGES
+        .iter()
+        .find(|(range, _)| range.contains(ip))
+        .map(|(_, why)| *why);
     match ip {
-        IpAddr::V4(v4) => refused_v4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => refused_v4(v4),
-            None => refused_v6(v6),
-        },
+        IpAddr::V4(_) => listed,
+        IpAddr::V6(v6) => listed.or_else(|| {
+            embedded_ipv4(v6)
+                .into_iter()
+                .flatten()
+                .find_map(|inner| refused_class(IpAddr::V4(inner)))
+        }),
     }
 }
 
-fn refused_v4(ip: Ipv4Addr) -> Option<&'static str> {
-    let [a, b, ..] = ip.octets();
-    if ip.is_loopback() {
-        Some("loopback")
-    } else if ip.is_private() {
-        Some("private")
-    } else if ip.is_link_local() {
-        Some("link-local (cloud metadata lives here)")
-    } else if ip.is_unspecified() || a == 0 {
-        Some("unspecified")
-    } else if a == 100 && (64..128).contains(&b) {
-        Some("shared address space (carrier-grade NAT)")
-    } else if ip.is_broadcast() || ip.is_multicast() || a >= 240 {
-        Some("broadcast, multicast or reserved")
-    } else {
-        None
-    }
-}
-
-fn refused_v6(ip: Ipv6Addr) -> Option<&'static str> {
-    let first = ip.segments()[0];
-    if ip.is_loopback() {
-        Some("loopback")
-    } else if ip.is_unspecified() {
-        Some("unspecified")
-    } else if first & 0xfe00 == 0xfc00 {
-        Some("unique-local")
-    } else if first & 0xffc0 == 0xfe80 {
-        Some("link-local")
-    } else if ip.is_multicast() {
-        Some("multicast")
-    } else {
-        None
+/// The IPv4 addresses an IPv6 address carries, by the transition mechanism its prefix names.
+fn embedded_ipv4(ip: Ipv6Addr) -> [Option<Ipv4Addr>; 2] {
+    let s = ip.segments();
+    let v4 = |high: u16, low: u16| Some(Ipv4Addr::from((u32::from(high) << 16) | u32::from(low)));
+    match s {
+        // IPv4-mapped ::ffff:a.b.c.d and IPv4-compatible ::a.b.c.d.
+        [0, 0, 0, 0, 0, 0xffff | 0, high, low] => [v4(high, low), None],
+        // NAT64, the well-known prefix.
+        [0x64, 0xff9b, 0, 0, 0, 0, high, low] => [v4(high, low), None],
+        // 6to4: 2002:AABB:CCDD::/48.
+        [0x2002, high, low, ..] => [v4(high, low), None],
+        // Teredo: the server's address, and the client's, bits inverted.
+        [
+            0x2001,
+            0,
+            server_high,
+            server_low,
+            _,
+            _,
+            client_high,
+            client_low,
+        ] => [v4(server_high, server_low), v4(!client_high, !client_low)],
+        _ => [None, None],
     }
 }
 
@@ -185,7 +238,10 @@ impl SsrfGuard {
         max_redirects: usize,
     ) -> Result<reqwest::Client> {
         let for_redirects = self.clone();
+        // No proxy from the environment: a proxy would resolve the destination itself, and
+        // the guard would never see the address.
         builder
+            .no_proxy()
             .dns_resolver(Arc::new(self.clone()))
             .redirect(reqwest::redirect::Policy::custom(move |attempt| {
                 if attempt.previous().len() >= max_redirects {
@@ -215,33 +271,82 @@ impl reqwest::dns::Resolve for SsrfGuard {
 mod tests {
     use super::*;
 
+    /// One address inside each row of the policy, refused for that row's reason, and the
+    /// address just outside it allowed.
     #[test]
-    fn refuses_every_non_public_class_and_allows_public_addresses() {
-        for refused in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "0.0.0.0",
-            "100.64.0.1",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-            "::ffff:169.254.169.254",
-        ] {
-            let ip: IpAddr = refused.parse().unwrap();
-            assert!(
-                SsrfGuard::new().check_ip(ip).is_err(),
-                "{refused} must be refused"
-            );
+    fn every_row_of_the_policy_is_refused_for_its_reason() {
+        let inside_and_outside: &[(&str, &str)] = &[
+            ("0.1.2.3", "1.0.0.1"),
+            ("10.255.0.1", "11.0.0.1"),
+            ("100.127.255.254", "100.128.0.1"),
+            ("127.0.0.2", "128.0.0.1"),
+            ("169.254.169.254", "169.255.0.1"),
+            ("172.31.255.254", "172.32.0.1"),
+            ("192.0.0.170", "192.0.1.1"),
+            ("192.0.2.1", "192.0.3.1"),
+            ("192.88.99.1", "192.88.100.1"),
+            ("192.168.1.1", "192.169.0.1"),
+            ("198.19.255.254", "198.20.0.1"),
+            ("198.51.100.7", "198.51.101.1"),
+            ("203.0.113.9", "203.0.114.1"),
+            ("239.255.255.250", "223.255.255.1"),
+            ("255.255.255.255", "223.1.1.1"),
+            ("::", "2606:4700:4700::1111"),
+            ("::1", "2606:4700:4700::1001"),
+            ("64:ff9b:1::a00:1", "64:ff9b:2::1"),
+            ("100::1", "100:0:0:1::1"),
+            ("2001:db8::1", "2001:db9::1"),
+            ("fd12::1", "fe00::1"),
+            ("fe80::1", "2600::1"),
+            ("fec0::1", "2a00::1"),
+            ("ff02::1", "2a01::1"),
+        ];
+        assert_eq!(inside_and_outside.len(), REFUSED_RANGES.len());
+        let guard = SsrfGuard::new();
+        for ((range, why), (inside, outside)) in REFUSED_RANGES.iter().zip(inside_and_outside) {
+            let inside: IpAddr = inside.parse().unwrap();
+            assert!(range.contains(inside), "{inside} is not in {range:?}");
+            assert_eq!(refused_class(inside), Some(*why), "{inside}");
+            assert!(guard.check_ip(inside).is_err(), "{inside}");
+            let outside: IpAddr = outside.parse().unwrap();
+            assert!(!range.contains(outside), "{outside} is in {range:?}");
         }
         for public in ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111"] {
-            assert!(
-                SsrfGuard::new().check_ip(public.parse().unwrap()).is_ok(),
-                "{public}"
-            );
+            assert!(guard.check_ip(public.parse().unwrap()).is_ok(), "{public}");
+        }
+    }
+
+    /// The IPv4 address inside every IPv6 transition form is checked like the address itself.
+    #[test]
+    fn ipv4_inside_ipv6_is_unwrapped_and_checked() {
+        let guard = SsrfGuard::new();
+        for (refused, why) in [
+            ("::ffff:127.0.0.1", "loopback"),
+            (
+                "::ffff:169.254.169.254",
+                "link-local (cloud metadata lives here)",
+            ),
+            ("::10.0.0.1", "private"),
+            (
+                "64:ff9b::a9fe:a9fe",
+                "link-local (cloud metadata lives here)",
+            ),
+            ("2002:7f00:1::1", "loopback"),
+            ("2002:c0a8:101::", "private"),
+            ("2001:0:a00:1::", "private"),
+            ("2001:0:4136:e378:8000:63bf:80ff:fffe", "loopback"),
+        ] {
+            let ip: IpAddr = refused.parse().unwrap();
+            assert_eq!(refused_class(ip), Some(why), "{refused}");
+            assert!(guard.check_ip(ip).is_err(), "{refused}");
+        }
+        for public in [
+            "::ffff:1.1.1.1",
+            "64:ff9b::101:101",
+            "2002:101:101::1",
+            "2001:0:4136:e378:8000:63bf:fefe:fefe",
+        ] {
+            assert_eq!(refused_class(public.parse().unwrap()), None, "{public}");
         }
     }
 

@@ -14,17 +14,17 @@ use isa_auth::{
     ApiKeys, Authenticator, IssuerConfig, JwksOptions, JwtVerifier, KeySource, require_auth,
 };
 use isa_core::{
-    Embedder, Error, EventSink, FileStore, HealthCheck, Result, TextKind, ToolSelector,
+    Embedder, Error, EventSink, EventStore, FileStore, HealthCheck, Result, TextKind, ToolSelector,
+    UserStore,
     http::{ServiceSet, listen, no_route},
     mcp::{McpConfig, McpServer, ServerMode, ToolLimits},
 };
+use isa_files::{FilesConfig, UserFiles, tools::file_tools};
 use isa_models::OrtEmbedder;
 use isa_storage::{
     db::Database,
     events::{BatchingConfig, BatchingSink},
-    file_tools::file_tools,
     files::{FileStoreHealth, LocalSigner, ObjectFileStore, S3Config, local_signing_key},
-    user_files::{FilesConfig, UserFiles},
 };
 use isa_tools::{
     browser::{BrowserConfig, ChromiumDriver, browser_tools},
@@ -97,6 +97,8 @@ pub struct App {
     /// Where every service records its events (tool calls, uploads, API-key use, charges,
     /// and what clients post to the event service): batched into the database.
     pub event_sink: Arc<dyn EventSink>,
+    /// Where recorded events are read back from: the database.
+    pub event_store: Arc<dyn EventStore>,
     /// Users' files, which the sweeper tidies.
     pub user_files: UserFiles,
     /// The credential check of `/mcp`, when one is required.
@@ -115,9 +117,17 @@ impl App {
             BatchingConfig::default(),
         ));
         let keys = ApiKeys::new(Arc::new(db.clone()));
+        // One credential check for every listener: tokens of the configured issuers and the
+        // API keys of the user service.
         let issuers = token_issuers(&settings)?;
-        let mcp_auth = mcp_authenticator(&settings, issuers.clone(), keys.clone())?
-            .map(|auth| auth.with_events(event_sink.clone()));
+        let auth = Authenticator::new(
+            mcp_resource(&settings),
+            issuers.verifier,
+            Some(keys.clone()),
+        )
+        .with_authorization_servers(issuers.authorization_servers)
+        .with_events(event_sink.clone());
+        let mcp_auth = mcp_auth_required(&settings).then(|| auth.clone());
         let (embedder, embedder_error) = match tokio::task::spawn_blocking(OrtEmbedder::from_env)
             .await?
         {
@@ -132,7 +142,7 @@ impl App {
         let (files, signer) = file_store(&settings)?;
         let user_files = UserFiles::new(
             files.clone(),
-            db.clone(),
+            Arc::new(db.clone()),
             FilesConfig {
                 max_size: settings.file_max_size,
                 url_ttl: Duration::from_secs(settings.file_url_ttl),
@@ -154,7 +164,7 @@ impl App {
         }
         let server = builder.build();
         gateway.start(&server, Duration::from_secs(10)).await;
-        add_tools(&server, &settings, &user_files).await?;
+        add_tools(&server, &settings, &user_files, Arc::new(db.clone())).await?;
 
         let mcp_router = match &mcp_auth {
             Some(auth) => server
@@ -168,12 +178,6 @@ impl App {
             None => server.router(),
         }
         .fallback(no_route);
-        let service_auth = Authenticator::new(
-            mcp_resource(&settings),
-            issuers.verifier,
-            Some(keys.clone()),
-        )
-        .with_events(event_sink.clone());
         let users = settings.users_bind.0.map(|_| {
             UsersService {
                 users: Arc::new(db.clone()),
@@ -187,11 +191,16 @@ impl App {
                 events: event_sink.clone(),
                 concurrency: settings.api_concurrency,
             }
-            .router(service_auth.clone())
+            .router(auth.clone())
         });
         let events = settings.events_bind.0.map(|_| {
-            EventsService::new(db.clone(), event_sink.clone(), settings.api_concurrency)
-                .router(service_auth)
+            EventsService {
+                store: Arc::new(db.clone()),
+                sink: event_sink.clone(),
+                checks: vec![Arc::new(db.clone())],
+                concurrency: settings.api_concurrency,
+            }
+            .router(auth)
         });
         Ok(App {
             settings,
@@ -200,6 +209,7 @@ impl App {
             users,
             events,
             event_sink,
+            event_store: Arc::new(db),
             user_files,
             mcp_auth,
         })
@@ -243,11 +253,9 @@ impl App {
                 listener.local_addr()?
             );
             services.serve("users", listener, router, async { Ok(()) });
-            // Direct uploads whose URL expired a day ago will not be completed any more.
-            let abandoned_after = Duration::from_secs(settings.file_url_ttl + 24 * 3600);
             services.spawn(
                 "upload sweeper",
-                sweep_abandoned_uploads(self.user_files, abandoned_after, stop.clone()),
+                sweep_abandoned_uploads(self.user_files, stop.clone()),
             );
         }
         if let (Some(bind), Some(router)) = (settings.events_bind.0, self.events) {
@@ -267,18 +275,15 @@ impl App {
 }
 
 /// Removes, every hour until `stop`, the direct uploads never completed.
-async fn sweep_abandoned_uploads(
-    files: UserFiles,
-    abandoned_after: Duration,
-    stop: CancellationToken,
-) -> Result<()> {
+async fn sweep_abandoned_uploads(files: UserFiles, stop: CancellationToken) -> Result<()> {
+    let abandoned_after = files.config().abandoned_after();
     let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
             _ = every_hour.tick() => {}
         }
-        match files.sweep_pending(abandoned_after).await {
+        match files.sweep_abandoned(abandoned_after).await {
             Ok(0) => {}
             Ok(swept) => tracing::info!(swept, "abandoned direct uploads removed"),
             Err(error) => tracing::warn!(%error, "sweeping abandoned uploads failed"),
@@ -327,6 +332,7 @@ fn mcp_config(settings: &Settings) -> McpConfig {
         },
         allowed_hosts,
         sessions: !settings.stateless,
+        max_concurrent_requests: settings.api_concurrency,
         default_limits: ToolLimits {
             timeout: Duration::from_secs(settings.tool_timeout),
             max_concurrent: settings.tool_concurrency,
@@ -340,6 +346,7 @@ async fn add_tools(
     server: &McpServer,
     settings: &Settings,
     user_files: &UserFiles,
+    users: Arc<dyn UserStore>,
 ) -> anyhow::Result<()> {
     let guard = SsrfGuard::allowing(
         settings
@@ -350,7 +357,11 @@ async fn add_tools(
     );
     server.add_tool(current_time()).await?;
     server
-        .add_tools(file_tools(user_files.clone(), settings.initial_credits))
+        .add_tools(file_tools(
+            user_files.clone(),
+            users,
+            settings.initial_credits,
+        ))
         .await?;
     server
         .add_tool(Arc::new(WebFetch::new(
@@ -416,7 +427,6 @@ fn file_store(args: &Settings) -> anyhow::Result<(Arc<dyn FileStore>, Option<Loc
 }
 
 /// Token verification: the configured issuers (Supabase, Auth0), if any.
-#[derive(Clone)]
 struct Issuers {
     verifier: Option<JwtVerifier>,
     /// Issuer URLs of OAuth authorization servers, named in the resource metadata.
@@ -459,31 +469,19 @@ fn mcp_resource(args: &Settings) -> String {
         .unwrap_or_else(|| format!("http://{}/mcp", args.bind))
 }
 
-/// The MCP endpoint's authentication, or `None` when it runs open. Tokens of the configured
-/// issuers and the API keys of the user service are accepted.
-fn mcp_authenticator(
-    args: &Settings,
-    issuers: Issuers,
-    keys: ApiKeys,
-) -> anyhow::Result<Option<Authenticator>> {
+/// Whether `/mcp` needs a credential: always, never, or (by default) when it listens beyond
+/// loopback. Without a token issuer, the API keys of the user service (or `isa-mcp keys
+/// create`) are the credentials.
+fn mcp_auth_required(args: &Settings) -> bool {
     let required = match args.require_auth {
         RequireAuth::Always => true,
         RequireAuth::Never => false,
         RequireAuth::Auto => !args.bind.ip().is_loopback(),
     };
-    if !required {
-        return Ok(None);
+    if required && args.supabase_jwt_secret.is_none() && args.auth0_domain.is_none() {
+        tracing::info!("no token issuer is configured: /mcp accepts API keys only");
     }
-    anyhow::ensure!(
-        issuers.verifier.is_some(),
-        "authentication is required (the server listens on {}) but no token issuer is configured: \
-         set SUPABASE_JWT_SECRET or AUTH0_DOMAIN, or pass --require-auth never to run open",
-        args.bind
-    );
-    Ok(Some(
-        Authenticator::new(mcp_resource(args), issuers.verifier, Some(keys))
-            .with_authorization_servers(issuers.authorization_servers),
-    ))
+    required
 }
 
 /// Catalog files imported into the data directory, in name order.

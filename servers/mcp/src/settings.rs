@@ -137,7 +137,7 @@ pub struct Settings {
     #[arg(long, env = "ISA_FILES_URL")]
     pub files_url: Option<String>,
     /// Largest user file, in bytes.
-    #[arg(long, env = "ISA_FILE_MAX_SIZE", default_value_t = isa_storage::files::DEFAULT_MAX_FILE_SIZE)]
+    #[arg(long, env = "ISA_FILE_MAX_SIZE", default_value_t = isa_core::DEFAULT_MAX_FILE_SIZE)]
     pub file_max_size: u64,
     /// Seconds a presigned file URL stays valid (at most 7 days).
     #[arg(long, env = "ISA_FILE_URL_TTL", default_value_t = 3600)]
@@ -145,7 +145,7 @@ pub struct Settings {
     /// Credits a user starts with.
     #[arg(long, env = "ISA_INITIAL_CREDITS", default_value_t = 0)]
     pub initial_credits: i64,
-    /// Requests the user and event services each serve at once; more are refused with 503.
+    /// Requests each listener (MCP, users, events) works on at once; more are refused with 503.
     #[arg(long, env = "ISA_API_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY)]
     pub api_concurrency: usize,
     /// S3 bucket of user files; files live on local disk under the data directory when unset.

@@ -115,7 +115,7 @@ async fn tool_calls_uploads_api_key_use_and_charges_are_recorded_as_events() {
         limit: 100,
         ..EventQuery::default()
     };
-    let events = app.event_sink.query(&query).await.unwrap();
+    let events = app.event_store.query(&query).await.unwrap();
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     let distinct: BTreeSet<&str> = kinds.iter().copied().collect();
     assert_eq!(
@@ -137,4 +137,48 @@ async fn tool_calls_uploads_api_key_use_and_charges_are_recorded_as_events() {
     assert_eq!(called.payload["tool"], "current_time");
     let uploaded = events.iter().find(|e| e.kind == "file.uploaded").unwrap();
     assert_eq!(uploaded.payload["file_id"], file["id"]);
+}
+
+/// Beyond loopback (or with `--require-auth always`) and no token issuer, `/mcp` and the
+/// endpoints beside it take API keys: a server can be protected by keys alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn mcp_can_be_protected_by_api_keys_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("isa.db").display());
+    let settings = isa_mcp_server::settings::Settings::parse_from([
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--database-url",
+        &database,
+        "--require-auth",
+        "always",
+        "--chromium",
+        "/nonexistent/chromium",
+    ])
+    .unwrap();
+    let app = isa_mcp_server::app::App::build(settings).await.unwrap();
+    let db = isa_storage::db::Database::connect(&database).await.unwrap();
+    let (key, _) = isa_auth::ApiKeys::new(std::sync::Arc::new(db))
+        .issue(&UserId::new("alice").unwrap(), "ci", vec![])
+        .await
+        .unwrap();
+    let discover = |key: Option<&str>| {
+        let mut request = Request::builder()
+            .method("POST")
+            .uri("/discover")
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(key) = key {
+            request = request.header("x-api-key", key);
+        }
+        request
+            .body(Body::from(r#"{"request": "what time is it"}"#))
+            .unwrap()
+    };
+    let (status, body) = send(&app.mcp_router, discover(None)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, body) = send(&app.mcp_router, discover(Some("isa_not-a-key"))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, body) = send(&app.mcp_router, discover(Some(&key))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["tools"].is_array(), "{body}");
 }

@@ -424,14 +424,16 @@ async fn the_user_and_event_services_run_beside_the_mcp_endpoint() {
     ))
     .await
     .unwrap();
-    let stored = db
-        .query(&isa_core::EventQuery {
+    let stored = isa_core::EventStore::query(
+        &db,
+        &isa_core::EventQuery {
             kind: Some("note.saved".into()),
             limit: 10,
             ..Default::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(
         stored.len(),
         1,

@@ -190,6 +190,16 @@ async fn the_mcp_listener_answers_its_errors_in_the_same_envelope() {
             "unauthenticated",
         ),
         (
+            rebound("POST", "/discover", &alice),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+        (
+            rebound("POST", "/mcp", &alice),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+        (
             request("GET", "/nothing/here", Some(&alice), ""),
             StatusCode::NOT_FOUND,
             "not_found",
@@ -208,6 +218,17 @@ async fn the_mcp_listener_answers_its_errors_in_the_same_envelope() {
     for (request, status, code) in cases {
         expect_envelope(&app.mcp_router, request, status, code, data_dir).await;
     }
+    expect_overload(&app.mcp_router, "/discover", data_dir).await;
+}
+
+/// A request a browser sends after DNS rebinding: a valid credential, a host name the server
+/// does not serve.
+fn rebound(method: &str, uri: &str, bearer: &str) -> Request<Body> {
+    let mut request = request(method, uri, Some(bearer), r#"{"request": "x"}"#);
+    request
+        .headers_mut()
+        .insert(header::HOST, "rebound.example:8081".parse().unwrap());
+    request
 }
 
 /// `{"status", "checks": {name: {"ready", "required", "latency_ms"}}}` on every listener.

@@ -6,7 +6,7 @@
 use std::{sync::Arc, time::Duration};
 
 use common::*;
-use isa_core::{EventSink, UserId};
+use isa_core::{EventSink, EventStore, UserId};
 use isa_storage::events::BatchingConfig;
 use reqwest::{Client, Method};
 use serde_json::{Value, json};

@@ -4,10 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use common::*;
 use isa_core::UserId;
+use isa_mcp_server::api::users::VERIFY_SCOPE;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -310,7 +311,7 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
         )
         .await;
         assert_eq!(objects_of(&users.store, &alice).await, 4);
-        assert!(users.files.sweep_pending(Duration::ZERO).await.unwrap() >= 1);
+        assert!(users.files.sweep_abandoned(Duration::ZERO).await.unwrap() >= 1);
         let abandoned_id = abandoned["file"]["id"].as_str().unwrap();
         let late = send_as(
             &http,
@@ -401,6 +402,37 @@ async fn api_keys_are_made_used_and_revoked() {
             403,
             "a key grants no more than its maker holds"
         );
+        // A key cannot make keys: they would outlive its revocation.
+        let by_key = http
+            .post(format!("{base}/api/users/me/api-keys"))
+            .header("x-api-key", key)
+            .json(&json!({"name": "offspring"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(by_key.status(), 403, "{name}");
+        let expired = http
+            .post(format!("{base}/api/users/me/api-keys"))
+            .bearer_auth(&a)
+            .json(&json!({"name": "old", "expires_at": "2001-01-01T00:00:00Z"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(expired.status(), 400, "{name}");
+        let expiring: Value = http
+            .post(format!("{base}/api/users/me/api-keys"))
+            .bearer_auth(&a)
+            .json(&json!({"name": "ci", "expires_at": "2999-01-01T00:00:00Z"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            expiring["api_key"]["expires_at"], "2999-01-01T00:00:00Z",
+            "{name}: {expiring}"
+        );
         let id = made["api_key"]["id"].as_str().unwrap();
         let revoked = send_as(
             &http,
@@ -417,27 +449,36 @@ async fn api_keys_are_made_used_and_revoked() {
             .await
             .unwrap();
         assert_eq!(after.status(), 401);
-        let verify: Value = http
-            .post(format!("{base}/api/auth/verify"))
-            .json(&json!({"token": a}))
-            .send()
+        // Only a service credential may ask whose a credential is.
+        let ask = |caller: Option<String>, token: &str| {
+            let mut request = http
+                .post(format!("{base}/api/auth/verify"))
+                .json(&json!({"token": token}));
+            if let Some(caller) = caller {
+                request = request.bearer_auth(caller);
+            }
+            request.send()
+        };
+        let anonymous = ask(None, &a).await.unwrap();
+        assert_eq!(anonymous.status(), 401, "{name}");
+        let a_user = ask(Some(a.clone()), &a).await.unwrap();
+        assert_eq!(a_user.status(), 403, "{name}");
+        let service = Some(token_with("agent-service", Some(VERIFY_SCOPE)));
+        let verify: Value = ask(service.clone(), &a)
             .await
             .unwrap()
             .json()
             .await
             .unwrap();
-        assert_eq!(verify["valid"], true);
+        assert_eq!(verify["valid"], true, "{name}: {verify}");
         assert_eq!(verify["user_id"], alice.as_str());
-        let invalid: Value = http
-            .post(format!("{base}/api/auth/verify"))
-            .json(&json!({"token": "not.a.token"}))
-            .send()
+        let invalid: Value = ask(service, "not.a.token")
             .await
             .unwrap()
             .json()
             .await
             .unwrap();
-        assert_eq!(invalid["valid"], false);
+        assert_eq!(invalid["valid"], false, "{name}: {invalid}");
     }
 }
 
@@ -581,7 +622,11 @@ async fn the_mcp_file_tools_act_for_the_caller_only() {
         let users = user_service(&db, dir.path()).await;
         let server = McpServer::builder(McpConfig::default()).build();
         server
-            .add_tools(isa_storage::file_tools::file_tools(users.files.clone(), 0))
+            .add_tools(isa_files::tools::file_tools(
+                users.files.clone(),
+                Arc::new(db.clone()),
+                0,
+            ))
             .await
             .unwrap();
         let as_user = |user: &str| {
@@ -684,14 +729,21 @@ async fn requests_beyond_the_concurrency_limit_are_refused_at_once() {
     };
     let (head, tail) = start.split_at(start.len() - 20);
     more.send(Ok(head.to_vec())).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let refused = send_as(
-        &http,
-        Method::GET,
-        format!("{}/api/users/me", users.base),
-        &a,
-    )
-    .await;
+    // Once the upload holds the slot, other requests are refused at once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let answer = send_as(
+            &http,
+            Method::GET,
+            format!("{}/api/users/me", users.base),
+            &a,
+        )
+        .await;
+        if answer.status() != 200 || tokio::time::Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
     assert_eq!(refused.status(), 503);
     assert_eq!(refused.headers()["retry-after"], "1");
     more.send(Ok(tail.to_vec())).await.unwrap();

@@ -12,10 +12,9 @@ use axum::{
 use chrono::{DateTime, Utc};
 use isa_auth::{Authenticator, require_auth};
 use isa_core::{
-    Error, Event, EventQuery, EventSink, HealthCheck, Identity, UserId,
+    Error, Event, EventQuery, EventSink, EventStore, HealthCheck, Identity, MAX_EVENT_PAGE, UserId,
     http::{ApiJson, ApiQuery, ApiResult, Health, limit_body, limit_concurrency, no_route},
 };
-use isa_storage::{db::Database, events::MAX_QUERY_LIMIT};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -30,27 +29,22 @@ pub const MAX_BODY: usize = 8 * 1024 * 1024;
 /// What the event service works with.
 #[derive(Clone)]
 pub struct EventsService {
-    db: Database,
-    sink: Arc<dyn EventSink>,
-    concurrency: usize,
+    /// Where events are read back from.
+    pub store: Arc<dyn EventStore>,
+    /// Where events are recorded (a `BatchingSink` over `store`, say). Whoever made it closes
+    /// it once the service has stopped, so every event answered 202 is written.
+    pub sink: Arc<dyn EventSink>,
+    /// What `/health` checks (the database).
+    pub checks: Vec<Arc<dyn HealthCheck>>,
+    /// Requests served at once; more are refused with 503.
+    pub concurrency: usize,
 }
 
 impl EventsService {
-    /// Events recorded through `sink` (a `BatchingSink` over `db`, say) and queried from `db`,
-    /// at most `concurrency` requests at once. Whoever made the sink closes it once the
-    /// service has stopped, so every event answered 202 is written.
-    pub fn new(db: Database, sink: Arc<dyn EventSink>, concurrency: usize) -> Self {
-        EventsService {
-            db,
-            sink,
-            concurrency,
-        }
-    }
-
     /// The service's routes; `auth` checks the credentials of `/api/events/*`.
     pub fn router(self, auth: Authenticator) -> Router {
         let concurrency = self.concurrency;
-        let health = Health::new(vec![Arc::new(self.db.clone()) as Arc<dyn HealthCheck>]);
+        let health = Health::new(self.checks.clone());
         let protected = Router::new()
             .route("/api/events", get(query).post(record))
             .route("/api/events/recent", get(recent))
@@ -160,7 +154,7 @@ fn acting_for(identity: &Identity, named: Option<UserId>) -> ApiResult<Option<Us
 }
 
 async fn run_query(service: &EventsService, query: EventQuery) -> ApiResult<Json<Value>> {
-    let events = service.db.query(&query).await?;
+    let events = service.store.query(&query).await?;
     let next = (events.len() == query.limit)
         .then(|| events.last().map(|e| e.id))
         .flatten();
@@ -180,10 +174,7 @@ impl Filter {
             since: self.since,
             until: self.until,
             after: self.after,
-            limit: self
-                .limit
-                .unwrap_or(default_limit)
-                .clamp(1, MAX_QUERY_LIMIT),
+            limit: self.limit.unwrap_or(default_limit).clamp(1, MAX_EVENT_PAGE),
             newest_first,
         })
     }
@@ -212,9 +203,11 @@ async fn counts(
     ApiQuery(f): ApiQuery<Filter>,
 ) -> ApiResult<Json<Value>> {
     let user = acting_for(&identity, f.user_id)?;
-    let until = f.until.unwrap_or_else(Utc::now);
-    let since = f.since.unwrap_or(until - chrono::Duration::days(1));
-    let counts = service.db.count_events(user.as_ref(), since, until).await?;
+    let (since, until) = super::period(f.since, f.until, chrono::Duration::days(1))?;
+    let counts = service
+        .store
+        .count_by_kind(user.as_ref(), since, until)
+        .await?;
     Ok(Json(
         json!({"since": since, "until": until, "counts": counts}),
     ))

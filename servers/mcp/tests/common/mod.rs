@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use isa_auth::{ApiKeys, Authenticator, IssuerConfig, JwksOptions, JwtVerifier};
 use isa_core::{FileStore, UserId, http::serve as serve_until};
+use isa_files::{FilesConfig, UserFiles};
 use isa_mcp_server::{
     api::{events::EventsService, users::UsersService},
     app::App,
@@ -19,7 +20,6 @@ use isa_storage::{
     db::Database,
     events::{BatchingConfig, BatchingSink},
     files::{LocalSigner, ObjectFileStore},
-    user_files::{FilesConfig, UserFiles},
 };
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
@@ -114,10 +114,15 @@ pub async fn databases() -> Vec<(&'static str, Database, tempfile::TempDir)> {
             Database::connect(&url).await.unwrap(),
             tempfile::tempdir().unwrap(),
         )),
-        Err(_) => assert!(
-            std::env::var("ISA_REQUIRE_SERVICES").as_deref() != Ok("1"),
-            "ISA_TEST_DATABASE_URL is not set"
-        ),
+        Err(_) => {
+            assert!(
+                std::env::var("ISA_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "ISA_TEST_DATABASE_URL is not set"
+            );
+            eprintln!(
+                "skipped PostgreSQL: ISA_TEST_DATABASE_URL is not set (run ./deploy/dev/test.sh)"
+            );
+        }
     }
     dbs
 }
@@ -159,7 +164,7 @@ pub async fn user_service_serving(
         Arc::new(ObjectFileStore::local(dir.join("files"), signer.clone()).unwrap());
     let files = UserFiles::new(
         store.clone(),
-        db.clone(),
+        Arc::new(db.clone()),
         FilesConfig {
             max_size: MAX_FILE,
             ..FilesConfig::default()
@@ -317,7 +322,12 @@ pub async fn event_service(db: &Database, config: BatchingConfig) -> Events {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let sink = Arc::new(BatchingSink::spawn(Arc::new(db.clone()), config));
-    let service = EventsService::new(db.clone(), sink.clone(), 64);
+    let service = EventsService {
+        store: Arc::new(db.clone()),
+        sink: sink.clone(),
+        checks: vec![Arc::new(db.clone())],
+        concurrency: 64,
+    };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let app = service.router(authenticator(db));
     let served = tokio::spawn(serve_until(listener, app, async {

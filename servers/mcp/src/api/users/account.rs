@@ -5,9 +5,9 @@ use axum::{
     extract::{Path, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
 };
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use isa_core::{
-    Error, Identity,
+    AuthMethod, Error, Identity,
     http::{ApiJson, ApiResult},
 };
 use serde::Deserialize;
@@ -33,22 +33,35 @@ pub(super) struct NewKey {
     name: String,
     #[serde(default)]
     scopes: Vec<String>,
+    /// When the key stops working; never when absent.
+    expires_at: Option<DateTime<Utc>>,
 }
 
+/// Makes an API key for the caller. Only a token holder may: a key made with another key
+/// would outlive that key's revocation, so a stolen key could never be shut out. A key never
+/// grants more than its maker holds.
 pub(super) async fn create_key(
     State(service): Shared,
     identity: Identity,
     ApiJson(new): ApiJson<NewKey>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    service.ensure(&identity).await?;
-    // A key never grants more than its maker holds.
+    if identity.method == AuthMethod::ApiKey {
+        return Err(Error::Forbidden(
+            "API keys are made with a token, not with another API key".into(),
+        )
+        .into());
+    }
     if let Some(scope) = new.scopes.iter().find(|s| !identity.has_scope(s)) {
         return Err(Error::Forbidden(format!("you do not hold the scope {scope:?}")).into());
     }
+    if new.expires_at.is_some_and(|end| end <= Utc::now()) {
+        return Err(Error::invalid("expires_at is in the past").into());
+    }
+    service.ensure(&identity).await?;
     let (key, record) = service
         .inner
         .keys
-        .issue(&identity.user_id, &new.name, new.scopes)
+        .issue_until(&identity.user_id, &new.name, new.scopes, new.expires_at)
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -87,11 +100,18 @@ pub(super) struct TokenToVerify {
     token: String,
 }
 
-/// For other services: is this token (or API key) valid, and whose is it?
+/// The scope of a service credential that may ask [`verify`] about other credentials (an
+/// administrator holds it too).
+pub const VERIFY_SCOPE: &str = "auth:verify";
+
+/// For other services, holding [`VERIFY_SCOPE`]: is this token (or API key) valid, and whose
+/// is it? Open to anyone, it would let a thief test stolen credentials and read whose they are.
 pub(super) async fn verify(
     State(service): Shared,
+    caller: Identity,
     ApiJson(body): ApiJson<TokenToVerify>,
 ) -> ApiResult<Json<Value>> {
+    caller.require_scope(VERIFY_SCOPE)?;
     let mut headers = HeaderMap::new();
     let value = HeaderValue::from_str(&format!("Bearer {}", body.token))
         .map_err(|_| Error::invalid("the token has characters a header cannot carry"))?;

@@ -39,7 +39,7 @@ pub(super) struct Consumption {
 }
 
 /// Idempotent per request id: the same id charges once, and a replay answers 200 with the
-/// first charge and `"replayed": true`.
+/// first charge and `"replayed": true`; the id reused for a different request answers 409.
 pub(super) async fn consume(
     State(service): Shared,
     identity: Identity,
@@ -150,8 +150,7 @@ pub(super) async fn usage(
     ApiQuery(q): ApiQuery<Period>,
 ) -> ApiResult<Json<Value>> {
     let user = service.account_of(&identity, &user_id).await?;
-    let until = q.until.unwrap_or_else(Utc::now);
-    let since = q.since.unwrap_or(until - chrono::Duration::days(30));
+    let (since, until) = crate::api::period(q.since, q.until, chrono::Duration::days(30))?;
     let totals = service.inner.ledger.usage(&user, since, until).await?;
     Ok(Json(
         json!({"since": since, "until": until, "operations": totals}),

@@ -10,7 +10,7 @@ use isa_core::{
     ByteStream, Error, Identity,
     http::{ApiJson, ApiQuery, ApiResult},
 };
-use isa_storage::user_files::{FileFilter, FileRecord};
+use isa_files::{FileFilter, FileRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -115,7 +115,7 @@ pub(super) async fn begin_upload(
     ApiJson(new): ApiJson<NewUpload>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let user = service.account_of(&identity, &user_id).await?;
-    if !isa_storage::media::ALLOWED_TYPES.contains(&new.content_type.as_str()) {
+    if !isa_files::media::ALLOWED_TYPES.contains(&new.content_type.as_str()) {
         return Err(Error::UnsupportedMediaType(format!(
             "{} is not an accepted file type",
             new.content_type

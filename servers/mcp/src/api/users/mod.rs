@@ -5,7 +5,8 @@
 mod account;
 mod credits;
 mod files;
-mod signed;
+
+pub use account::VERIFY_SCOPE;
 
 use std::sync::Arc;
 
@@ -20,9 +21,10 @@ use isa_core::{
     CreditLedger, Error, EventSink, FileStore, HealthCheck, Identity, User, UserId, UserStore,
     http::{ApiResult, Health, limit_body, limit_concurrency, no_route},
 };
+use isa_files::UserFiles;
 use isa_storage::{
     files::{FileStoreHealth, LocalSigner},
-    user_files::UserFiles,
+    presigned::presigned_router,
 };
 
 /// Largest JSON request body, in bytes.
@@ -97,19 +99,19 @@ impl UsersService {
                 get(credits::history),
             )
             .route("/api/users/{user_id}/usage", get(credits::usage))
+            .route("/api/auth/verify", post(account::verify))
             .layer(from_fn_with_state(auth.clone(), require_auth));
+        let presigned = self.signer.clone().map(|signer| {
+            presigned_router(self.store.clone(), signer, self.files.config().max_size)
+        });
         let app = Router::new()
             .merge(protected)
-            .route("/api/auth/verify", post(account::verify))
-            .route(
-                "/files/{*key}",
-                get(signed::serve_signed).put(signed::serve_signed),
-            )
             .route(
                 "/openapi.json",
                 get(|| async { Json(crate::api::openapi::users()) }),
             )
             .with_state(Arc::new(Service { inner: self, auth }))
+            .merge(presigned.unwrap_or_default())
             .merge(health.router(&["/health"]))
             .fallback(no_route);
         // JSON bodies are small; uploads stream and are bounded by the file size limit.

@@ -1,17 +1,10 @@
-//! Behaviour every [`UserStore`] and [`CreditLedger`] must have (feature `testing`): the
-//! database adapters run these on SQLite and on PostgreSQL, and so should an adapter of your
-//! own. Each check panics, naming the backend, when the behaviour is missing. Users get fresh
-//! ids, so the checks can run against a database that outlives them.
-
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Behaviour every [`UserStore`] and [`CreditLedger`] must have.
 
 use std::sync::Arc;
 
-use isa_core::{CreditLedger, Error, UserId, UserStore};
+use isa_core::{CreditLedger, Error, UserStore};
 
-fn fresh_user(name: &str) -> UserId {
-    UserId::new(format!("{name}-{}", uuid::Uuid::now_v7().simple())).unwrap()
-}
+use super::fresh_user;
 
 /// A user is made once, on first sight, with the initial credits as a `signup` grant; later
 /// sightings keep the account and refresh the email.
@@ -47,8 +40,9 @@ pub async fn users_are_made_once_on_first_sight(
     assert!(ledger.history(&poor, None, 10).await.unwrap().is_empty());
 }
 
-/// Charges and grants move the balance once per request id; a charge the balance does not
-/// cover changes nothing; bad amounts and labels are refused.
+/// Charges and grants move the balance once per request id, and a request id reused for a
+/// different request is a conflict; a charge the balance does not cover changes nothing; bad
+/// amounts and labels are refused.
 pub async fn a_request_id_is_charged_once_and_a_balance_never_goes_below_zero(
     name: &str,
     users: &dyn UserStore,
@@ -68,6 +62,29 @@ pub async fn a_request_id_is_charged_once_and_a_balance_never_goes_below_zero(
         .unwrap();
     assert!(replay.replayed, "{name}");
     assert_eq!(replay.transaction, first.transaction, "{name}");
+    assert_eq!(
+        users.user(&bob).await.unwrap().unwrap().credits,
+        7,
+        "{name}"
+    );
+    // A request id names one request: reused for a different one (a larger amount, another
+    // operation or units, a grant's id for a charge) it is a conflict, and nothing moves.
+    for different in [
+        ledger
+            .charge(&bob, "r-1", 30, "model.chat", Some(120))
+            .await,
+        ledger
+            .charge(&bob, "r-1", 3, "model.image", Some(120))
+            .await,
+        ledger.charge(&bob, "r-1", 3, "model.chat", None).await,
+        ledger.charge(&bob, "signup", 1, "model.chat", None).await,
+        ledger.grant(&bob, "r-1", 3, "model.chat").await,
+    ] {
+        assert!(
+            matches!(different, Err(Error::Conflict(_))),
+            "{name}: {different:?}"
+        );
+    }
     assert_eq!(
         users.user(&bob).await.unwrap().unwrap().credits,
         7,

@@ -1,33 +1,37 @@
-//! Users' files: bytes in a [`FileStore`], metadata in the [`Database`]. Every upload is
+//! # isa-files
+//!
+//! Users' files: bytes in a [`FileStore`], metadata in a [`FileIndex`]. Every upload is
 //! checked before it is kept: its size against the limit, its leading bytes against its
-//! declared type ([`media`](crate::media)), and its SHA-256 is recorded. The user service and
-//! the MCP file tools both work through [`UserFiles`].
+//! declared type ([`media`]), and its SHA-256 is recorded. The user service and the MCP file
+//! tools ([`tools`]) both work through [`UserFiles`]. This crate holds the rules only; the
+//! stores and indexes it works over are adapters (`isa-storage`).
+
+pub mod media;
+pub mod tools;
 
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
 use isa_core::{
-    ByteStream, Error, Event, EventSink, FileKey, FileStore, MAX_PRESIGN_TTL, PresignMethod,
-    PresignedUrl, PutOptions, Result, UserId,
+    ByteStream, DEFAULT_MAX_FILE_SIZE, Error, Event, EventSink, FileIndex, FileKey, FileStatus,
+    FileStore, MAX_PRESIGN_TTL, PresignMethod, PresignedUrl, PutOptions, Result, UserId,
 };
+pub use isa_core::{FileFilter, FilePage, FileRecord};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::{
-    db::{Database, db_error, db_now, on_pool},
-    files::DEFAULT_MAX_FILE_SIZE,
-    media::{SNIFF_LEN, check_media_type},
-};
+use crate::media::{SNIFF_LEN, check_media_type};
 
 /// Longest display name kept, in characters.
 pub const MAX_DISPLAY_NAME: usize = 255;
-/// Largest page of a listing.
-pub const MAX_PAGE: usize = 1000;
+
+/// Abandoned direct uploads removed per sweep at most.
+const SWEEP_BATCH: usize = 1000;
 
 /// Limits of the user files.
 #[derive(Debug, Clone)]
@@ -36,6 +40,15 @@ pub struct FilesConfig {
     pub max_size: u64,
     /// Lifetime of the presigned URLs handed out (one hour by default, at most seven days).
     pub url_ttl: Duration,
+}
+
+impl FilesConfig {
+    /// How old a direct upload that was never completed must be before it counts as abandoned:
+    /// a day past the lifetime of its upload URL. From then on it cannot be completed, and the
+    /// sweep removes it.
+    pub fn abandoned_after(&self) -> Duration {
+        self.url_ttl + Duration::from_secs(24 * 3600)
+    }
 }
 
 impl Default for FilesConfig {
@@ -47,27 +60,6 @@ impl Default for FilesConfig {
     }
 }
 
-/// A stored file's metadata.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FileRecord {
-    /// File id (UUIDv7).
-    pub id: String,
-    /// Owner.
-    pub user_id: UserId,
-    /// Object key: `users/{user_id}/files/{YYYY}/{MM}/{id}-{sanitised name}`.
-    pub key: String,
-    /// The name given at upload, without control characters or path separators.
-    pub name: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// Media type, checked against the content.
-    pub content_type: String,
-    /// SHA-256 of the content, hex (absent while a direct upload is pending).
-    pub sha256: Option<String>,
-    /// When it was uploaded.
-    pub created_at: DateTime<Utc>,
-}
-
 /// A file with a fresh presigned download URL, as the user service and the file tools answer.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FileWithUrl {
@@ -77,30 +69,7 @@ pub struct FileWithUrl {
     /// Presigned download URL.
     pub url: String,
     /// When the URL stops working.
-    pub url_expires_at: DateTime<Utc>,
-}
-
-/// Which files to list: optionally one year (and month), a page of `limit` (100 by default)
-/// after the file id `after`.
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
-pub struct FileFilter {
-    /// Only files uploaded in this year.
-    pub year: Option<i32>,
-    /// Only files uploaded in this month (needs `year`).
-    pub month: Option<u32>,
-    /// The `next` of the previous page.
-    pub after: Option<String>,
-    /// Page size, 1 to [`MAX_PAGE`].
-    pub limit: Option<usize>,
-}
-
-/// A page of files, newest last.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FilePage {
-    /// Files in upload order.
-    pub files: Vec<FileRecord>,
-    /// Pass as `after` to continue; `None` at the end.
-    pub next: Option<String>,
+    pub url_expires_at: chrono::DateTime<Utc>,
 }
 
 /// A direct upload: PUT the bytes to `url`, then complete it.
@@ -112,35 +81,10 @@ pub struct PendingUpload {
     pub url: PresignedUrl,
 }
 
-#[derive(sqlx::FromRow)]
-struct FileRow {
-    id: String,
-    user_id: String,
-    key: String,
-    name: String,
-    size: i64,
-    content_type: String,
-    sha256: Option<String>,
-    created_at: DateTime<Utc>,
+/// The time now, to the microsecond: what PostgreSQL keeps, so a stored file reads back equal.
+fn now() -> chrono::DateTime<Utc> {
+    chrono::SubsecRound::trunc_subsecs(Utc::now(), 6)
 }
-
-impl TryFrom<FileRow> for FileRecord {
-    type Error = Error;
-    fn try_from(row: FileRow) -> Result<Self> {
-        Ok(FileRecord {
-            id: row.id,
-            user_id: UserId::new(row.user_id)?,
-            key: row.key,
-            name: row.name,
-            size: u64::try_from(row.size).unwrap_or_default(),
-            content_type: row.content_type,
-            sha256: row.sha256,
-            created_at: row.created_at,
-        })
-    }
-}
-
-const COLUMNS: &str = "id, user_id, key, name, size, content_type, sha256, created_at";
 
 /// The display name: no control characters or path separators, at most
 /// [`MAX_DISPLAY_NAME`] characters; `file` when nothing is left.
@@ -180,14 +124,18 @@ async fn read_head(body: &mut ByteStream, want: usize) -> Result<Vec<u8>> {
 #[derive(Clone)]
 pub struct UserFiles {
     store: Arc<dyn FileStore>,
-    db: Database,
+    index: Arc<dyn FileIndex>,
     config: FilesConfig,
     events: Option<Arc<dyn EventSink>>,
 }
 
 impl UserFiles {
-    /// Files in `store`, metadata in `db`.
-    pub fn new(store: Arc<dyn FileStore>, db: Database, config: FilesConfig) -> Result<Self> {
+    /// Files' bytes in `store`, their metadata in `index`.
+    pub fn new(
+        store: Arc<dyn FileStore>,
+        index: Arc<dyn FileIndex>,
+        config: FilesConfig,
+    ) -> Result<Self> {
         if config.url_ttl.is_zero() || config.url_ttl > MAX_PRESIGN_TTL {
             return Err(Error::Config(
                 "presigned URLs live between 1 second and 7 days".into(),
@@ -195,7 +143,7 @@ impl UserFiles {
         }
         Ok(UserFiles {
             store,
-            db,
+            index,
             config,
             events: None,
         })
@@ -230,11 +178,6 @@ impl UserFiles {
         &self.config
     }
 
-    /// The database holding the metadata.
-    pub fn db(&self) -> &Database {
-        &self.db
-    }
-
     /// Stores an upload streamed from `body`. Refused with [`Error::UnsupportedMediaType`]
     /// when its bytes contradict `declared_type` (or the type is not allowed), and with
     /// [`Error::TooLarge`] past the size limit; a refused upload leaves nothing behind.
@@ -247,7 +190,7 @@ impl UserFiles {
     ) -> Result<FileRecord> {
         let head = read_head(&mut body, SNIFF_LEN).await?;
         let content_type = check_media_type(declared_type, name, &head)?;
-        let (id, key) = self.new_key(user, name);
+        let (id, key) = new_key(user, name);
         let hasher = Arc::new(Mutex::new(Sha256::new()));
         let hashing = hasher.clone();
         let body: ByteStream = Box::pin(
@@ -276,9 +219,9 @@ impl UserFiles {
             size: info.size,
             content_type,
             sha256: Some(sha256),
-            created_at: db_now(),
+            created_at: now(),
         };
-        if let Err(e) = self.insert(&record, "ready").await {
+        if let Err(e) = self.index.insert(&record, FileStatus::Ready).await {
             self.forget_object(&key).await;
             return Err(e);
         }
@@ -294,7 +237,7 @@ impl UserFiles {
         name: &str,
         content_type: &str,
     ) -> Result<PendingUpload> {
-        let (id, key) = self.new_key(user, name);
+        let (id, key) = new_key(user, name);
         let url = self
             .store
             .presign(PresignMethod::Put, &key, self.config.url_ttl)
@@ -307,39 +250,40 @@ impl UserFiles {
             size: 0,
             content_type: content_type.to_owned(),
             sha256: None,
-            created_at: db_now(),
+            created_at: now(),
         };
-        self.insert(&file, "pending").await?;
+        self.index.insert(&file, FileStatus::Pending).await?;
         Ok(PendingUpload { file, url })
     }
 
     /// Checks what arrived for a direct upload as [`UserFiles::upload`] checks an upload;
     /// refused content is deleted with its pending file.
     pub async fn complete_upload(&self, user: &UserId, id: &str) -> Result<FileRecord> {
-        let pending = self.find(user, id, "pending").await?;
+        let pending = self.find(user, id, FileStatus::Pending).await?;
+        if self.is_abandoned(&pending) {
+            return Err(Error::NotFound(format!(
+                "pending upload {id} (abandoned: it was not completed in time)"
+            )));
+        }
         let key = FileKey::parse(&pending.key)?;
-        let checked = self.check_stored(&pending, &key).await;
-        let (size, content_type, sha256) = match checked {
+        let (size, content_type, sha256) = match self.check_stored(&pending, &key).await {
             Ok(facts) => facts,
             Err(e) => {
                 self.forget_object(&key).await;
-                self.delete_row(user, id).await?;
+                self.index.remove(user, id, FileStatus::Pending).await?;
                 return Err(e);
             }
         };
-        on_pool!(&self.db, pool => sqlx::query(
-            "update files set status = 'ready', size = $3, content_type = $4, sha256 = $5 where id = $1 and user_id = $2",
-        )
-        .bind(id)
-        .bind(user.as_str())
-        .bind(size as i64)
-        .bind(&content_type)
-        .bind(&sha256)
-        .execute(pool)
-        .await
-        .map_err(db_error)?
-            .rows_affected());
-        let file = self.get(user, id).await?;
+        let file = FileRecord {
+            size,
+            content_type,
+            sha256: Some(sha256),
+            ..pending
+        };
+        if !self.index.mark_ready(&file).await? {
+            // Completed (or swept) by someone else meanwhile.
+            return Err(Error::NotFound(format!("pending upload {id}")));
+        }
         self.uploaded(&file).await;
         Ok(file)
     }
@@ -371,51 +315,19 @@ impl UserFiles {
 
     /// The user's files matching `filter`, in upload order.
     pub async fn list(&self, user: &UserId, filter: &FileFilter) -> Result<FilePage> {
-        let FileFilter {
-            year,
-            month,
-            after,
-            limit,
-        } = filter.clone();
-        if month.is_some() && year.is_none() {
+        if filter.month.is_some() && filter.year.is_none() {
             return Err(Error::invalid("a month filter needs a year"));
         }
-        if month.is_some_and(|m| !(1..=12).contains(&m)) {
+        if filter.month.is_some_and(|m| !(1..=12).contains(&m)) {
             return Err(Error::invalid("month must be 1 to 12"));
         }
-        let limit = limit.unwrap_or(100).clamp(1, MAX_PAGE);
-        let sql = format!(
-            "select {COLUMNS} from files where user_id = $1 and status = 'ready' \
-             and ($2 is null or year = $2) and ($3 is null or month = $3) \
-             and ($4 is null or id > $4) order by id limit $5"
-        );
-        let rows: Vec<FileRow> = on_pool!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(user.as_str())
-            .bind(year)
-            .bind(month.map(|m| m as i32))
-            .bind(after.as_deref())
-            .bind(limit as i64 + 1)
-            .fetch_all(pool)
-            .await
-            .map_err(db_error)?);
-        let mut files = rows
-            .into_iter()
-            .map(FileRecord::try_from)
-            .collect::<Result<Vec<_>>>()?;
-        let next = (files.len() > limit).then(|| {
-            files.truncate(limit);
-            files.last().map(|f| f.id.clone())
-        });
-        Ok(FilePage {
-            files,
-            next: next.flatten(),
-        })
+        self.index.list(user, filter).await
     }
 
     /// A file of the user's; [`Error::NotFound`] for files of others, as for files that do
     /// not exist.
     pub async fn get(&self, user: &UserId, id: &str) -> Result<FileRecord> {
-        self.find(user, id, "ready").await
+        self.find(user, id, FileStatus::Ready).await
     }
 
     /// The file with a download URL valid for the configured lifetime.
@@ -439,92 +351,52 @@ impl UserFiles {
     pub async fn delete(&self, user: &UserId, id: &str) -> Result<()> {
         let file = self.get(user, id).await?;
         self.store.delete(&FileKey::parse(&file.key)?).await?;
-        self.delete_row(user, id).await
+        self.index.remove(user, id, FileStatus::Ready).await?;
+        Ok(())
     }
 
-    /// Deletes direct uploads begun more than `older_than` ago and never completed: their
-    /// bytes, if any arrived, and their rows. Returns how many were swept.
-    pub async fn sweep_pending(&self, older_than: Duration) -> Result<usize> {
-        let cutoff = db_now()
-            - chrono::Duration::from_std(older_than)
-                .map_err(|_| Error::invalid("sweep age out of range"))?;
-        let sql = format!(
-            "select {COLUMNS} from files where status = 'pending' and created_at < $1 order by id limit 1000"
-        );
-        let rows: Vec<FileRow> = on_pool!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(cutoff)
-            .fetch_all(pool)
-            .await
-            .map_err(db_error)?);
+    /// Removes direct uploads begun more than `older_than` ago and never completed (the server
+    /// passes [`FilesConfig::abandoned_after`]): their bytes, if any arrived, and their records.
+    /// Returns how many were removed.
+    ///
+    /// Each is first marked abandoned, so it can no longer be completed; then its bytes go;
+    /// then its record. A sweep stopped at any point leaves an abandoned record the next sweep
+    /// finishes, never a ready file without bytes nor bytes without a record.
+    pub async fn sweep_abandoned(&self, older_than: Duration) -> Result<usize> {
+        let cutoff = chrono::Duration::from_std(older_than)
+            .ok()
+            .and_then(|age| now().checked_sub_signed(age))
+            .ok_or_else(|| Error::invalid("sweep age out of range"))?;
         let mut swept = 0;
-        for file in rows.into_iter().map(FileRecord::try_from) {
-            let file = file?;
-            self.forget_object(&FileKey::parse(&file.key)?).await;
-            on_pool!(&self.db, pool => sqlx::query("delete from files where id = $1 and status = 'pending'")
-                .bind(&file.id)
-                .execute(pool)
-                .await
-                .map_err(db_error)?
-                .rows_affected());
-            swept += 1;
+        for file in self.index.unfinished_before(cutoff, SWEEP_BATCH).await? {
+            if !self.index.abandon(&file.user_id, &file.id).await? {
+                continue; // completed meanwhile
+            }
+            self.store.delete(&FileKey::parse(&file.key)?).await?;
+            if self
+                .index
+                .remove(&file.user_id, &file.id, FileStatus::Abandoned)
+                .await?
+            {
+                swept += 1;
+            }
         }
         Ok(swept)
     }
 
-    fn new_key(&self, user: &UserId, name: &str) -> (String, FileKey) {
-        let id = Uuid::now_v7().to_string();
-        let key = FileKey::new(user, Utc::now().date_naive(), &id, name);
-        (id, key)
+    /// Whether a pending upload is too old to be completed.
+    fn is_abandoned(&self, pending: &FileRecord) -> bool {
+        let age = (now() - pending.created_at)
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        age > self.config.abandoned_after()
     }
 
-    async fn insert(&self, file: &FileRecord, status: &str) -> Result<()> {
-        let created = file.created_at;
-        on_pool!(&self.db, pool => sqlx::query(
-            "insert into files (id, user_id, key, name, size, content_type, sha256, year, month, status, created_at) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(&file.id)
-        .bind(file.user_id.as_str())
-        .bind(&file.key)
-        .bind(&file.name)
-        .bind(file.size as i64)
-        .bind(&file.content_type)
-        .bind(&file.sha256)
-        .bind(created.year())
-        .bind(created.month() as i32)
-        .bind(status)
-        .bind(created)
-        .execute(pool)
-        .await
-        .map_err(db_error)?
-            .rows_affected());
-        Ok(())
-    }
-
-    async fn find(&self, user: &UserId, id: &str, status: &str) -> Result<FileRecord> {
-        let sql =
-            format!("select {COLUMNS} from files where id = $1 and user_id = $2 and status = $3");
-        let row: Option<FileRow> = on_pool!(&self.db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .bind(user.as_str())
-            .bind(status)
-            .fetch_optional(pool)
-            .await
-            .map_err(db_error)?);
-        row.map(FileRecord::try_from)
-            .transpose()?
+    async fn find(&self, user: &UserId, id: &str, status: FileStatus) -> Result<FileRecord> {
+        self.index
+            .find(user, id, status)
+            .await?
             .ok_or_else(|| Error::NotFound(format!("file {id}")))
-    }
-
-    async fn delete_row(&self, user: &UserId, id: &str) -> Result<()> {
-        on_pool!(&self.db, pool => sqlx::query("delete from files where id = $1 and user_id = $2")
-            .bind(id)
-            .bind(user.as_str())
-            .execute(pool)
-            .await
-            .map_err(db_error)?
-            .rows_affected());
-        Ok(())
     }
 
     async fn forget_object(&self, key: &FileKey) {
@@ -532,4 +404,10 @@ impl UserFiles {
             tracing::warn!(key = %key, error = %e, "could not delete a refused upload");
         }
     }
+}
+
+fn new_key(user: &UserId, name: &str) -> (String, FileKey) {
+    let id = Uuid::now_v7().to_string();
+    let key = FileKey::new(user, Utc::now().date_naive(), &id, name);
+    (id, key)
 }

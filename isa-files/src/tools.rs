@@ -11,10 +11,11 @@ use isa_core::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::user_files::{FileFilter, FileRecord, UserFiles};
+use crate::{FileFilter, FileRecord, UserFiles};
 
 struct Files {
     files: UserFiles,
+    users: Arc<dyn UserStore>,
     initial_credits: i64,
 }
 
@@ -25,8 +26,7 @@ impl Files {
             .user()
             .cloned()
             .ok_or_else(|| Error::Forbidden("file tools need an authenticated caller".into()))?;
-        self.files
-            .db()
+        self.users
             .ensure_user(&user, None, self.initial_credits)
             .await?;
         Ok(user)
@@ -58,11 +58,16 @@ struct FileRef {
 
 const FILE_ID: &str = "The file's id, from file_list or file_upload";
 
-/// The four file tools, acting for the caller on `files`; users seen for the first time start
-/// with `initial_credits`, as in the user service.
-pub fn file_tools(files: UserFiles, initial_credits: i64) -> Vec<Arc<dyn Tool>> {
+/// The four file tools, acting for the caller on `files`; users seen for the first time are
+/// made in `users` with `initial_credits`, as the user service makes them.
+pub fn file_tools(
+    files: UserFiles,
+    users: Arc<dyn UserStore>,
+    initial_credits: i64,
+) -> Vec<Arc<dyn Tool>> {
     let state = Arc::new(Files {
         files,
+        users,
         initial_credits,
     });
     let max = state.files.config().max_size;

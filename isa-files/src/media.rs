@@ -119,7 +119,7 @@ fn is_zip_based(media_type: &str) -> bool {
 /// [`Error::UnsupportedMediaType`], saying why.
 ///
 /// ```
-/// use isa_storage::media::check_media_type;
+/// use isa_files::media::check_media_type;
 /// assert_eq!(check_media_type(Some("image/png"), "a.png", b"\x89PNG\r\n\x1a\n...").unwrap(), "image/png");
 /// assert_eq!(check_media_type(None, "notes.md", b"# Notes").unwrap(), "text/markdown");
 /// assert!(check_media_type(Some("image/png"), "a.png", b"%PDF-1.7").is_err());
