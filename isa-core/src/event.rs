@@ -76,6 +76,19 @@ pub struct KindCount {
     pub count: i64,
 }
 
+/// Counts of a sink that buffers events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkStats {
+    /// Accepted and not yet written.
+    pub queued: u64,
+    /// Written.
+    pub written: u64,
+    /// Refused for good by the store and set aside ([`EventSink::set_aside`]).
+    pub set_aside: u64,
+    /// Given up on at shutdown because the store stayed unreachable: logged, not stored.
+    pub lost: u64,
+}
+
 /// Where events go: a database (directly or batched) or the log.
 ///
 /// [`EventSink::record`] accepts events into a bounded buffer and returns quickly; when the buffer
@@ -117,6 +130,19 @@ pub trait EventSink: Send + Sync {
     /// when nothing will record any more (after the services have stopped).
     async fn close(&self) -> Result<()> {
         self.flush().await
+    }
+
+    /// Keeps an event this sink refused for good (a value its store cannot hold) where an
+    /// operator can find it, so it never blocks the events behind it. Default: the log.
+    async fn set_aside(&self, event: &Event, reason: &str) -> Result<()> {
+        let json = serde_json::to_string(event).unwrap_or_default();
+        tracing::error!(target: "isa::events", event = %json, reason, "event set aside");
+        Ok(())
+    }
+
+    /// What the sink has done so far, when it keeps count (a batching sink does).
+    fn stats(&self) -> Option<SinkStats> {
+        None
     }
 
     /// Records one event about work that is done, without failing that work: an event the

@@ -14,6 +14,11 @@ pub(crate) fn db_error(e: sqlx::Error) -> Error {
             ErrorKind::UniqueViolation => {
                 Error::Conflict("the request conflicts with stored data".into())
             }
+            // Class 22, data exceptions: a value the column cannot hold (a NUL in `jsonb`).
+            _ if db.code().is_some_and(|code| code.starts_with("22")) => {
+                tracing::warn!(error = %e, "the database refused a value");
+                Error::invalid("the database refused a value it cannot store")
+            }
             ErrorKind::ForeignKeyViolation
             | ErrorKind::NotNullViolation
             | ErrorKind::CheckViolation => {

@@ -4,18 +4,26 @@
 //! task. When the channel is full, [`EventSink::record`] fails at once with
 //! [`Error::Overloaded`] and accepts none of that call's events: the caller keeps them, retries
 //! later or drops them knowingly; memory never grows without bound. Every event accepted
-//! before [`EventSink::close`] is written before it returns.
+//! before [`EventSink::close`] is written before it returns, unless the store stays
+//! unreachable for [`BatchingConfig::close_wait`]; an event the store refuses for good is set
+//! aside (in `events_set_aside`) rather than holding up the rest.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use isa_core::{
-    Error, Event, EventQuery, EventSink, EventStore, KindCount, MAX_EVENT_PAGE, Result, UserId,
-    async_trait,
+    Error, Event, EventQuery, EventSink, EventStore, KindCount, MAX_EVENT_PAGE, Result, SinkStats,
+    UserId, async_trait,
 };
 use sqlx::{QueryBuilder, Row};
 
-use crate::db::{Database, db_error};
+use crate::db::{Database, db_error, on_pool};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -209,6 +217,30 @@ impl EventSink for Database {
     async fn record(&self, events: Vec<Event>) -> Result<()> {
         self.write(&events).await
     }
+
+    /// Into `events_set_aside`, the payload as JSON text (which holds what `jsonb` cannot).
+    async fn set_aside(&self, event: &Event, reason: &str) -> Result<()> {
+        let payload = event.payload.to_string();
+        let user = event.user.as_ref().map(UserId::as_str);
+        let time = event
+            .time
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        on_pool!(self, pool => sqlx::query(
+            "insert into events_set_aside (id, time, user_id, kind, payload, reason) \
+             values ($1, $2, $3, $4, $5, $6) on conflict (id) do nothing",
+        )
+        .bind(event.id.to_string())
+        .bind(&time)
+        .bind(user)
+        .bind(&event.kind)
+        .bind(&payload)
+        .bind(reason)
+        .execute(pool)
+        .await
+        .map_err(db_error)?
+            .rows_affected());
+        Ok(())
+    }
 }
 
 enum Message {
@@ -225,6 +257,9 @@ pub struct BatchingConfig {
     pub batch_size: usize,
     /// How long an event may wait for its batch to fill.
     pub linger: Duration,
+    /// How long [`EventSink::close`] waits for an unreachable store; then the events still
+    /// waiting are logged instead of written, and counted as lost.
+    pub close_wait: Duration,
 }
 
 impl Default for BatchingConfig {
@@ -233,26 +268,50 @@ impl Default for BatchingConfig {
             capacity: 10_000,
             batch_size: 500,
             linger: Duration::from_millis(200),
+            close_wait: Duration::from_secs(30),
         }
     }
 }
 
+#[derive(Default)]
+struct Counters {
+    written: AtomicU64,
+    set_aside: AtomicU64,
+    lost: AtomicU64,
+    /// Set when `close` stops waiting for the store.
+    giving_up: AtomicBool,
+}
+
 /// Batches events through a bounded channel into another sink (usually a [`Database`]).
+///
+/// A batch the store refuses for a transient reason (it is down) is retried with backoff
+/// until it is written; the channel fills meanwhile and callers are refused as overloaded.
+/// A batch it refuses for good (a value it cannot hold) is split until the events it refuses
+/// are alone, and those are set aside ([`EventSink::set_aside`]): one bad event never holds
+/// up the others.
 pub struct BatchingSink {
     sender: mpsc::Sender<Message>,
     /// Whether the sink is closed. `record` holds it for reading from its check until its
     /// events are queued, so no event can be queued behind the flush of [`EventSink::close`].
     closed: std::sync::RwLock<bool>,
+    counters: Arc<Counters>,
+    capacity: usize,
+    close_wait: Duration,
 }
 
 impl BatchingSink {
     /// Starts the writer task.
     pub fn spawn(target: Arc<dyn EventSink>, config: BatchingConfig) -> Self {
-        let (sender, receiver) = mpsc::channel(config.capacity.max(1));
-        tokio::spawn(write_loop(target, receiver, config));
+        let capacity = config.capacity.max(1);
+        let (sender, receiver) = mpsc::channel(capacity);
+        let counters = Arc::new(Counters::default());
+        tokio::spawn(write_loop(target, receiver, config, counters.clone()));
         BatchingSink {
             sender,
             closed: std::sync::RwLock::new(false),
+            counters,
+            capacity,
+            close_wait: config.close_wait,
         }
     }
 }
@@ -261,6 +320,7 @@ async fn write_loop(
     target: Arc<dyn EventSink>,
     mut receiver: mpsc::Receiver<Message>,
     config: BatchingConfig,
+    counters: Arc<Counters>,
 ) {
     let mut batch = Vec::with_capacity(config.batch_size);
     let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
@@ -282,24 +342,59 @@ async fn write_loop(
                 .ok()
                 .flatten();
         }
-        write_with_retry(target.as_ref(), &mut batch).await;
+        write_batch(target.as_ref(), std::mem::take(&mut batch), &counters).await;
         for done in waiting.drain(..) {
             let _ = done.send(());
         }
     }
-    write_with_retry(target.as_ref(), &mut batch).await;
+    write_batch(target.as_ref(), batch, &counters).await;
 }
 
-/// Writes until it succeeds: accepted events are not dropped because the database blinked.
-async fn write_with_retry(target: &dyn EventSink, batch: &mut Vec<Event>) {
+/// Writes `batch`: retrying transient failures until they pass (or the sink gives up at
+/// shutdown), splitting on a permanent one until the refused events are alone, and setting
+/// those aside.
+async fn write_batch(target: &dyn EventSink, batch: Vec<Event>, counters: &Counters) {
+    let mut pending = vec![batch];
     let mut backoff = Duration::from_millis(50);
-    while !batch.is_empty() {
+    while let Some(batch) = pending.pop() {
+        if batch.is_empty() {
+            continue;
+        }
+        if counters.giving_up.load(Ordering::SeqCst) {
+            for event in &batch {
+                let json = serde_json::to_string(event).unwrap_or_default();
+                tracing::error!(target: "isa::events", event = %json, "event not stored: the store stayed unreachable at shutdown");
+            }
+            counters
+                .lost
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            continue;
+        }
         match target.record(batch.clone()).await {
-            Ok(()) => batch.clear(),
-            Err(error) => {
+            Ok(()) => {
+                counters
+                    .written
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                backoff = Duration::from_millis(50);
+            }
+            Err(error) if error.is_retryable() => {
                 tracing::warn!(%error, events = batch.len(), "writing events failed; retrying");
+                pending.push(batch);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(error) if batch.len() == 1 => {
+                let reason = error.to_string();
+                if let Err(e) = target.set_aside(&batch[0], &reason).await {
+                    tracing::error!(error = %e, "setting an event aside failed");
+                }
+                counters.set_aside.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                let mut first = batch;
+                let second = first.split_off(first.len() / 2);
+                pending.push(second);
+                pending.push(first);
             }
         }
     }
@@ -336,7 +431,16 @@ impl EventSink for BatchingSink {
             .closed
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = true;
-        self.flush().await
+        if let Ok(flushed) = tokio::time::timeout(self.close_wait, self.flush()).await {
+            return flushed;
+        }
+        self.counters.giving_up.store(true, Ordering::SeqCst);
+        self.flush().await?;
+        Err(Error::Unavailable(format!(
+            "the event store stayed unreachable for {:?}; {} events were logged instead of stored",
+            self.close_wait,
+            self.counters.lost.load(Ordering::Relaxed)
+        )))
     }
 
     async fn flush(&self) -> Result<()> {
@@ -348,6 +452,15 @@ impl EventSink for BatchingSink {
         written
             .await
             .map_err(|_| Error::Unavailable("the event writer stopped".into()))
+    }
+
+    fn stats(&self) -> Option<SinkStats> {
+        Some(SinkStats {
+            queued: (self.capacity - self.sender.capacity()) as u64,
+            written: self.counters.written.load(Ordering::Relaxed),
+            set_aside: self.counters.set_aside.load(Ordering::Relaxed),
+            lost: self.counters.lost.load(Ordering::Relaxed),
+        })
     }
 }
 

@@ -43,6 +43,7 @@ async fn every_event_accepted_before_a_graceful_shutdown_is_written() {
                 capacity: 2_000,
                 batch_size: 100,
                 linger: Duration::from_millis(20),
+                ..BatchingConfig::default()
             },
         ));
         let user = fresh_user();
@@ -134,6 +135,7 @@ async fn a_full_channel_refuses_a_whole_call_at_once() {
             capacity: 20,
             batch_size: 5,
             linger: Duration::from_millis(1),
+            ..BatchingConfig::default()
         },
     );
     let user = fresh_user();
@@ -179,4 +181,98 @@ async fn an_unknown_database_url_is_a_clear_error() {
         error.to_string().contains("postgres:// or sqlite://"),
         "{error}"
     );
+}
+
+/// A payload PostgreSQL's `jsonb` refuses (U+0000) in the middle of a batch: the events around
+/// it are written, it is set aside, and the writer goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_the_store_refuses_is_set_aside_and_never_holds_up_the_rest() {
+    for (name, db, _dir) in common::databases().await {
+        let sink = BatchingSink::spawn(
+            Arc::new(db.clone()),
+            BatchingConfig {
+                batch_size: 50,
+                linger: Duration::from_millis(10),
+                ..BatchingConfig::default()
+            },
+        );
+        let user = fresh_user();
+        let good = |i: usize| Event::now("fine", Some(user.clone()), json!({"i": i}));
+        let mut events: Vec<Event> = (0..20).map(good).collect();
+        let poison = Event::now("poison", Some(user.clone()), json!({"text": "a\u{0}b"}));
+        events.insert(7, poison.clone());
+        sink.record(events).await.unwrap();
+        sink.record((20..30).map(good).collect()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(30), sink.flush())
+            .await
+            .unwrap_or_else(|_| panic!("{name}: the writer is stuck"))
+            .unwrap();
+
+        let stored = db
+            .query(&EventQuery {
+                user: Some(user.clone()),
+                kind: Some("fine".into()),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 30, "{name}: every good event is written");
+        let stats = sink.stats().unwrap();
+        if name == "postgres" {
+            assert_eq!((stats.set_aside, stats.written), (1, 30), "{name}");
+            let Database::Postgres(pool) = &db else {
+                unreachable!()
+            };
+            let (kind, payload): (String, String) =
+                sqlx::query_as("select kind, payload from events_set_aside where id = $1")
+                    .bind(poison.id.to_string())
+                    .fetch_one(pool)
+                    .await
+                    .unwrap();
+            assert_eq!(kind, "poison");
+            assert!(payload.contains("\\u0000"), "{payload}");
+        } else {
+            // SQLite keeps the payload as text and takes it.
+            assert_eq!((stats.set_aside, stats.written), (0, 31), "{name}");
+        }
+        sink.close().await.unwrap();
+    }
+}
+
+/// A store that is down for good.
+struct Down;
+
+#[isa_core::async_trait]
+impl EventSink for Down {
+    async fn record(&self, _: Vec<Event>) -> isa_core::Result<()> {
+        Err(Error::Unavailable("connection refused".into()))
+    }
+}
+
+/// Shutting down while the store is unreachable ends after `close_wait`, saying how many
+/// events were logged instead of stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn closing_while_the_store_is_down_ends_after_close_wait() {
+    let sink = BatchingSink::spawn(
+        Arc::new(Down),
+        BatchingConfig {
+            linger: Duration::from_millis(1),
+            close_wait: Duration::from_millis(300),
+            ..BatchingConfig::default()
+        },
+    );
+    sink.record(
+        (0..5)
+            .map(|i| Event::now("waiting", None, json!({"i": i})))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(20), sink.close())
+        .await
+        .expect("close ends although the store is down");
+    assert!(matches!(closed, Err(Error::Unavailable(_))), "{closed:?}");
+    let stats = sink.stats().unwrap();
+    assert_eq!((stats.lost, stats.written, stats.queued), (5, 0, 0));
 }

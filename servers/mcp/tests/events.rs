@@ -55,6 +55,9 @@ async fn events_are_recorded_and_queried_per_user() {
             json!({"kind": "no spaces"}),
             json!({"events": []}),
             json!({"payload": {}}),
+            // What PostgreSQL's jsonb cannot hold is refused at the door.
+            json!({"kind": "x", "payload": "\u{0}"}),
+            json!({"kind": "x", "payload": {"deep": ["fine", {"a\u{0}": 1}]}}),
         ] {
             let r = http
                 .post(format!("{base}/api/events"))
@@ -66,6 +69,20 @@ async fn events_are_recorded_and_queried_per_user() {
             assert_eq!(r.status(), 400, "{bad}");
         }
         events.sink.close().await.unwrap();
+        let metrics = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("isa_events_written_total 3\n")
+                && metrics.contains("isa_events_set_aside_total 0\n")
+                && metrics.contains("isa_events_queued 0\n"),
+            "{name}: {metrics}"
+        );
 
         let get = |path: String, bearer: String| {
             let http = http.clone();
@@ -124,6 +141,7 @@ async fn every_event_accepted_before_a_graceful_stop_is_written() {
             capacity: 10_000,
             batch_size: 500,
             linger: Duration::from_millis(300),
+            ..BatchingConfig::default()
         };
         let events = event_service(&db, config).await;
         let user = unique("streamer");

@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use axum::{
-    Json, Router, extract::State, http::StatusCode, middleware::from_fn_with_state, routing::get,
+    Json, Router, extract::State, http::StatusCode, middleware::from_fn_with_state,
+    response::IntoResponse, routing::get,
 };
 use chrono::{DateTime, Utc};
 use isa_auth::{Authenticator, require_auth};
@@ -56,6 +57,7 @@ impl EventsService {
                 "/openapi.json",
                 get(|| async { Json(super::openapi::events()) }),
             )
+            .route("/metrics", get(metrics))
             .with_state(self)
             .merge(health.router(&["/health"]))
             .fallback(no_route);
@@ -77,6 +79,41 @@ struct NewEvent {
 enum Recording {
     Batch { events: Vec<NewEvent> },
     One(NewEvent),
+}
+
+/// Whether any string or key in `value` holds U+0000.
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(fields) => fields
+            .iter()
+            .any(|(key, value)| key.contains('\0') || holds_nul(value)),
+        _ => false,
+    }
+}
+
+/// `GET /metrics` (Prometheus): what the event sink holds, wrote, set aside and lost.
+async fn metrics(State(service): State<EventsService>) -> impl IntoResponse {
+    let stats = service.sink.stats().unwrap_or_default();
+    let text = format!(
+        "# HELP isa_events_queued Events accepted and not yet written.\n\
+         # TYPE isa_events_queued gauge\nisa_events_queued {}\n\
+         # HELP isa_events_written_total Events written.\n\
+         # TYPE isa_events_written_total counter\nisa_events_written_total {}\n\
+         # HELP isa_events_set_aside_total Events the store refused for good, kept in events_set_aside.\n\
+         # TYPE isa_events_set_aside_total counter\nisa_events_set_aside_total {}\n\
+         # HELP isa_events_lost_total Events logged instead of stored because the store stayed unreachable at shutdown.\n\
+         # TYPE isa_events_lost_total counter\nisa_events_lost_total {}\n",
+        stats.queued, stats.written, stats.set_aside, stats.lost
+    );
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
 }
 
 fn check_kind(kind: &str) -> ApiResult<()> {
@@ -114,6 +151,12 @@ async fn record(
             return Err(Error::TooLarge {
                 limit: MAX_PAYLOAD as u64,
             }
+            .into());
+        }
+        if holds_nul(&e.payload) {
+            return Err(Error::invalid(
+                "payloads cannot hold the character U+0000 (PostgreSQL's jsonb refuses it)",
+            )
             .into());
         }
         events.push(Event::now(
