@@ -56,6 +56,12 @@ async fn until(condition: impl Fn() -> bool) {
     }
 }
 
+/// A tool only holders of the scope `purge` see and call.
+fn purge_tool() -> Arc<dyn isa_core::Tool> {
+    let spec = ToolSpec::new("purge", "Delete everything").with_required_scope("purge");
+    tool_fn(spec, |_, _| async { Ok(ToolOutput::text("purged")) })
+}
+
 fn text_of(out: &ToolOutput) -> String {
     format!("{:?}", out.content)
 }
@@ -175,13 +181,7 @@ async fn the_concurrency_limit_refuses_at_once_instead_of_queueing() {
 #[tokio::test]
 async fn tools_requiring_a_scope_are_hidden_and_refused_without_it() {
     let server = McpServer::builder(McpConfig::default()).build();
-    let purge = ToolSpec::new("purge", "Delete everything").with_required_scope("purge");
-    server
-        .add_tool(tool_fn(purge, |_, _| async {
-            Ok(ToolOutput::text("purged"))
-        }))
-        .await
-        .unwrap();
+    server.add_tool(purge_tool()).await.unwrap();
     let anonymous = CallContext::default();
     assert!(server.tool_specs(&anonymous).is_empty());
     assert!(matches!(
@@ -270,13 +270,7 @@ async fn serve_as(server: &McpServer, identity: Option<Identity>) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tool_that_needs_a_scope_is_named_only_to_those_who_hold_it() {
     let server = McpServer::builder(McpConfig::default()).build();
-    let purge = ToolSpec::new("purge", "Delete everything").with_required_scope("purge");
-    server
-        .add_tool(tool_fn(purge, |_, _| async {
-            Ok(ToolOutput::text("purged"))
-        }))
-        .await
-        .unwrap();
+    server.add_tool(purge_tool()).await.unwrap();
     server.add_tool(typed_tool()).await.unwrap();
     let holder =
         Identity::new(UserId::new("alice").unwrap(), AuthMethod::Trusted).with_scopes(["purge"]);

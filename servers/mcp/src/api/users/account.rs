@@ -100,8 +100,8 @@ pub(super) struct TokenToVerify {
     token: String,
 }
 
-/// The scope of a service credential that may ask [`verify`] about other credentials (an
-/// administrator holds it too).
+/// The scope of a service credential that may ask `POST /api/auth/verify` about other
+/// credentials (an administrator holds it too).
 pub const VERIFY_SCOPE: &str = "auth:verify";
 
 /// For other services, holding [`VERIFY_SCOPE`]: is this token (or API key) valid, and whose
