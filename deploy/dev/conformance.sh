@@ -15,10 +15,15 @@ cargo build -q --release --bin conformance-server || die "cannot build conforman
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 out="$ISA_REPO/target/conformance"
 rm -rf "$out"; mkdir -p "$out"
-./target/release/conformance-server --port "$port" >"$out/server.log" 2>&1 &
+"${CARGO_TARGET_DIR:-$ISA_REPO/target}/release/conformance-server" --port "$port" >"$out/server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
-for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$port/health" && break; sleep 0.1; done
+started=0
+for _ in $(seq 100); do
+  curl -sf -o /dev/null "http://127.0.0.1:$port/health" && { started=1; break; }
+  sleep 0.1
+done
+[ $started = 1 ] || die "conformance-server did not start; see $out/server.log"
 
 failed=0
 for revision in 2025-11-25 2026-07-28; do
