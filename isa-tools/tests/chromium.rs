@@ -85,9 +85,36 @@ mod driver {
         <input id="name"><button id="go" onclick="document.getElementById('out').textContent = 'Hello, ' + document.getElementById('name').value">Go</button>
         <p id="out">nobody yet</p></body></html>"#;
 
+    /// A page that gathers WebRTC candidates with a STUN server at `127.0.0.1:{port}` (UDP),
+    /// and says `#done` once gathering is complete, or after three seconds of it.
+    fn webrtc_page(port: u16) -> String {
+        format!(
+            r#"<html><head><title>rtc</title></head><body><script>
+            const pc = new RTCPeerConnection({{iceServers: [{{urls: "stun:127.0.0.1:{port}"}}]}});
+            const done = () => {{
+              if (!document.getElementById("done")) document.body.insertAdjacentHTML("beforeend", "<p id=done>done</p>");
+            }};
+            setTimeout(done, 3000);
+            pc.onicegatheringstatechange = () => {{
+              if (pc.iceGatheringState === "complete") done();
+            }};
+            pc.createDataChannel("x");
+            pc.createOffer().then(offer => pc.setLocalDescription(offer));
+            </script></body></html>"#
+        )
+    }
+
     async fn site() -> String {
         let app = Router::new()
             .route("/form", get(|| async { Html(FORM) }))
+            .route(
+                "/webrtc/{port}",
+                get(
+                    |axum::extract::Path(port): axum::extract::Path<u16>| async move {
+                        Html(webrtc_page(port))
+                    },
+                ),
+            )
             .route(
                 "/to-metadata",
                 get(|| async { Redirect::temporary("http://169.254.169.254/latest/meta-data/") }),
@@ -183,6 +210,31 @@ mod driver {
             other => panic!("expected a screenshot, got {other:?}"),
         }
         assert_eq!(shot.title, "Greeter");
+    }
+
+    /// WebRTC cannot go around the guarding proxy: a page's STUN request never leaves as UDP.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn webrtc_sends_no_udp_around_the_proxy() {
+        let Some(driver) = driver().await else { return };
+        let base = site().await;
+        let stun = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let port = stun.local_addr().unwrap().port();
+        let gathered = driver
+            .run(BrowserTask {
+                url: format!("{base}/webrtc/{port}"),
+                actions: vec![BrowserAction::WaitFor {
+                    selector: "#done".into(),
+                }],
+                timeout: Duration::from_secs(20),
+            })
+            .await;
+        assert!(gathered.is_ok(), "{gathered:?}");
+        let mut packet = [0u8; 512];
+        let sent = stun.try_recv_from(&mut packet);
+        assert!(
+            sent.is_err(),
+            "a STUN request reached 127.0.0.1:{port} over UDP: {sent:?}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread")]

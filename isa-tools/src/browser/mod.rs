@@ -91,6 +91,9 @@ impl ChromiumDriver {
             "--disable-gpu",
             // Loopback goes through the proxy too, so the guard decides about it.
             "--proxy-bypass-list=<-loopback>",
+            // WebRTC may not send UDP around the proxy (STUN to any address would otherwise
+            // reach what the guard refuses).
+            "--webrtc-ip-handling-policy=disable_non_proxied_udp",
             proxy_arg.as_str(),
         ]
         .map(OsStr::new);
