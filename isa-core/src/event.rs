@@ -8,6 +8,12 @@ use uuid::Uuid;
 
 use crate::{Result, UserId};
 
+/// The time now, to the microsecond: what PostgreSQL keeps, so a stored time reads back
+/// equal to the one written.
+pub fn now_to_the_microsecond() -> DateTime<Utc> {
+    chrono::SubsecRound::trunc_subsecs(Utc::now(), 6)
+}
+
 /// Something that happened: a tool call, a login, a file upload, a model request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -34,8 +40,7 @@ impl Event {
     pub fn now(kind: impl Into<String>, user: Option<UserId>, payload: Value) -> Self {
         Event {
             id: Uuid::now_v7(),
-            // Microseconds: what PostgreSQL keeps, so a stored event reads back equal.
-            time: chrono::SubsecRound::trunc_subsecs(Utc::now(), 6),
+            time: now_to_the_microsecond(),
             user,
             kind: kind.into(),
             payload,

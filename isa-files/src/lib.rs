@@ -19,6 +19,7 @@ use futures::{StreamExt, TryStreamExt};
 use isa_core::{
     ByteStream, DEFAULT_MAX_FILE_SIZE, Error, Event, EventSink, FileIndex, FileKey, FileStatus,
     FileStore, MAX_PRESIGN_TTL, PresignMethod, PresignedUrl, PutOptions, Result, UserId,
+    now_to_the_microsecond,
 };
 pub use isa_core::{FileFilter, FilePage, FileRecord};
 use serde::Serialize;
@@ -79,11 +80,6 @@ pub struct PendingUpload {
     pub file: FileRecord,
     /// Where to PUT the bytes.
     pub url: PresignedUrl,
-}
-
-/// The time now, to the microsecond: what PostgreSQL keeps, so a stored file reads back equal.
-fn now() -> chrono::DateTime<Utc> {
-    chrono::SubsecRound::trunc_subsecs(Utc::now(), 6)
 }
 
 /// The display name: no control characters or path separators, at most
@@ -219,7 +215,7 @@ impl UserFiles {
             size: info.size,
             content_type,
             sha256: Some(sha256),
-            created_at: now(),
+            created_at: now_to_the_microsecond(),
         };
         if let Err(e) = self.index.insert(&record, FileStatus::Ready).await {
             self.forget_object(&key).await;
@@ -250,7 +246,7 @@ impl UserFiles {
             size: 0,
             content_type: content_type.to_owned(),
             sha256: None,
-            created_at: now(),
+            created_at: now_to_the_microsecond(),
         };
         self.index.insert(&file, FileStatus::Pending).await?;
         Ok(PendingUpload { file, url })
@@ -365,7 +361,7 @@ impl UserFiles {
     pub async fn sweep_abandoned(&self, older_than: Duration) -> Result<usize> {
         let cutoff = chrono::Duration::from_std(older_than)
             .ok()
-            .and_then(|age| now().checked_sub_signed(age))
+            .and_then(|age| now_to_the_microsecond().checked_sub_signed(age))
             .ok_or_else(|| Error::invalid("sweep age out of range"))?;
         let mut swept = 0;
         for file in self.index.unfinished_before(cutoff, SWEEP_BATCH).await? {
@@ -386,7 +382,7 @@ impl UserFiles {
 
     /// Whether a pending upload is too old to be completed.
     fn is_abandoned(&self, pending: &FileRecord) -> bool {
-        let age = (now() - pending.created_at)
+        let age = (now_to_the_microsecond() - pending.created_at)
             .to_std()
             .unwrap_or(Duration::ZERO);
         age > self.config.abandoned_after()

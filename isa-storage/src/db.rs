@@ -37,11 +37,6 @@ pub(crate) fn db_error(e: sqlx::Error) -> Error {
     }
 }
 
-/// The time now, to the microsecond: what PostgreSQL keeps, so stored times read back equal.
-pub(crate) fn db_now() -> chrono::DateTime<chrono::Utc> {
-    chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6)
-}
-
 /// Runs the same sqlx code on whichever pool `db` holds. The SQL must read the same on both
 /// (`$N` placeholders, which SQLite also understands), and bound values must be types both
 /// drivers encode (text, integers, `DateTime<Utc>`, `Json`).

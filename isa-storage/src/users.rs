@@ -5,11 +5,11 @@
 use chrono::{DateTime, Duration, Utc};
 use isa_core::{
     Charge, CreditLedger, CreditTransaction, Error, MAX_HISTORY_PAGE, Result, UsageTotal, User,
-    UserId, UserStore, async_trait,
+    UserId, UserStore, async_trait, now_to_the_microsecond,
 };
 use uuid::Uuid;
 
-use crate::db::{Database, db_error, db_now, on_pool};
+use crate::db::{Database, db_error, on_pool};
 
 #[derive(sqlx::FromRow)]
 struct UserRow {
@@ -106,7 +106,7 @@ impl UserStore for Database {
         email: Option<&str>,
         initial_credits: i64,
     ) -> Result<User> {
-        let now = db_now();
+        let now = now_to_the_microsecond();
         let created = on_pool!(self, pool => sqlx::query(
             "insert into users (id, email, credits, created_at, last_seen_at) values ($1, $2, 0, $3, $3) on conflict (id) do nothing",
         )
@@ -241,7 +241,7 @@ impl Database {
         check_label("request_id", request_id)?;
         check_label("operation", operation)?;
         let id = Uuid::now_v7().to_string();
-        let now = db_now();
+        let now = now_to_the_microsecond();
         let outcome: std::result::Result<Ledger, sqlx::Error> = on_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
             let inserted = sqlx::query(
