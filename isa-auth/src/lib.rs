@@ -13,10 +13,12 @@
 //! Failures answer in the common envelope of [`isa_core::http::ApiError`].
 
 mod apikey;
+mod issuers;
 mod jwt;
 mod layer;
 
 pub use apikey::{ApiKeyRecord, ApiKeys, KEY_PREFIX, KeyStore, MemoryKeyStore};
+pub use issuers::{IssuerSettings, Issuers};
 pub use jsonwebtoken::Algorithm;
 pub use jwt::{IssuerConfig, JwksOptions, JwtVerifier, KeySource, MAX_TOKEN_BYTES};
 pub use layer::{Authenticator, METADATA_PATH, require_auth};

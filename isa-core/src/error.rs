@@ -125,6 +125,31 @@ impl Error {
         }
     }
 
+    /// The error's class as a stable name: the `code` of the HTTP error envelope and the
+    /// `class` label of metrics (`invalid_input`, `overloaded`, `upstream`, …).
+    ///
+    /// ```
+    /// assert_eq!(isa_core::Error::invalid("x").code(), "invalid_input");
+    /// ```
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidInput(_) => "invalid_input",
+            Error::NotFound(_) => "not_found",
+            Error::Unauthenticated => "unauthenticated",
+            Error::Forbidden(_) => "forbidden",
+            Error::Conflict(_) => "conflict",
+            Error::TooLarge { .. } => "too_large",
+            Error::UnsupportedMediaType(_) => "unsupported_media_type",
+            Error::InsufficientCredits { .. } => "insufficient_credits",
+            Error::Unsupported(_) => "unsupported",
+            Error::Overloaded { .. } => "overloaded",
+            Error::Timeout(_) => "timeout",
+            Error::Unavailable(_) => "unavailable",
+            Error::Upstream { .. } => "upstream",
+            Error::Config(_) | Error::Internal(_) => "internal",
+        }
+    }
+
     /// Shorthand for [`Error::InvalidInput`].
     pub fn invalid(message: impl Into<String>) -> Self {
         Error::InvalidInput(message.into())

@@ -26,7 +26,6 @@ pub enum Role {
 /// A part of a message's content.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-#[non_exhaustive]
 pub enum ContentPart {
     /// Text.
     Text {
@@ -104,7 +103,7 @@ impl ChatMessage {
 }
 
 /// A chat completion request, provider-neutral.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChatRequest {
     /// The model id at the provider (`gpt-4.1-mini`, `claude-sonnet-4-5`, …).
     pub model: String,
@@ -113,12 +112,57 @@ pub struct ChatRequest {
     /// Tools the model may call.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<ToolSpec>,
+    /// Whether and which tool the model must call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice>,
     /// Sampling temperature.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f32>,
+    /// Nucleus sampling mass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
     /// Upper bound on generated tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
+    /// Sequences that end generation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
+    /// The answer's shape: JSON, or JSON following a schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<ResponseFormat>,
+}
+
+/// Whether the model may, must or must not call tools.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolChoice {
+    /// The model decides.
+    Auto,
+    /// No tool calls.
+    None,
+    /// At least one tool call.
+    Required,
+    /// A call of this tool.
+    Tool(String),
+}
+
+/// The shape of the answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseFormat {
+    /// Free text.
+    Text,
+    /// Any JSON object.
+    JsonObject,
+    /// JSON following `schema`.
+    JsonSchema {
+        /// The schema's name.
+        name: String,
+        /// The JSON Schema.
+        schema: JsonObject,
+        /// Whether the provider must follow the schema exactly.
+        strict: bool,
+    },
 }
 
 /// Token counts reported by the provider.
@@ -149,17 +193,29 @@ pub enum FinishReason {
 /// One event of a streamed chat completion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-#[non_exhaustive]
 pub enum ChatEvent {
     /// More text of the answer.
     TextDelta {
         /// The new text.
         text: String,
     },
-    /// A complete tool call (providers stream arguments in pieces; implementations assemble them).
-    ToolCall {
-        /// The call.
-        call: ToolCallRequest,
+    /// A tool call begins. Calls are numbered from 0 in the order they start, whatever the
+    /// provider numbers its content blocks.
+    ToolCallStart {
+        /// The call's number in this answer.
+        index: u32,
+        /// The provider's id for the call (made up when the provider gives none).
+        id: String,
+        /// The tool's name.
+        name: String,
+    },
+    /// More of a tool call's arguments: a piece of JSON text. The pieces of one call, joined,
+    /// are its arguments object.
+    ToolCallDelta {
+        /// The call's number, as in its [`ChatEvent::ToolCallStart`].
+        index: u32,
+        /// The next piece.
+        arguments: String,
     },
     /// Token usage, usually near the end.
     Usage {
@@ -187,13 +243,80 @@ pub struct ChatResponse {
     pub usage: Option<Usage>,
 }
 
+impl ChatResponse {
+    /// Gathers a stream into one answer; `provider` names the source in errors. Tool-call
+    /// arguments must join into a JSON object.
+    pub async fn gather(provider: &str, mut stream: ChatStream) -> Result<ChatResponse> {
+        let mut text = String::new();
+        let mut calls: Vec<(String, String, String)> = Vec::new();
+        let mut usage = None;
+        let mut finish_reason = None;
+        let malformed = |message: String| Error::Upstream {
+            service: provider.to_string(),
+            status: None,
+            message,
+            retryable: false,
+        };
+        while let Some(event) = stream.next().await {
+            match event? {
+                ChatEvent::TextDelta { text: delta } => text.push_str(&delta),
+                ChatEvent::ToolCallStart { index, id, name } => {
+                    if index as usize != calls.len() {
+                        return Err(malformed(format!("tool call {index} started out of order")));
+                    }
+                    calls.push((id, name, String::new()));
+                }
+                ChatEvent::ToolCallDelta { index, arguments } => {
+                    let call = calls.get_mut(index as usize).ok_or_else(|| {
+                        malformed(format!("arguments for unknown tool call {index}"))
+                    })?;
+                    call.2.push_str(&arguments);
+                }
+                ChatEvent::Usage { usage: u } => usage = Some(u),
+                ChatEvent::Finish { reason } => finish_reason = Some(reason),
+            }
+        }
+        let finish_reason = finish_reason.ok_or_else(|| Error::Upstream {
+            service: provider.to_string(),
+            status: None,
+            message: "stream ended without a finish event".into(),
+            retryable: true,
+        })?;
+        let mut message = ChatMessage::text(Role::Assistant, text);
+        for (id, name, arguments) in calls {
+            let arguments = if arguments.trim().is_empty() {
+                JsonObject::new()
+            } else {
+                serde_json::from_str(&arguments).map_err(|e| {
+                    malformed(format!(
+                        "arguments of tool call {name} are not a JSON object: {e}"
+                    ))
+                })?
+            };
+            message.tool_calls.push(ToolCallRequest {
+                id,
+                name,
+                arguments,
+            });
+        }
+        Ok(ChatResponse {
+            message,
+            finish_reason,
+            usage,
+        })
+    }
+}
+
 /// An embeddings request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EmbeddingRequest {
     /// The model id at the provider.
     pub model: String,
     /// Texts to embed.
     pub input: Vec<String>,
+    /// The length of the vectors, for models that can shorten them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<u32>,
 }
 
 /// An embeddings response: one vector per input, in order.
@@ -293,13 +416,11 @@ pub struct Capabilities {
 /// let request = ChatRequest {
 ///     model: "any".into(),
 ///     messages: vec![ChatMessage::text(Role::User, "ping")],
-///     tools: vec![],
-///     temperature: None,
-///     max_tokens: None,
+///     ..Default::default()
 /// };
 /// let answer = Pong.chat(request).await.unwrap();
 /// assert_eq!(answer.message.text_content(), "pong");
-/// let err = Pong.embed(EmbeddingRequest { model: "x".into(), input: vec![] }).await.unwrap_err();
+/// let err = Pong.embed(EmbeddingRequest::default()).await.unwrap_err();
 /// assert!(matches!(err, Error::Unsupported(_)));
 /// # });
 /// ```
@@ -316,32 +437,8 @@ pub trait ModelProvider: Send + Sync {
 
     /// A complete chat answer, gathered from [`ModelProvider::chat_stream`].
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse> {
-        let mut stream = self.chat_stream(request).await?;
-        let mut text = String::new();
-        let mut tool_calls = Vec::new();
-        let mut usage = None;
-        let mut finish_reason = None;
-        while let Some(event) = stream.next().await {
-            match event? {
-                ChatEvent::TextDelta { text: delta } => text.push_str(&delta),
-                ChatEvent::ToolCall { call } => tool_calls.push(call),
-                ChatEvent::Usage { usage: u } => usage = Some(u),
-                ChatEvent::Finish { reason } => finish_reason = Some(reason),
-            }
-        }
-        let finish_reason = finish_reason.ok_or_else(|| Error::Upstream {
-            service: self.name().to_string(),
-            status: None,
-            message: "stream ended without a finish event".into(),
-            retryable: true,
-        })?;
-        let mut message = ChatMessage::text(Role::Assistant, text);
-        message.tool_calls = tool_calls;
-        Ok(ChatResponse {
-            message,
-            finish_reason,
-            usage,
-        })
+        let stream = self.chat_stream(request).await?;
+        ChatResponse::gather(self.name(), stream).await
     }
 
     /// Embeds texts. Default: unsupported.

@@ -60,7 +60,34 @@ pub enum Database {
     Sqlite(SqlitePool),
 }
 
+/// `~/.local/share/isa`: where servers keep their SQLite database and local files by default.
+pub fn default_data_dir() -> std::path::PathBuf {
+    std::env::var_os("HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("."))
+        .join(".local/share/isa")
+}
+
 impl Database {
+    /// Opens `url` when given, else the SQLite file `isa.db` in `data_dir` (created when
+    /// missing: on a fresh machine not even `~/.local/share` exists, and SQLite does not create
+    /// folders). Every server on one machine shares that file by default.
+    pub async fn open(data_dir: &std::path::Path, url: Option<&str>) -> Result<Self> {
+        let url = match url {
+            Some(url) => url.to_owned(),
+            None => {
+                std::fs::create_dir_all(data_dir).map_err(|e| {
+                    Error::Config(format!(
+                        "creating the data directory {}: {e}",
+                        data_dir.display()
+                    ))
+                })?;
+                format!("sqlite://{}", data_dir.join("isa.db").display())
+            }
+        };
+        Database::connect(&url).await
+    }
+
     /// Connects by URL (`postgres://…` or `sqlite://…`) and runs the migrations.
     pub async fn connect(url: &str) -> Result<Self> {
         let db = if url.starts_with("postgres") {

@@ -48,30 +48,22 @@ impl ApiError {
 
 /// The status and the envelope's `code` for an error.
 fn status_and_code(error: &Error) -> (StatusCode, &'static str) {
-    match error {
-        Error::InvalidInput(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
-        Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-        Error::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
-        Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-        Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-        Error::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-        Error::UnsupportedMediaType(_) => {
-            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
-        }
-        Error::InsufficientCredits { .. } => (StatusCode::PAYMENT_REQUIRED, "insufficient_credits"),
-        Error::Unsupported(_) => (StatusCode::NOT_IMPLEMENTED, "unsupported"),
-        Error::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
-        Error::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
-        Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-        Error::Upstream { .. } => (StatusCode::BAD_GATEWAY, "upstream"),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-    }
-}
-
-/// The envelope's `code` for an error: `not_found`, `unavailable`, … (also used by health
-/// reports, which name a failed check's class but not its details).
-pub fn error_code(error: &Error) -> &'static str {
-    status_and_code(error).1
+    let status = match error {
+        Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
+        Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Error::Forbidden(_) => StatusCode::FORBIDDEN,
+        Error::Conflict(_) => StatusCode::CONFLICT,
+        Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Error::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
+        Error::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+        Error::Overloaded { .. } | Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        Error::Upstream { .. } => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (status, error.code())
 }
 
 /// How long a caller should wait before trying again, for errors that pass.

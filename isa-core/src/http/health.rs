@@ -10,7 +10,6 @@ use axum::{
 };
 use serde::Serialize;
 
-use super::error::error_code;
 use crate::{Error, HealthCheck};
 
 /// How long one check may take before it counts as failed.
@@ -84,7 +83,7 @@ impl Health {
                 ready: outcome.is_ok(),
                 required: check.required(),
                 latency_ms,
-                error: outcome.as_ref().err().map(error_code),
+                error: outcome.as_ref().err().map(Error::code),
             };
             (check.name().to_owned(), report)
         });

@@ -10,8 +10,9 @@ mod error;
 mod health;
 mod serve;
 
-pub use error::{ApiError, ApiJson, ApiQuery, ApiResult, error_code, no_route};
+pub use error::{ApiError, ApiJson, ApiQuery, ApiResult, no_route};
 pub use health::{CHECK_TIMEOUT, CheckReport, Health, HealthReport};
 pub use serve::{
-    DEFAULT_CONCURRENCY, ServiceSet, allow_hosts, limit_body, limit_concurrency, listen, serve,
+    DEFAULT_CONCURRENCY, REQUEST_ID_HEADER, RequestId, ServiceSet, allow_hosts, limit_body,
+    limit_concurrency, listen, serve, shutdown_signal, with_request_ids,
 };

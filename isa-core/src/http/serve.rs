@@ -43,6 +43,22 @@ pub async fn serve(
         .map_err(|e| Error::Unavailable(format!("serving HTTP: {e}")))
 }
 
+/// Completes on SIGINT or SIGTERM: the signal every server stops on.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}
+
 /// Requests a service works on at once by default; more are refused at once with 503.
 pub const DEFAULT_CONCURRENCY: usize = 256;
 
@@ -119,6 +135,61 @@ fn authority(text: &str) -> Option<(String, Option<u16>)> {
             .trim_end_matches(']')
             .to_ascii_lowercase(),
         port,
+    ))
+}
+
+/// The header naming a request, in both directions.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// A request's id: the caller's `x-request-id` when it is a sensible one (1 to 128 visible
+/// ASCII characters), else a fresh UUIDv7. It is answered in `x-request-id`, names the
+/// request's tracing span, and is what a ledger charges at most once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+impl RequestId {
+    fn of(request: &Request) -> Self {
+        let given = request
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|id| (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()));
+        RequestId(match given {
+            Some(id) => id.to_owned(),
+            None => uuid::Uuid::now_v7().to_string(),
+        })
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(match parts.extensions.get::<RequestId>() {
+            Some(id) => id.clone(),
+            None => RequestId(uuid::Uuid::now_v7().to_string()),
+        })
+    }
+}
+
+/// Gives every request a [`RequestId`] (an extension handlers can extract), runs it in a
+/// tracing span that names it, and answers it in `x-request-id`.
+pub fn with_request_ids(app: Router) -> Router {
+    app.layer(axum::middleware::from_fn(
+        |mut request: Request, next: Next| async move {
+            let id = RequestId::of(&request);
+            request.extensions_mut().insert(id.clone());
+            let span = tracing::info_span!("request", request_id = %id.0, method = %request.method(), path = %request.uri().path());
+            let mut response = tracing::Instrument::instrument(next.run(request), span).await;
+            if let Ok(value) = axum::http::HeaderValue::from_str(&id.0) {
+                response.headers_mut().insert(REQUEST_ID_HEADER, value);
+            }
+            response
+        },
     ))
 }
 

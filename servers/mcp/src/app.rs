@@ -10,9 +10,7 @@ use std::{
 
 use anyhow::Context;
 use axum::Router;
-use isa_auth::{
-    ApiKeys, Authenticator, IssuerConfig, JwksOptions, JwtVerifier, KeySource, require_auth,
-};
+use isa_auth::{ApiKeys, Authenticator, Issuers, require_auth};
 use isa_core::{
     Embedder, Error, EventSink, EventStore, FileStore, HealthCheck, Result, TextKind, ToolSelector,
     UserStore,
@@ -43,14 +41,7 @@ use crate::{
 
 /// Opens `DATABASE_URL` when given, else the SQLite file `isa.db` in the data directory.
 pub async fn open_database(data_dir: &Path, given: Option<&str>) -> anyhow::Result<Database> {
-    let url = match given {
-        Some(url) => url.to_owned(),
-        None => {
-            create_data_dir(data_dir)?;
-            format!("sqlite://{}", data_dir.join("isa.db").display())
-        }
-    };
-    Database::connect(&url)
+    Database::open(data_dir, given)
         .await
         .context("opening the database (DATABASE_URL)")
 }
@@ -427,40 +418,8 @@ fn file_store(args: &Settings) -> anyhow::Result<(Arc<dyn FileStore>, Option<Loc
 }
 
 /// Token verification: the configured issuers (Supabase, Auth0), if any.
-struct Issuers {
-    verifier: Option<JwtVerifier>,
-    /// Issuer URLs of OAuth authorization servers, named in the resource metadata.
-    authorization_servers: Vec<String>,
-}
-
 fn token_issuers(args: &Settings) -> anyhow::Result<Issuers> {
-    let mut issuers = Vec::new();
-    let mut authorization_servers = Vec::new();
-    if let Some(secret) = &args.supabase_jwt_secret {
-        issuers.push(IssuerConfig::supabase(secret.as_bytes().to_vec()));
-    }
-    if let Some(domain) = &args.auth0_domain {
-        let mut auth0 = IssuerConfig::auth0(
-            domain,
-            args.auth0_audience
-                .clone()
-                .unwrap_or_else(|| mcp_resource(args)),
-        );
-        if let Some(url) = &args.auth0_jwks_url {
-            auth0.keys = KeySource::Jwks(url.clone());
-        }
-        authorization_servers.extend(auth0.issuer.clone());
-        issuers.push(auth0);
-    }
-    let verifier = if issuers.is_empty() {
-        None
-    } else {
-        Some(JwtVerifier::new(issuers, JwksOptions::default())?)
-    };
-    Ok(Issuers {
-        verifier,
-        authorization_servers,
-    })
+    Ok(args.issuers.issuers(&mcp_resource(args))?)
 }
 
 fn mcp_resource(args: &Settings) -> String {
@@ -478,7 +437,7 @@ fn mcp_auth_required(args: &Settings) -> bool {
         RequireAuth::Never => false,
         RequireAuth::Auto => !args.bind.ip().is_loopback(),
     };
-    if required && args.supabase_jwt_secret.is_none() && args.auth0_domain.is_none() {
+    if required && !args.issuers.any() {
         tracing::info!("no token issuer is configured: /mcp accepts API keys only");
     }
     required
@@ -499,18 +458,4 @@ pub fn imported_catalogs(data_dir: &std::path::Path) -> anyhow::Result<Vec<PathB
     Ok(files)
 }
 
-/// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
-    }
-}
+pub use isa_core::http::shutdown_signal;

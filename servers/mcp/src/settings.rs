@@ -110,18 +110,9 @@ pub struct Settings {
     /// audience of its tokens); `http://{bind}/mcp` when not set.
     #[arg(long, env = "ISA_MCP_PUBLIC_URL")]
     pub public_url: Option<String>,
-    /// Supabase JWT secret: accept Supabase's HS256 tokens (audience `authenticated`).
-    #[arg(long, env = "SUPABASE_JWT_SECRET", hide_env_values = true)]
-    pub supabase_jwt_secret: Option<String>,
-    /// Auth0 domain: accept its RS256/ES256 tokens.
-    #[arg(long, env = "AUTH0_DOMAIN")]
-    pub auth0_domain: Option<String>,
-    /// Audience of Auth0 tokens; the public URL when not set.
-    #[arg(long, env = "AUTH0_AUDIENCE")]
-    pub auth0_audience: Option<String>,
-    /// JWKS URL of the Auth0 (or other OAuth) issuer, when not at the domain's standard path.
-    #[arg(long, env = "ISA_AUTH0_JWKS_URL")]
-    pub auth0_jwks_url: Option<String>,
+    /// Token issuers (Supabase, Auth0).
+    #[command(flatten)]
+    pub issuers: isa_auth::IssuerSettings,
     /// Address of the user service (users, API keys, files, credits), or `off`.
     #[arg(long, env = "ISA_USERS_BIND", default_value = "127.0.0.1:8100")]
     pub users_bind: ServiceBind,
@@ -182,10 +173,4 @@ impl Settings {
     }
 }
 
-/// `~/.local/share/isa`.
-pub fn default_data_dir() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join(".local/share/isa")
-}
+pub use isa_storage::db::default_data_dir;
