@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs (when missing) everything the test suite talks to: PostgreSQL with pgvector, Garage (S3),
-# Debian's Chromium, Node 22 with the MCP conformance suite and Inspector, and the Python MCP client.
+# Debian's Chromium, Node 22 with the MCP conformance suite and Inspector, and the Python clients
+# (MCP, OpenAI, Anthropic).
 # Idempotent: each step checks first and skips what is already there.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -61,12 +62,17 @@ note "postgres://postgres@127.0.0.1:5432/isa_test"
 step "Debian's Chromium"
 apt_install chromium
 
-step "Python MCP client mcp==2.3.0"
-if python3 -c 'import importlib.metadata as m,sys; sys.exit(m.version("mcp")!="2.3.0")' 2>/dev/null; then
-  note "already installed"
-else
-  python3 -m pip install -q "mcp==2.3.0" || die "pip install mcp==2.3.0 failed"
-fi
+# Python clients the tests run against the services: the MCP SDK, and OpenAI's and
+# Anthropic's official SDKs against the model service.
+for package in mcp==2.3.0 openai==3.51.0 anthropic==2.10.0; do
+  step "Python client $package"
+  name=${package%%==*} version=${package##*==}
+  if python3 -c "import importlib.metadata as m,sys; sys.exit(m.version('$name')!='$version')" 2>/dev/null; then
+    note "already installed"
+  else
+    python3 -m pip install -q "$package" || die "pip install $package failed"
+  fi
+done
 
 step "Node 22 with the MCP conformance suite and Inspector (npm, in $NODE_TOOLS_DIR)"
 if [ -x "$NODE_TOOLS_DIR/node_modules/.bin/conformance" ] && [ -x "$NODE_TOOLS_DIR/node_modules/.bin/mcp-inspector" ] \

@@ -8,6 +8,7 @@
 
 mod error;
 mod health;
+pub mod openapi;
 mod serve;
 
 pub use error::{ApiError, ApiJson, ApiQuery, ApiResult, no_route};

@@ -80,9 +80,11 @@ impl Metering {
         Ok(())
     }
 
-    /// Credits for a cost: whole credits, rounded up so that no paid request is free.
+    /// Credits for a cost: whole credits, rounded up so that no paid request is free (after
+    /// rounding away the float error of the price arithmetic, so 4.000000000000001 is 4).
     pub fn credits_for(&self, cost_usd: f64) -> i64 {
-        (cost_usd * self.credits_per_usd).ceil().max(0.0) as i64
+        let credits = ((cost_usd * self.credits_per_usd) * 1e6).round() / 1e6;
+        credits.ceil().max(0.0) as i64
     }
 
     /// What an answer tells the caller about its use: the model and deployment, tokens,

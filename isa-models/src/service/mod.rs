@@ -10,9 +10,11 @@
 //! | `GET /api/v1/models` | model names |
 //! | `GET /health`, `GET /api/v1/health` | readiness |
 //! | `GET /metrics` | Prometheus metrics per provider and model |
+//! | `GET /openapi.json`, `GET /docs` | the OpenAPI description, and Swagger UI over it (built in) |
 
 mod metering;
 pub mod openai_wire;
+mod openapi;
 
 use std::{sync::Arc, time::Duration};
 
@@ -67,14 +69,15 @@ struct Service {
     metering: Metering,
 }
 
-/// The service's router: the API behind `auth`, health from `health`, metrics, and the
-/// common envelope for every error.
+/// The service's router: the API behind `auth`, health from `health`, metrics, the OpenAPI
+/// description (naming `port` as its server) and the common envelope for every error.
 pub fn router(
     gateway: Arc<Gateway>,
     metering: Metering,
     auth: Authenticator,
     health: Health,
     limits: ServiceLimits,
+    port: u16,
 ) -> Router {
     let service = Service { gateway, metering };
     let api = Router::new()
@@ -87,6 +90,7 @@ pub fn router(
         .route("/metrics", get(metrics))
         .with_state(service)
         .merge(health.router(&["/health", "/api/v1/health"]))
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", openapi::description(port)))
         .fallback(no_route);
     let app = limit_body(app, limits.max_body_bytes);
     let app = limit_concurrency(app, limits.max_concurrent_requests);

@@ -87,8 +87,17 @@ pub struct App {
 
 impl App {
     /// Reads the model configuration, opens the database, loads the local embedder when the
-    /// configuration uses it, and builds the router. Binds no socket.
+    /// configuration uses it, and builds the router, with provider keys from the environment.
+    /// Binds no socket.
     pub async fn build(settings: Settings) -> anyhow::Result<App> {
+        App::build_with(settings, |var| std::env::var(var).ok()).await
+    }
+
+    /// [`App::build`] with provider keys read through `env`.
+    pub async fn build_with(
+        settings: Settings,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<App> {
         let text = match &settings.config {
             Some(path) => std::fs::read_to_string(path)
                 .with_context(|| format!("reading the model configuration {}", path.display()))?,
@@ -110,7 +119,7 @@ impl App {
         } else {
             None
         };
-        let gateway = Arc::new(config.build(|var| std::env::var(var).ok(), local)?);
+        let gateway = Arc::new(config.build(env, local)?);
         let names: Vec<&str> = gateway.routes().map(|r| r.name.as_str()).collect();
         tracing::info!(models = ?names, "models served");
         let db = Database::open(&settings.data_dir, settings.database_url.as_deref())
@@ -143,7 +152,7 @@ impl App {
             max_concurrent_requests: settings.max_concurrent_requests,
             ..ServiceLimits::default()
         };
-        let router = router(gateway.clone(), metering, auth, health, limits);
+        let router = router(gateway.clone(), metering, auth, health, limits, settings.bind.port());
         Ok(App {
             settings,
             gateway,
