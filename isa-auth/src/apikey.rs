@@ -104,7 +104,18 @@ impl KeyStore for MemoryKeyStore {
 #[derive(Clone)]
 pub struct ApiKeys {
     store: Arc<dyn KeyStore>,
+    cache: Option<Arc<KeyCache>>,
 }
+
+/// Records recently read from the store, so that a busy service does not read the store for
+/// every request. A revoked key keeps working until its cached record is older than `ttl`.
+struct KeyCache {
+    ttl: std::time::Duration,
+    records: parking_lot::Mutex<lru::LruCache<String, (ApiKeyRecord, std::time::Instant)>>,
+}
+
+/// The most records a key cache holds.
+const KEY_CACHE_CAPACITY: usize = 10_000;
 
 fn hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
@@ -119,7 +130,50 @@ fn random_hex(bytes: usize) -> String {
 impl ApiKeys {
     /// Keys kept in `store`.
     pub fn new(store: Arc<dyn KeyStore>) -> Self {
-        ApiKeys { store }
+        ApiKeys { store, cache: None }
+    }
+
+    /// The same keys with records kept in memory for up to `ttl` after they are read: a busy
+    /// service then reads the store about once per key and `ttl`, and a revocation reaches it
+    /// within `ttl`.
+    pub fn with_cache(mut self, ttl: std::time::Duration) -> Self {
+        let capacity = std::num::NonZeroUsize::new(KEY_CACHE_CAPACITY).unwrap_or(std::num::NonZeroUsize::MIN);
+        self.cache = Some(Arc::new(KeyCache {
+            ttl,
+            records: parking_lot::Mutex::new(lru::LruCache::new(capacity)),
+        }));
+        self
+    }
+
+    /// The record of key `id`: from the cache while fresh, else from the store.
+    async fn record(&self, id: &str) -> Result<Option<ApiKeyRecord>> {
+        let Some(cache) = &self.cache else {
+            return self.store.get(id).await;
+        };
+        if let Some((record, read_at)) = cache.records.lock().get(id)
+            && read_at.elapsed() < cache.ttl
+        {
+            return Ok(Some(record.clone()));
+        }
+        let record = self.store.get(id).await?;
+        match &record {
+            Some(r) => {
+                cache.records.lock().put(id.to_owned(), (r.clone(), std::time::Instant::now()));
+            }
+            None => {
+                cache.records.lock().pop(id);
+            }
+        }
+        Ok(record)
+    }
+
+    /// Notes a recorded use in the cached record, so the next minute's requests do not write.
+    fn note_use(&self, id: &str, at: DateTime<Utc>) {
+        if let Some(cache) = &self.cache
+            && let Some((record, _)) = cache.records.lock().peek_mut(id)
+        {
+            record.last_used_at = Some(at);
+        }
     }
 
     /// The store.
@@ -193,7 +247,7 @@ impl ApiKeys {
         if id.len() != 16 || secret.len() != 64 {
             return Err(Error::Unauthenticated);
         }
-        let Some(record) = self.store.get(id).await? else {
+        let Some(record) = self.record(id).await? else {
             return Err(Error::Unauthenticated);
         };
         let matches: bool = hash(secret)
@@ -207,9 +261,16 @@ impl ApiKeys {
         {
             return Err(Error::Unauthenticated);
         }
-        // The last use is bookkeeping: failing to write it never refuses a valid key.
-        if let Err(error) = self.store.touch(id, now).await {
-            tracing::warn!(key = id, %error, "could not record an API key's use");
+        // The last use is bookkeeping, written at most once a minute so that reads do not
+        // become writes; failing to write it never refuses a valid key.
+        let stale = record
+            .last_used_at
+            .is_none_or(|used| now - used >= LAST_USE_RESOLUTION);
+        if stale {
+            match self.store.touch(id, now).await {
+                Ok(()) => self.note_use(id, now),
+                Err(error) => tracing::warn!(key = id, %error, "could not record an API key's use"),
+            }
         }
         Ok(Identity {
             user_id: record.user_id,
@@ -220,6 +281,9 @@ impl ApiKeys {
         })
     }
 }
+
+/// How precisely a key's last use is recorded.
+const LAST_USE_RESOLUTION: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 
 /// Whether a bearer credential looks like an API key rather than a JWT.
 pub fn is_api_key(credential: &str) -> bool {

@@ -425,3 +425,61 @@ async fn a_failed_last_use_write_never_refuses_a_valid_key() {
     let identity = keys.verify(&key).await.unwrap();
     assert_eq!(identity.user_id.as_str(), "alice");
 }
+
+/// Keys in memory that count reads and writes.
+#[derive(Default)]
+struct Counted {
+    keys: MemoryKeyStore,
+    reads: std::sync::atomic::AtomicUsize,
+    touches: std::sync::atomic::AtomicUsize,
+}
+
+#[isa_core::async_trait]
+impl isa_auth::KeyStore for Counted {
+    async fn insert(&self, record: isa_auth::ApiKeyRecord) -> isa_core::Result<()> {
+        self.keys.insert(record).await
+    }
+    async fn get(&self, id: &str) -> isa_core::Result<Option<isa_auth::ApiKeyRecord>> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.keys.get(id).await
+    }
+    async fn list(&self, user: &UserId) -> isa_core::Result<Vec<isa_auth::ApiKeyRecord>> {
+        self.keys.list(user).await
+    }
+    async fn revoke(&self, user: &UserId, id: &str, at: chrono::DateTime<chrono::Utc>) -> isa_core::Result<bool> {
+        self.keys.revoke(user, id, at).await
+    }
+    async fn touch(&self, id: &str, at: chrono::DateTime<chrono::Utc>) -> isa_core::Result<()> {
+        self.touches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.keys.touch(id, at).await
+    }
+}
+
+#[tokio::test]
+async fn the_last_use_is_written_once_a_minute_and_a_cache_spares_reads_until_its_ttl() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let store = Arc::new(Counted::default());
+    let alice = UserId::new("alice").unwrap();
+
+    let uncached = ApiKeys::new(store.clone());
+    let (key, record) = uncached.issue(&alice, "ci", vec![]).await.unwrap();
+    for _ in 0..5 {
+        uncached.verify(&key).await.unwrap();
+    }
+    assert_eq!((store.reads.load(SeqCst), store.touches.load(SeqCst)), (5, 1), "every verify reads; one write a minute");
+
+    let ttl = std::time::Duration::from_millis(300);
+    let cached = ApiKeys::new(store.clone()).with_cache(ttl);
+    for _ in 0..5 {
+        cached.verify(&key).await.unwrap();
+    }
+    assert_eq!(store.reads.load(SeqCst), 6, "one read, then the cache");
+    assert_eq!(store.touches.load(SeqCst), 1);
+
+    isa_auth::KeyStore::revoke(store.as_ref(), &alice, &record.id, chrono::Utc::now()).await.unwrap();
+    assert!(cached.verify(&key).await.is_ok(), "a revocation reaches a cache within its ttl, not at once");
+    assert!(uncached.verify(&key).await.is_err(), "without a cache, at once");
+    tokio::time::sleep(ttl).await;
+    assert!(cached.verify(&key).await.is_err(), "after the ttl the revocation holds");
+    assert!(cached.verify("isa_0000000000000000_0000000000000000000000000000000000000000000000000000000000000000").await.is_err());
+}

@@ -2,7 +2,7 @@
 //! database (users, credits, API keys, events), and the router of
 //! [`isa_models::service`].
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::Router;
@@ -52,6 +52,10 @@ pub struct Settings {
     /// Requests served at once; more are refused with 503 at once.
     #[arg(long, env = "ISA_MODEL_CONCURRENCY", default_value_t = 1024)]
     pub max_concurrent_requests: usize,
+    /// How long a verified API key is trusted before it is read again: a revoked key stops
+    /// working here within this many seconds (0: read the store on every request).
+    #[arg(long, env = "ISA_KEY_CACHE_SECONDS", default_value_t = 5)]
+    pub key_cache_seconds: u64,
     /// This service's public URL (named in `WWW-Authenticate`).
     #[arg(long, env = "ISA_MODEL_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -137,7 +141,7 @@ impl App {
         let auth = Authenticator::new(
             resource,
             issuers.verifier,
-            Some(ApiKeys::new(Arc::new(db.clone()))),
+            Some(ApiKeys::new(Arc::new(db.clone())).with_cache(Duration::from_secs(settings.key_cache_seconds))),
         )
         .with_authorization_servers(issuers.authorization_servers)
         .with_events(events.clone());

@@ -4,6 +4,9 @@ use clap::Parser;
 use isa_model_server::{App, Settings};
 use tokio_util::sync::CancellationToken;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "isa-model",

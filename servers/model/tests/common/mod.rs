@@ -109,6 +109,7 @@ pub async fn serve(database_url: &str, credits: i64) -> Served {
         initial_credits: 0,
         credits_per_usd: 1_000_000.0,
         max_concurrent_requests: 64,
+        key_cache_seconds: 5,
         public_url: None,
         issuers: Default::default(),
     };
