@@ -137,7 +137,8 @@ impl ApiKeys {
     /// service then reads the store about once per key and `ttl`, and a revocation reaches it
     /// within `ttl`.
     pub fn with_cache(mut self, ttl: std::time::Duration) -> Self {
-        let capacity = std::num::NonZeroUsize::new(KEY_CACHE_CAPACITY).unwrap_or(std::num::NonZeroUsize::MIN);
+        let capacity =
+            std::num::NonZeroUsize::new(KEY_CACHE_CAPACITY).unwrap_or(std::num::NonZeroUsize::MIN);
         self.cache = Some(Arc::new(KeyCache {
             ttl,
             records: parking_lot::Mutex::new(lru::LruCache::new(capacity)),
@@ -158,7 +159,10 @@ impl ApiKeys {
         let record = self.store.get(id).await?;
         match &record {
             Some(r) => {
-                cache.records.lock().put(id.to_owned(), (r.clone(), std::time::Instant::now()));
+                cache
+                    .records
+                    .lock()
+                    .put(id.to_owned(), (r.clone(), std::time::Instant::now()));
             }
             None => {
                 cache.records.lock().pop(id);

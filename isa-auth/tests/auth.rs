@@ -446,11 +446,17 @@ impl isa_auth::KeyStore for Counted {
     async fn list(&self, user: &UserId) -> isa_core::Result<Vec<isa_auth::ApiKeyRecord>> {
         self.keys.list(user).await
     }
-    async fn revoke(&self, user: &UserId, id: &str, at: chrono::DateTime<chrono::Utc>) -> isa_core::Result<bool> {
+    async fn revoke(
+        &self,
+        user: &UserId,
+        id: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> isa_core::Result<bool> {
         self.keys.revoke(user, id, at).await
     }
     async fn touch(&self, id: &str, at: chrono::DateTime<chrono::Utc>) -> isa_core::Result<()> {
-        self.touches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.touches
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.keys.touch(id, at).await
     }
 }
@@ -466,7 +472,11 @@ async fn the_last_use_is_written_once_a_minute_and_a_cache_spares_reads_until_it
     for _ in 0..5 {
         uncached.verify(&key).await.unwrap();
     }
-    assert_eq!((store.reads.load(SeqCst), store.touches.load(SeqCst)), (5, 1), "every verify reads; one write a minute");
+    assert_eq!(
+        (store.reads.load(SeqCst), store.touches.load(SeqCst)),
+        (5, 1),
+        "every verify reads; one write a minute"
+    );
 
     let ttl = std::time::Duration::from_millis(300);
     let cached = ApiKeys::new(store.clone()).with_cache(ttl);
@@ -476,10 +486,21 @@ async fn the_last_use_is_written_once_a_minute_and_a_cache_spares_reads_until_it
     assert_eq!(store.reads.load(SeqCst), 6, "one read, then the cache");
     assert_eq!(store.touches.load(SeqCst), 1);
 
-    isa_auth::KeyStore::revoke(store.as_ref(), &alice, &record.id, chrono::Utc::now()).await.unwrap();
-    assert!(cached.verify(&key).await.is_ok(), "a revocation reaches a cache within its ttl, not at once");
-    assert!(uncached.verify(&key).await.is_err(), "without a cache, at once");
+    isa_auth::KeyStore::revoke(store.as_ref(), &alice, &record.id, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert!(
+        cached.verify(&key).await.is_ok(),
+        "a revocation reaches a cache within its ttl, not at once"
+    );
+    assert!(
+        uncached.verify(&key).await.is_err(),
+        "without a cache, at once"
+    );
     tokio::time::sleep(ttl).await;
-    assert!(cached.verify(&key).await.is_err(), "after the ttl the revocation holds");
+    assert!(
+        cached.verify(&key).await.is_err(),
+        "after the ttl the revocation holds"
+    );
     assert!(cached.verify("isa_0000000000000000_0000000000000000000000000000000000000000000000000000000000000000").await.is_err());
 }

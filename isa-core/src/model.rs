@@ -457,3 +457,72 @@ pub trait ModelProvider: Send + Sync {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::stream;
+
+    fn gather(events: Vec<Result<ChatEvent>>) -> Result<ChatResponse> {
+        futures::executor::block_on(ChatResponse::gather("test", Box::pin(stream::iter(events))))
+    }
+
+    fn start(index: u32, name: &str) -> Result<ChatEvent> {
+        Ok(ChatEvent::ToolCallStart {
+            index,
+            id: format!("c{index}"),
+            name: name.into(),
+        })
+    }
+
+    fn piece(index: u32, arguments: &str) -> Result<ChatEvent> {
+        Ok(ChatEvent::ToolCallDelta {
+            index,
+            arguments: arguments.into(),
+        })
+    }
+
+    #[test]
+    fn pieces_of_parallel_calls_are_joined_per_call() {
+        let finish = Ok(ChatEvent::Finish {
+            reason: FinishReason::ToolCalls,
+        });
+        let answer = gather(vec![
+            start(0, "a"),
+            start(1, "b"),
+            piece(1, "{\"y\":"),
+            piece(0, "{\"x\""),
+            piece(0, ":1}"),
+            piece(1, "2}"),
+            finish,
+        ])
+        .unwrap();
+        let calls = &answer.message.tool_calls;
+        assert_eq!(
+            (calls[0].name.as_str(), &calls[0].arguments["x"]),
+            ("a", &serde_json::json!(1))
+        );
+        assert_eq!(
+            (calls[1].name.as_str(), &calls[1].arguments["y"]),
+            ("b", &serde_json::json!(2))
+        );
+        assert_eq!(answer.finish_reason, FinishReason::ToolCalls);
+    }
+
+    #[test]
+    fn broken_streams_are_errors() {
+        let finish = || {
+            Ok(ChatEvent::Finish {
+                reason: FinishReason::Stop,
+            })
+        };
+        let no_finish = gather(vec![Ok(ChatEvent::TextDelta { text: "hi".into() })]).unwrap_err();
+        assert!(no_finish.is_retryable(), "a stream cut short may pass");
+        let out_of_order = gather(vec![start(1, "a"), finish()]).unwrap_err();
+        assert!(out_of_order.to_string().contains("out of order"));
+        let unknown = gather(vec![piece(0, "{}"), finish()]).unwrap_err();
+        assert!(unknown.to_string().contains("unknown tool call"));
+        let not_json = gather(vec![start(0, "a"), piece(0, "{\"x\""), finish()]).unwrap_err();
+        assert!(!not_json.is_retryable() && not_json.to_string().contains("not a JSON object"));
+    }
+}

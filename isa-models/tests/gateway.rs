@@ -190,6 +190,7 @@ async fn setup_with(limits: ServiceLimits) -> Setup {
         auth,
         Health::new(vec![]),
         limits,
+        8082,
     );
     Setup {
         base: mock::serve(app).await,
@@ -773,4 +774,39 @@ async fn mistakes_and_overload_answer_in_the_envelope_with_a_request_id() {
         "refused without waiting"
     );
     assert_eq!(hung.await.unwrap().0, 504, "the hung request timed out");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_provider_s_5xx_and_hang_are_retried_then_answered_in_the_envelope() {
+    let s = setup().await;
+    let runs = CHAT_PROVIDERS.map(|provider| {
+        let s = &s;
+        async move {
+            let (broken, broken_body) = s.chat(&ask(&format!("{provider}/broken"))).await;
+            let (hang, hang_body) = s.chat(&ask(&format!("{provider}/hang"))).await;
+            (provider, broken, broken_body, hang, hang_body)
+        }
+    });
+    for (provider, broken, broken_body, hang, hang_body) in futures::future::join_all(runs).await {
+        assert_eq!(
+            (broken, broken_body["error"]["code"].as_str()),
+            (502, Some("upstream")),
+            "{provider}: {broken_body}"
+        );
+        assert_eq!(
+            broken_body["error"]["message"],
+            format!("{provider} failed with status 503")
+        );
+        assert_eq!(
+            s.mocks[provider].attempts("broken"),
+            3,
+            "{provider}: one try and two retries"
+        );
+        assert_eq!(
+            (hang, hang_body["error"]["code"].as_str()),
+            (504, Some("timeout")),
+            "{provider}: {hang_body}"
+        );
+        assert_eq!(s.mocks[provider].attempts("hang"), 3, "{provider}");
+    }
 }

@@ -33,7 +33,11 @@ async fn chat(Json(body): Json<Value>) -> Response {
             text.push_str(&format!("data: {USAGE}\n\n"));
         }
         text.push_str("data: [DONE]\n\n");
-        return ([(header::CONTENT_TYPE, "text/event-stream")], Body::from(text)).into_response();
+        return (
+            [(header::CONTENT_TYPE, "text/event-stream")],
+            Body::from(text),
+        )
+            .into_response();
     }
     Json(json!({
         "id": "chatcmpl-mock", "object": "chat.completion", "created": 1, "model": "mock",
@@ -45,7 +49,9 @@ async fn chat(Json(body): Json<Value>) -> Response {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let address = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:18090".into());
+    let address = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:18090".into());
     let listener = tokio::net::TcpListener::bind(&address).await?;
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))

@@ -7,38 +7,39 @@
 
 use std::time::{Duration, Instant};
 
+type Failure = Box<dyn std::error::Error>;
+
 #[tokio::main]
-async fn main() {
+async fn main() -> Result<(), Failure> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 5 {
-        eprintln!("usage: rate-load URL RATE SECONDS BODY [HEADER: VALUE]...");
-        std::process::exit(2);
+        return Err("usage: rate-load URL RATE SECONDS BODY [HEADER: VALUE]...".into());
     }
     let (url, body) = (args[1].clone(), args[4].clone());
-    let rate: f64 = args[2].parse().expect("RATE is a number");
-    let seconds: f64 = args[3].parse().expect("SECONDS is a number");
+    let rate: f64 = args[2].parse().map_err(|_| "RATE must be a number")?;
+    let seconds: f64 = args[3].parse().map_err(|_| "SECONDS must be a number")?;
     let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert("content-type", "application/json".parse().expect("a header value"));
+    headers.insert("content-type", "application/json".parse()?);
     for header in &args[5..] {
-        let (name, value) = header.split_once(':').expect("HEADER: VALUE");
+        let (name, value) = header.split_once(':').ok_or("headers are HEADER: VALUE")?;
         headers.insert(
-            reqwest::header::HeaderName::from_bytes(name.trim().as_bytes()).expect("a header name"),
-            value.trim().parse().expect("a header value"),
+            reqwest::header::HeaderName::from_bytes(name.trim().as_bytes())?,
+            value.trim().parse()?,
         );
     }
     let client = reqwest::Client::builder()
         .default_headers(headers)
         .pool_max_idle_per_host(4096)
         .tcp_nodelay(true)
-        .build()
-        .expect("an HTTP client");
+        .build()?;
     let total = (rate * seconds) as usize;
     let interval = Duration::from_secs_f64(1.0 / rate);
     let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
     let start = tokio::time::Instant::now();
     for i in 0..total {
         tokio::time::sleep_until(start + interval.mul_f64(i as f64)).await;
-        let (client, url, body, sender) = (client.clone(), url.clone(), body.clone(), sender.clone());
+        let (client, url, body, sender) =
+            (client.clone(), url.clone(), body.clone(), sender.clone());
         tokio::spawn(async move {
             let began = Instant::now();
             let outcome = match client.post(&url).body(body).send().await {
@@ -73,4 +74,5 @@ async fn main() {
         at(0.99),
         at(1.0)
     );
+    Ok(())
 }

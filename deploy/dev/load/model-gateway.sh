@@ -2,9 +2,10 @@
 # The model gateway side by side on this machine: a provider that answers at once
 # (benches' mock-openai), reached (a) directly, (b) through isa-model, (c) through LiteLLM's
 # proxy (PyPI, pinned below, in a venv in the cache). For each: wrk at 50 connections,
-# non-streamed and streamed chat (requests/s, p50/p99); then an open-loop run at RATE requests/s
-# (rate-load: p50/p99 to the end of the body, so the added latency is (b) or (c) minus (a));
-# and each gateway's resident memory. LITELLM=0 leaves LiteLLM out.
+# non-streamed and streamed chat (requests/s, p50/p99); then open-loop runs at RATE requests/s
+# and at LOW_RATE (rate-load: p50/p99 to the end of the body, so the added latency is (b) or
+# (c) minus (a)); and each gateway's resident memory. LITELLM=0 leaves LiteLLM out; LiteLLM runs with one worker
+# process per core (LITELLM_WORKERS), its recommended setting.
 set -euo pipefail
 DEV="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$DEV/lib.sh"
@@ -71,6 +72,7 @@ litellm_settings:
   drop_params: true
 YAML
   LITELLM_LOG=ERROR "$venv/bin/litellm" --config "$data_dir/litellm.yaml" --host 127.0.0.1 --port 18092 \
+    --num_workers "${LITELLM_WORKERS:-$(nproc)}" \
     > "$data_dir/litellm.log" 2>&1 & litellm=$!
   pids+=($litellm)
   targets+=("litellm http://127.0.0.1:18092/v1/chat/completions sk-bench")
@@ -88,8 +90,11 @@ for target in "${targets[@]}"; do
     BODY="$body" KEY="$credential" wrk -t2 -c50 -d"$DURATION" --latency -s "$DEV/load/chat.lua" "$url" \
       | grep -E "Requests/sec|p50 .*bad|Non-2xx|Socket" || true
   done
-  step "$name, open loop at $RATE requests/s for 10 s, not streamed"
-  "$BIN/rate-load" "$url" "$RATE" 10 "$plain" "Authorization: Bearer $credential"
+  # RATE is the target's rate; LOW_RATE one that LiteLLM sustains too, for added latency side by side.
+  for rate in "$RATE" "${LOW_RATE:-100}"; do
+    step "$name, open loop at $rate requests/s for 10 s, not streamed"
+    "$BIN/rate-load" "$url" "$rate" 10 "$plain" "Authorization: Bearer $credential"
+  done
 done
 step "resident memory after the runs"
 note "isa-model: $(rss "$isa")"

@@ -108,4 +108,3 @@ pub fn document(title: &str, description: &str, port: u16, paths: Value, schemas
         },
     })
 }
-

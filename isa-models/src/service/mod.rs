@@ -90,7 +90,10 @@ pub fn router(
         .route("/metrics", get(metrics))
         .with_state(service)
         .merge(health.router(&["/health", "/api/v1/health"]))
-        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", openapi::description(port)))
+        .merge(
+            utoipa_swagger_ui::SwaggerUi::new("/docs")
+                .external_url_unchecked("/openapi.json", openapi::description(port)),
+        )
         .fallback(no_route);
     let app = limit_body(app, limits.max_body_bytes);
     let app = limit_concurrency(app, limits.max_concurrent_requests);

@@ -141,7 +141,10 @@ impl App {
         let auth = Authenticator::new(
             resource,
             issuers.verifier,
-            Some(ApiKeys::new(Arc::new(db.clone())).with_cache(Duration::from_secs(settings.key_cache_seconds))),
+            Some(
+                ApiKeys::new(Arc::new(db.clone()))
+                    .with_cache(Duration::from_secs(settings.key_cache_seconds)),
+            ),
         )
         .with_authorization_servers(issuers.authorization_servers)
         .with_events(events.clone());
@@ -156,7 +159,14 @@ impl App {
             max_concurrent_requests: settings.max_concurrent_requests,
             ..ServiceLimits::default()
         };
-        let router = router(gateway.clone(), metering, auth, health, limits, settings.bind.port());
+        let router = router(
+            gateway.clone(),
+            metering,
+            auth,
+            health,
+            limits,
+            settings.bind.port(),
+        );
         Ok(App {
             settings,
             gateway,

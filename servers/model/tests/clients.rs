@@ -29,21 +29,38 @@ fn sqlite(dir: &tempfile::TempDir) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_official_openai_sdk_works_against_the_service() {
-    let sdk = Command::new("python3").args(["-c", "import openai; assert openai.__version__ == '3.51.0'"]).status();
-    if !require("the openai Python SDK 3.51.0", sdk.is_ok_and(|s| s.success())) {
+    let sdk = Command::new("python3")
+        .args(["-c", "import openai; assert openai.__version__ == '3.51.0'"])
+        .status();
+    if !require(
+        "the openai Python SDK 3.51.0",
+        sdk.is_ok_and(|s| s.success()),
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let s = serve(&sqlite(&dir), 1_000_000).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/openai_client.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/openai_client.py"
+    );
     let base = format!("{}/api/v1", s.base);
     let key = s.key.clone();
-    let output = tokio::task::spawn_blocking(move || Command::new("python3").args([script, &base, &key]).output().unwrap())
-        .await
-        .unwrap();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args([script, &base, &key])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     println!("{stdout}");
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout.contains("all ok"));
 }
 
@@ -61,44 +78,112 @@ async fn local_embeddings_are_the_embedders_own_vectors() {
     };
     let dir = tempfile::tempdir().unwrap();
     let s = serve(&sqlite(&dir), 0).await;
-    let texts = vec!["Search the web for recent news".to_owned(), "Résumé d'un fichier PDF".to_owned(), "x".to_owned()];
+    let texts = vec![
+        "Search the web for recent news".to_owned(),
+        "Résumé d'un fichier PDF".to_owned(),
+        "x".to_owned(),
+    ];
     let expected = embedder.embed(&texts, TextKind::Document).await.unwrap();
     for format in ["float", "base64"] {
-        let response = s.post("/api/v1/embeddings", None, &json!({"model": "all-MiniLM-L6-v2", "input": texts, "encoding_format": format})).await;
-        assert_eq!(response.status(), 200, "a free local model needs no credits");
+        let response = s
+            .post(
+                "/api/v1/embeddings",
+                None,
+                &json!({"model": "all-MiniLM-L6-v2", "input": texts, "encoding_format": format}),
+            )
+            .await;
+        assert_eq!(
+            response.status(),
+            200,
+            "a free local model needs no credits"
+        );
         let body: Value = response.json().await.unwrap();
         for (i, want) in expected.iter().enumerate() {
             let got: Vec<f32> = match &body["data"][i]["embedding"] {
                 Value::String(b64) => {
                     use base64::Engine;
-                    base64::engine::general_purpose::STANDARD.decode(b64).unwrap().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b64)
+                        .unwrap()
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                        .collect()
                 }
-                v => v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect(),
+                v => v
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+                    .collect(),
             };
             assert_eq!(got.len(), 384);
-            assert!(cosine(&got, want) >= 0.9999, "{format} text {i}: cosine {}", cosine(&got, want));
+            assert!(
+                cosine(&got, want) >= 0.9999,
+                "{format} text {i}: cosine {}",
+                cosine(&got, want)
+            );
         }
     }
-    let wrong = s.post("/api/v1/embeddings", None, &json!({"model": "all-MiniLM-L6-v2", "input": "x", "dimensions": 100})).await;
-    assert_eq!(wrong.status(), 400, "the local model cannot shorten its vectors");
+    let wrong = s
+        .post(
+            "/api/v1/embeddings",
+            None,
+            &json!({"model": "all-MiniLM-L6-v2", "input": "x", "dimensions": 100}),
+        )
+        .await;
+    assert_eq!(
+        wrong.status(),
+        400,
+        "the local model cannot shorten its vectors"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_docs_page_is_built_in_and_the_description_names_only_served_routes() {
     let dir = tempfile::tempdir().unwrap();
     let s = serve(&sqlite(&dir), 1000).await;
-    let page = s.http.get(format!("{}/docs/", s.base)).send().await.unwrap();
+    let page = s
+        .http
+        .get(format!("{}/docs/", s.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
     assert!(html.contains("swagger-ui"), "{html}");
-    assert!(!html.contains("https://") && !html.contains("http://"), "the page loads nothing from elsewhere: {html}");
-    let script = s.http.get(format!("{}/docs/swagger-initializer.js", s.base)).send().await.unwrap();
+    assert!(
+        !html.contains("https://") && !html.contains("http://"),
+        "the page loads nothing from elsewhere: {html}"
+    );
+    let script = s
+        .http
+        .get(format!("{}/docs/swagger-initializer.js", s.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(script.status(), 200);
     assert!(script.text().await.unwrap().contains("/openapi.json"));
-    let bundle = s.http.get(format!("{}/docs/swagger-ui-bundle.js", s.base)).send().await.unwrap();
-    assert_eq!(bundle.status(), 200, "Swagger UI itself is served from the binary");
+    let bundle = s
+        .http
+        .get(format!("{}/docs/swagger-ui-bundle.js", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        bundle.status(),
+        200,
+        "Swagger UI itself is served from the binary"
+    );
 
-    let doc: Value = s.http.get(format!("{}/openapi.json", s.base)).send().await.unwrap().json().await.unwrap();
+    let doc: Value = s
+        .http
+        .get(format!("{}/openapi.json", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();
     assert_eq!(paths.len(), 4);
@@ -109,7 +194,13 @@ async fn the_docs_page_is_built_in_and_the_description_names_only_served_routes(
                 "post" => s.http.post(format!("{}{path}", s.base)).json(&json!({})),
                 other => panic!("{other}"),
             };
-            let status = request.bearer_auth(&s.key).send().await.unwrap().status().as_u16();
+            let status = request
+                .bearer_auth(&s.key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
             assert!(status == 200 || status == 400, "{method} {path}: {status}");
         }
     }

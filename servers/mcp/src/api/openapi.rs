@@ -2,7 +2,9 @@
 //! A test calls every operation listed here, so the description cannot name a route the
 //! services do not have.
 
-use isa_core::http::openapi::{document, json_body, object, op, path_param, query_param, reference};
+use isa_core::http::openapi::{
+    document, json_body, object, op, path_param, query_param, reference,
+};
 use serde_json::{Value, json};
 
 /// The user service's description.

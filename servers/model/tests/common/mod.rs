@@ -113,29 +113,60 @@ pub async fn serve(database_url: &str, credits: i64) -> Served {
         public_url: None,
         issuers: Default::default(),
     };
-    let app = App::build_with(settings, |var| (var == "TEST_OPENAI_KEY").then(|| mock::KEY.to_owned()))
-        .await
-        .unwrap();
+    let app = App::build_with(settings, |var| {
+        (var == "TEST_OPENAI_KEY").then(|| mock::KEY.to_owned())
+    })
+    .await
+    .unwrap();
     let db = Database::connect(database_url).await.unwrap();
     let user = UserId::new(format!("user-{}", uuid_like())).unwrap();
-    let (key, _) = ApiKeys::new(Arc::new(db.clone())).issue(&user, "test", vec![]).await.unwrap();
+    let (key, _) = ApiKeys::new(Arc::new(db.clone()))
+        .issue(&user, "test", vec![])
+        .await
+        .unwrap();
     if credits > 0 {
         use isa_core::UserStore;
         db.ensure_user(&user, None, 0).await.unwrap();
-        db.grant(&user, "test-grant", credits, "test").await.unwrap();
+        db.grant(&user, "test-grant", credits, "test")
+            .await
+            .unwrap();
     }
     let base = mock::serve(app.router.clone()).await;
-    Served { base, key, user, db, app, mock, http: reqwest::Client::new() }
+    Served {
+        base,
+        key,
+        user,
+        db,
+        app,
+        mock,
+        http: reqwest::Client::new(),
+    }
 }
 
 /// A unique enough name part (tests share the PostgreSQL database).
 pub fn uuid_like() -> String {
-    format!("{:x}{:x}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+    format!(
+        "{:x}{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
 }
 
 impl Served {
-    pub async fn post(&self, path: &str, request_id: Option<&str>, body: &Value) -> reqwest::Response {
-        let mut request = self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.key).json(body);
+    pub async fn post(
+        &self,
+        path: &str,
+        request_id: Option<&str>,
+        body: &Value,
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .json(body);
         if let Some(id) = request_id {
             request = request.header("x-request-id", id);
         }
@@ -144,6 +175,10 @@ impl Served {
 
     pub async fn balance(&self) -> i64 {
         use isa_core::UserStore;
-        self.db.user(&self.user).await.unwrap().map_or(0, |u| u.credits)
+        self.db
+            .user(&self.user)
+            .await
+            .unwrap()
+            .map_or(0, |u| u.credits)
     }
 }
