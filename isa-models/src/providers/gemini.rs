@@ -329,14 +329,7 @@ impl ModelProvider for Gemini {
             .as_array()
             .ok_or_else(|| self.endpoint.malformed("embeddings answer"))?
             .iter()
-            .map(|e| {
-                e["values"].as_array().and_then(|values| {
-                    values
-                        .iter()
-                        .map(|v| v.as_f64().map(|f| f as f32))
-                        .collect::<Option<Vec<f32>>>()
-                })
-            })
+            .map(|e| super::float_vector(&e["values"]))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| self.endpoint.malformed("embedding values"))?;
         if embeddings.len() != request.input.len() {

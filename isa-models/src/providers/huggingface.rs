@@ -68,12 +68,7 @@ impl ModelProvider for HuggingFace {
             .as_array()
             .and_then(|rows| {
                 rows.iter()
-                    .map(|row| {
-                        row.as_array()?
-                            .iter()
-                            .map(|v| v.as_f64().map(|f| f as f32))
-                            .collect()
-                    })
+                    .map(super::float_vector)
                     .collect::<Option<Vec<Vec<f32>>>>()
             })
             .ok_or_else(|| {

@@ -19,3 +19,12 @@ pub use huggingface::{HUGGING_FACE_BASE_URL, HuggingFace};
 pub use local::LocalEmbeddings;
 pub use openai::{OPENAI_BASE_URL, OpenAi};
 pub use replicate::{REPLICATE_BASE_URL, Replicate};
+
+/// A JSON array of numbers as a vector, or `None` when it is anything else.
+pub(crate) fn float_vector(value: &serde_json::Value) -> Option<Vec<f32>> {
+    value
+        .as_array()?
+        .iter()
+        .map(|v| v.as_f64().map(|f| f as f32))
+        .collect()
+}

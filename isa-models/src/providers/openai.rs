@@ -324,12 +324,8 @@ impl ModelProvider for OpenAi {
             let vector = match &item["embedding"] {
                 Value::String(b64) => decode_base64_floats(b64)
                     .ok_or_else(|| self.endpoint.malformed("base64 embedding"))?,
-                Value::Array(values) => values
-                    .iter()
-                    .map(|v| v.as_f64().map(|f| f as f32))
-                    .collect::<Option<Vec<f32>>>()
+                other => super::float_vector(other)
                     .ok_or_else(|| self.endpoint.malformed("embedding"))?,
-                _ => return Err(self.endpoint.malformed("embedding")),
             };
             rows.push((index, vector));
         }

@@ -139,6 +139,31 @@ struct Settlement {
 }
 
 impl Settlement {
+    /// What a request that `deployment` answers will settle, counted from nothing yet.
+    fn new(
+        metering: &Metering,
+        identity: Identity,
+        request_id: String,
+        operation: &'static str,
+        model: String,
+        deployment: Arc<Deployment>,
+        started: Instant,
+    ) -> Self {
+        Settlement {
+            metering: metering.clone(),
+            identity,
+            request_id,
+            operation,
+            model,
+            deployment,
+            started,
+            first_event: None,
+            counter: TokenCounter::default(),
+            images: 0,
+            settled: false,
+        }
+    }
+
     fn cost(&self) -> (Usage, f64) {
         let usage = self.counter.usage();
         (usage, self.deployment.price().cost(usage, self.images))
@@ -182,19 +207,18 @@ impl Settlement {
             return;
         }
         self.settled = true;
-        let mut owned = Settlement {
-            metering: self.metering.clone(),
-            identity: self.identity.clone(),
-            request_id: self.request_id.clone(),
-            operation: self.operation,
-            model: self.model.clone(),
-            deployment: self.deployment.clone(),
-            started: self.started,
-            first_event: self.first_event,
-            counter: self.counter.clone(),
-            images: self.images,
-            settled: false,
-        };
+        let mut owned = Settlement::new(
+            &self.metering,
+            self.identity.clone(),
+            self.request_id.clone(),
+            self.operation,
+            self.model.clone(),
+            self.deployment.clone(),
+            self.started,
+        );
+        owned.first_event = self.first_event;
+        owned.counter = self.counter.clone();
+        owned.images = self.images;
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 owned.settle(outcome).await;
@@ -232,19 +256,17 @@ async fn chat(
         model: model.clone(),
         created: chrono::Utc::now().timestamp(),
     };
-    let mut settlement = Settlement {
-        metering: service.metering.clone(),
+    let mut settlement = Settlement::new(
+        &service.metering,
         identity,
         request_id,
-        operation: "model.chat",
+        "model.chat",
         model,
-        deployment: answer.deployment,
-        started: answer.started,
-        first_event: call.stream.then_some(answer.first_event),
-        counter,
-        images: 0,
-        settled: false,
-    };
+        answer.deployment,
+        answer.started,
+    );
+    settlement.first_event = call.stream.then_some(answer.first_event);
+    settlement.counter = counter;
     if !call.stream {
         let events: Vec<ChatEvent> = answer
             .events
@@ -386,10 +408,7 @@ async fn embeddings(
     RequestId(request_id): RequestId,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Json<Value>> {
-    let model = body["model"]
-        .as_str()
-        .ok_or_else(|| Error::invalid("model is required"))?
-        .to_owned();
+    let model = required_model(&body)?;
     let input = embedding_input(body.get("input"))?;
     let base64 = match body["encoding_format"].as_str() {
         None | Some("float") => false,
@@ -418,19 +437,15 @@ async fn embeddings(
         input_tokens: input.iter().map(|t| crate::estimate_tokens(t)).sum(),
         output_tokens: 0,
     });
-    let mut settlement = Settlement {
-        metering: service.metering.clone(),
+    let mut settlement = Settlement::new(
+        &service.metering,
         identity,
         request_id,
-        operation: "model.embeddings",
-        model: model.clone(),
+        "model.embeddings",
+        model.clone(),
         deployment,
         started,
-        first_event: None,
-        counter: TokenCounter::default(),
-        images: 0,
-        settled: false,
-    };
+    );
     settlement.counter.observe(&ChatEvent::Usage { usage });
     let billing = settlement.settle("ok").await;
     let data: Vec<Value> = answer
@@ -459,10 +474,7 @@ async fn images(
     RequestId(request_id): RequestId,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Json<Value>> {
-    let model = body["model"]
-        .as_str()
-        .ok_or_else(|| Error::invalid("model is required"))?
-        .to_owned();
+    let model = required_model(&body)?;
     let prompt = body["prompt"]
         .as_str()
         .filter(|p| !p.trim().is_empty())
@@ -491,22 +503,16 @@ async fn images(
         extra: None,
     };
     let (deployment, images) = service.gateway.generate_image(&route, request).await?;
-    let mut settlement = Settlement {
-        metering: service.metering.clone(),
+    let mut settlement = Settlement::new(
+        &service.metering,
         identity,
         request_id,
-        operation: "model.images",
+        "model.images",
         model,
         deployment,
         started,
-        first_event: None,
-        counter: TokenCounter::default(),
-        images: images.len() as u32,
-        settled: false,
-    };
-    settlement.counter.observe(&ChatEvent::Usage {
-        usage: Usage::default(),
-    });
+    );
+    settlement.images = images.len() as u32;
     let billing = settlement.settle("ok").await;
     let data: Vec<Value> = images
         .into_iter()
@@ -533,4 +539,12 @@ fn is_priced(route: &Route) -> bool {
         .deployments
         .iter()
         .any(|d| d.price() != Price::default())
+}
+
+/// The request's `model`.
+fn required_model(body: &Value) -> Result<String, Error> {
+    body["model"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| Error::invalid("model is required"))
 }
