@@ -1,7 +1,18 @@
 //! The SQL database behind events, API keys and the rest, on PostgreSQL or SQLite.
 
+use std::time::Duration;
+
 use isa_core::{Error, Result};
-use sqlx::{PgPool, SqlitePool};
+use sqlx::{PgPool, SqlitePool, postgres::PgPoolOptions};
+
+/// How long a request waits for a PostgreSQL connection. While the database is down every
+/// connection attempt is refused and the pool keeps trying until this passes; it is short so
+/// that callers hear 503 (retry shortly) at once rather than hang, and so that a pool
+/// exhausted under overload refuses fast too.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(300);
+/// How long the first connection at start may take: a database that is still starting (as
+/// after a reboot of both) is waited for.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a database failure means to the caller: a request that contradicts stored data is a
 /// conflict or invalid input, for which retrying will not help; an unreachable or overloaded
@@ -91,7 +102,12 @@ impl Database {
     /// Connects by URL (`postgres://…` or `sqlite://…`) and runs the migrations.
     pub async fn connect(url: &str) -> Result<Self> {
         let db = if url.starts_with("postgres") {
-            Database::Postgres(PgPool::connect(url).await.map_err(db_error)?)
+            let pool = PgPoolOptions::new()
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_lazy(url)
+                .map_err(|e| Error::Config(format!("DATABASE_URL: {e}")))?;
+            wait_for_postgres(&pool).await?;
+            Database::Postgres(pool)
         } else if url.starts_with("sqlite") {
             let options: sqlx::sqlite::SqliteConnectOptions = url
                 .parse::<sqlx::sqlite::SqliteConnectOptions>()
@@ -120,6 +136,18 @@ impl Database {
             Database::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await,
         };
         outcome.map_err(|e| Error::Unavailable(format!("migrations: {e}")))
+    }
+}
+
+/// Waits up to [`START_TIMEOUT`] for the first connection, trying again while it is refused.
+async fn wait_for_postgres(pool: &PgPool) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+    loop {
+        match pool.acquire().await {
+            Ok(_) => return Ok(()),
+            Err(sqlx::Error::PoolTimedOut) if tokio::time::Instant::now() < deadline => {}
+            Err(e) => return Err(db_error(e)),
+        }
     }
 }
 

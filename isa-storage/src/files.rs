@@ -17,13 +17,13 @@ use isa_core::{
     PresignMethod, PresignedUrl, PutOptions, Result, async_trait,
 };
 use object_store::{
-    Attribute, Attributes, ObjectMeta, ObjectStore, ObjectStoreExt, PutMultipartOptions,
-    PutOptions as StorePutOptions, PutPayload, WriteMultipart,
+    Attribute, Attributes, BackoffConfig, ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt,
+    PutMultipartOptions, PutOptions as StorePutOptions, PutPayload, RetryConfig, WriteMultipart,
     aws::{AmazonS3, AmazonS3Builder},
     local::LocalFileSystem,
     memory::InMemory,
     path::Path,
-    signer::{Method, Signer},
+    signer::{Method, SignedUrlOptions, Signer},
 };
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -35,6 +35,37 @@ const PARTS_IN_FLIGHT: usize = 4;
 /// Memory all uploads through one store may hold at once by default: 512 MiB.
 pub const DEFAULT_UPLOAD_MEMORY: usize = 512 * 1024 * 1024;
 const MIB: usize = 1024 * 1024;
+
+/// The type every presigned download is served as, whatever the file is: browsers save it
+/// rather than render it.
+pub const DOWNLOAD_CONTENT_TYPE: &str = "application/octet-stream";
+
+/// The `Content-Disposition` of a presigned download of `key`: an attachment named as the
+/// key names the file (its last segment is `{unique id}-{sanitised name}`, and a sanitised
+/// name holds no quote).
+pub fn attachment(key: &str) -> String {
+    let last = key.rsplit('/').next().unwrap_or("file");
+    let file_name = last.split_once('-').map_or(last, |(_, name)| name);
+    format!("attachment; filename=\"{file_name}\"")
+}
+
+/// How long connecting to S3 may take.
+const S3_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A failed S3 request is tried again a few times within a few seconds, not (as by default)
+/// ten times over three minutes: while S3 is unreachable, a caller hears 503 (retry shortly)
+/// at once instead of waiting minutes for an upload or a listing.
+fn s3_retries() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            base: 2.0,
+        },
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(3),
+    }
+}
 
 /// The memory uploads hold, counted in MiB: an upload reserves what it buffers before it
 /// buffers it, and one that finds the budget spent is refused at once as overloaded.
@@ -201,7 +232,9 @@ impl ObjectFileStore {
     pub fn s3(config: &S3Config) -> Result<Self> {
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&config.bucket)
-            .with_region(&config.region);
+            .with_region(&config.region)
+            .with_client_options(ClientOptions::new().with_connect_timeout(S3_CONNECT_TIMEOUT))
+            .with_retry(s3_retries());
         if let Some(endpoint) = &config.endpoint {
             builder = builder
                 .with_endpoint(endpoint)
@@ -467,14 +500,23 @@ impl FileStore for ObjectFileStore {
                 .map_err(|_| Error::invalid("expiry out of range"))?;
         let url = match &self.signing {
             Signing::S3(s3) => {
-                let http_method = match method {
-                    PresignMethod::Get => Method::GET,
-                    PresignMethod::Put => Method::PUT,
-                };
-                s3.signed_url(http_method, &Path::from(key.as_str()), expires_in)
-                    .await
-                    .map_err(store_error(key.as_str()))?
-                    .to_string()
+                let path = Path::from(key.as_str());
+                match method {
+                    // S3 answers with the type the object was stored with; a file someone
+                    // uploaded as HTML would render in the bucket's origin. The URL signs in
+                    // the answer's headers instead: a download, as the local store serves it.
+                    PresignMethod::Get => {
+                        let options = SignedUrlOptions::new().with_query([
+                            ("response-content-disposition", attachment(key.as_str())),
+                            ("response-content-type", DOWNLOAD_CONTENT_TYPE.to_owned()),
+                        ]);
+                        s3.signed_url_opts(Method::GET, &path, expires_in, &options)
+                            .await
+                    }
+                    PresignMethod::Put => s3.signed_url(Method::PUT, &path, expires_in).await,
+                }
+                .map_err(store_error(key.as_str()))?
+                .to_string()
             }
             Signing::Local(signer) => signer.sign(method, key, expires_at),
         };

@@ -19,7 +19,7 @@ use isa_core::{
 };
 use serde::Deserialize;
 
-use crate::files::LocalSigner;
+use crate::files::{DOWNLOAD_CONTENT_TYPE, LocalSigner, attachment};
 
 #[derive(Clone)]
 struct Presigned {
@@ -68,14 +68,10 @@ async fn serve(
     match presign_method {
         PresignMethod::Get => {
             let stream = store.get(&file_key).await?;
-            let file_name = key.rsplit('/').next().unwrap_or("file");
             Ok((
                 [
-                    (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-                    (
-                        header::CONTENT_DISPOSITION,
-                        format!("attachment; filename=\"{file_name}\""),
-                    ),
+                    (header::CONTENT_TYPE, DOWNLOAD_CONTENT_TYPE.to_owned()),
+                    (header::CONTENT_DISPOSITION, attachment(&key)),
                     (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
                 ],
                 Body::from_stream(stream),

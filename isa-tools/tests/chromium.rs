@@ -104,9 +104,18 @@ mod driver {
         )
     }
 
+    /// Shows the cookie and the stored value it finds, then leaves its own for whoever comes next.
+    const MEMORY: &str = r#"<html><head><title>memory</title></head><body><p id="out"></p><script>
+        document.getElementById("out").textContent =
+            "cookie=" + document.cookie + ";storage=" + localStorage.getItem("who");
+        document.cookie = "who=alice; max-age=3600";
+        localStorage.setItem("who", "alice");
+        </script></body></html>"#;
+
     async fn site() -> String {
         let app = Router::new()
             .route("/form", get(|| async { Html(FORM) }))
+            .route("/memory", get(|| async { Html(MEMORY) }))
             .route(
                 "/webrtc/{port}",
                 get(
@@ -260,6 +269,109 @@ mod driver {
                 "{hop}: {redirected:?}"
             );
         }
+    }
+
+    /// One caller's task leaves nothing (cookies, local storage) for the next caller's.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn every_task_starts_with_a_profile_of_its_own() {
+        let Some(driver) = driver().await else { return };
+        let base = site().await;
+        for visit in ["first", "second", "third"] {
+            let outcome = driver
+                .run(task(
+                    format!("{base}/memory"),
+                    vec![BrowserAction::ReadText {
+                        selector: Some("#out".into()),
+                    }],
+                ))
+                .await
+                .unwrap();
+            assert!(
+                matches!(&outcome.outputs[0], ActionOutput::Text { text } if text == "cookie=;storage=null"),
+                "{visit} visit: {:?}",
+                outcome.outputs
+            );
+        }
+        assert_eq!(driver.contexts_not_disposed(), 0);
+    }
+
+    /// Chromium runs with its sandbox on (its renderers under a seccomp filter) and, when the
+    /// tests run as root, as an unprivileged account.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn chromium_runs_sandboxed_and_never_as_root() {
+        let Some(driver) = driver().await else { return };
+        let base = site().await;
+        driver
+            .run(task(format!("{base}/form"), vec![]))
+            .await
+            .unwrap();
+        let pid = driver.chromium_pid().unwrap();
+        let status = |pid: u32, field: &str| -> Option<String> {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{field}:")))
+                .map(|v| v.split_whitespace().next().unwrap_or_default().to_owned())
+        };
+        let our_uid = status(std::process::id(), "Uid").unwrap();
+        let chromium_uid = status(pid, "Uid").unwrap();
+        if our_uid == "0" {
+            assert_ne!(chromium_uid, "0", "Chromium runs as root");
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(!cmdline.contains("--no-sandbox"), "{cmdline}");
+        // The renderers are descendants of the browser process, each under seccomp (mode 2).
+        let renderers: Vec<u32> = descendants(pid)
+            .into_iter()
+            .filter(|child| {
+                std::fs::read(format!("/proc/{child}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("--type=renderer"))
+            })
+            .collect();
+        assert!(!renderers.is_empty(), "no renderer under {pid}");
+        for renderer in renderers {
+            assert_eq!(
+                status(renderer, "Seccomp").as_deref(),
+                Some("2"),
+                "renderer {renderer}"
+            );
+        }
+    }
+
+    /// Every process below `pid`, read off `/proc`.
+    fn descendants(pid: u32) -> Vec<u32> {
+        let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|entry| {
+                let child: u32 = entry.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+                // The parent is the second field after the parenthesised command name.
+                let parent = stat
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()?;
+                Some((child, parent))
+            })
+            .collect();
+        let mut found = vec![pid];
+        let mut i = 0;
+        while i < found.len() {
+            let parent = found[i];
+            found.extend(
+                parents
+                    .iter()
+                    .filter(|(_, p)| *p == parent)
+                    .map(|(c, _)| *c),
+            );
+            i += 1;
+        }
+        found.remove(0);
+        found
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -190,6 +190,23 @@ pub async fn file_store_conforms(name: &str, store: &dyn FileStore, signature_pa
     );
     let fetched = http.get(&url.url).send().await.unwrap();
     assert_eq!(fetched.status(), 200, "{name}");
+    // A download, never a page rendered in the store's origin, whatever was uploaded.
+    let header = |n: &str| {
+        fetched
+            .headers()
+            .get(n)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    assert_eq!(
+        header("content-disposition").as_deref(),
+        Some("attachment; filename=\"doc.txt\""),
+        "{name}"
+    );
+    assert_eq!(
+        header("content-type").as_deref(),
+        Some("application/octet-stream"),
+        "{name}"
+    );
     assert_eq!(fetched.text().await.unwrap(), "presigned!", "{name}");
     let forged = http
         .get(tamper(&url.url, signature_param))

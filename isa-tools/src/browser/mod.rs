@@ -2,14 +2,30 @@
 //! implements [`BrowserDriver`] with a bounded number of tabs, a deadline per task, and every
 //! request of the browser passing the [`SsrfGuard`] through a local
 //! proxy. [`browser_tools`] makes MCP tools of it.
+//!
+//! Chromium runs with its sandbox on, always. Its sandbox does not run as root, so a server
+//! running as root starts Chromium as an unprivileged account (`nobody`), which cannot read
+//! the server's database, signing key or data directory. Each task has a browser context of
+//! its own (an incognito profile): cookies and storage of one caller's task are gone before
+//! the next task starts.
 
+mod launch;
 mod proxy;
 mod tools;
 
-use std::{ffi::OsStr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    ffi::OsStr,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use headless_chrome::{
-    Browser, LaunchOptions, Tab, protocol::cdp::Page::CaptureScreenshotFormatOption,
+    Browser, LaunchOptions, Tab,
+    protocol::cdp::{Page::CaptureScreenshotFormatOption, Target},
 };
 use isa_core::{
     ActionOutput, BrowserAction, BrowserDriver, BrowserOutcome, BrowserTask, Error, Result,
@@ -22,6 +38,8 @@ pub use tools::browser_tools;
 
 use crate::web::SsrfGuard;
 
+/// How long disposing a task's browser context may take.
+const DISPOSE_WAIT: Duration = Duration::from_secs(5);
 /// How long a timed-out task waits for its closed tab's thread to end before answering anyway.
 const TAB_RELEASE_WAIT: Duration = Duration::from_secs(10);
 
@@ -56,9 +74,11 @@ impl Default for BrowserConfig {
 /// if it dies.
 pub struct ChromiumDriver {
     config: BrowserConfig,
+    launcher: Arc<launch::Launcher>,
     proxy: String,
     browser: Arc<Mutex<Option<Browser>>>,
     tabs: Arc<Semaphore>,
+    undisposed: Arc<AtomicU64>,
 }
 
 impl ChromiumDriver {
@@ -70,18 +90,21 @@ impl ChromiumDriver {
                 config.chromium.display()
             )));
         }
+        let launcher = Arc::new(launch::Launcher::new(&config.chromium)?);
         let proxy = proxy::start(config.guard.clone())
             .await
             .map_err(|e| Error::internal(format!("cannot start the browser proxy: {e}")))?;
         Ok(ChromiumDriver {
+            launcher,
             tabs: Arc::new(Semaphore::new(config.max_tabs.max(1))),
             proxy: format!("http://{proxy}"),
             browser: Arc::new(Mutex::new(None)),
+            undisposed: Arc::default(),
             config,
         })
     }
 
-    fn launch(chromium: &std::path::Path, proxy: &str) -> Result<Browser> {
+    fn launch(launcher: &launch::Launcher, proxy: &str) -> Result<Browser> {
         let proxy_arg = format!("--proxy-server={proxy}");
         let args = [
             "--disable-background-networking",
@@ -98,15 +121,31 @@ impl ChromiumDriver {
         ]
         .map(OsStr::new);
         let options = LaunchOptions::default_builder()
-            .path(Some(chromium.to_path_buf()))
+            .path(Some(launcher.program().to_path_buf()))
+            .user_data_dir(Some(launcher.profile()))
+            .process_envs(Some(launcher.environment()))
             .headless(true)
-            .sandbox(false)
+            .sandbox(true)
             .idle_browser_timeout(Duration::from_secs(3600))
             .args(args.to_vec())
             .build()
             .map_err(|e| Error::Config(format!("browser options: {e}")))?;
         Browser::new(options)
             .map_err(|e| Error::Unavailable(format!("Chromium did not start: {e}")))
+    }
+
+    /// Browser contexts of finished tasks that could not be disposed (each keeps what its
+    /// task stored until Chromium restarts).
+    pub fn contexts_not_disposed(&self) -> u64 {
+        self.undisposed.load(Ordering::Relaxed)
+    }
+
+    /// The process id of the running Chromium, once a task started it.
+    pub fn chromium_pid(&self) -> Option<u32> {
+        self.browser
+            .lock()
+            .as_ref()
+            .and_then(Browser::get_process_id)
     }
 
     async fn check_destination(&self, url: &str) -> Result<()> {
@@ -138,33 +177,43 @@ impl BrowserDriver for ChromiumDriver {
                 })?
                 .map_err(|_| Error::Unavailable("the browser is shutting down".into()))?;
         let open_tab: Arc<Mutex<Option<Arc<Tab>>>> = Arc::default();
-        let (browser, chromium, proxy, tab_slot) = (
+        let (browser, launcher, proxy, tab_slot, undisposed) = (
             self.browser.clone(),
-            self.config.chromium.clone(),
+            self.launcher.clone(),
             self.proxy.clone(),
             open_tab.clone(),
+            self.undisposed.clone(),
         );
         let work = tokio::task::spawn_blocking(move || {
             // The permit lives as long as the thread works, so a stuck page holds one tab, not more.
             let _permit = permit;
-            let tab = {
-                let mut browser = browser.lock();
-                let reuse = browser.as_ref().and_then(|b| b.new_tab().ok());
-                match reuse {
-                    Some(tab) => tab,
+            let (browser, context) = {
+                let mut running = browser.lock();
+                let reused = running
+                    .as_ref()
+                    .and_then(|b| Some((b.clone(), own_context(b)?)));
+                match reused {
+                    Some(reused) => reused,
                     None => {
-                        let fresh = Self::launch(&chromium, &proxy)?;
-                        let tab = fresh
-                            .new_tab()
-                            .map_err(|e| Error::Unavailable(format!("no tab: {e}")))?;
-                        *browser = Some(fresh);
-                        tab
+                        let fresh = Self::launch(&launcher, &proxy)?;
+                        let context = own_context(&fresh).ok_or_else(|| {
+                            Error::Unavailable("Chromium made no browser context".into())
+                        })?;
+                        *running = Some(fresh.clone());
+                        (fresh, context)
                     }
                 }
             };
-            *tab_slot.lock() = Some(tab.clone());
-            let outcome = run_in_tab(&tab, &task, timeout);
-            let _ = tab.close(false);
+            let outcome = open_tab_in(&browser, &context).and_then(|tab| {
+                *tab_slot.lock() = Some(tab.clone());
+                let outcome = run_in_tab(&tab, &task, timeout);
+                let _ = tab.close(false);
+                outcome
+            });
+            if let Err(error) = dispose_context(&browser, &context) {
+                undisposed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, "a task's browser context was not disposed");
+            }
             outcome
         });
         let mut work = work;
@@ -193,6 +242,63 @@ impl BrowserDriver for ChromiumDriver {
                 Error::Forbidden(format!("the page went to {}: {e}", outcome.final_url))
             })?;
         Ok(outcome)
+    }
+}
+
+/// A new browser context (an incognito profile) that shares no cookies or storage with any
+/// other; `None` when the browser no longer answers.
+fn own_context(browser: &Browser) -> Option<String> {
+    browser
+        .new_context()
+        .ok()
+        .map(|context| context.get_id().to_owned())
+}
+
+fn open_tab_in(browser: &Browser, context: &str) -> Result<Arc<Tab>> {
+    browser
+        .new_tab_with_options(Target::CreateTarget {
+            url: "about:blank".into(),
+            left: None,
+            top: None,
+            width: None,
+            height: None,
+            window_state: None,
+            browser_context_id: Some(context.to_owned()),
+            enable_begin_frame_control: None,
+            new_window: None,
+            background: None,
+            for_tab: None,
+            hidden: None,
+        })
+        .map_err(|e| Error::Unavailable(format!("no tab: {e}")))
+}
+
+/// Disposes a task's browser context, with what it stored. Chromium accepts that command only
+/// on a browser-level DevTools connection, which `headless_chrome` keeps to itself, so it goes
+/// over a short connection of its own to the browser's endpoint.
+fn dispose_context(browser: &Browser, context: &str) -> anyhow::Result<()> {
+    let (mut socket, _) = tungstenite::connect(browser.get_ws_url())?;
+    if let tungstenite::stream::MaybeTlsStream::Plain(tcp) = socket.get_ref() {
+        tcp.set_read_timeout(Some(DISPOSE_WAIT))?;
+    }
+    let command = serde_json::json!({
+        "id": 1,
+        "method": "Target.disposeBrowserContext",
+        "params": {"browserContextId": context},
+    });
+    socket.send(tungstenite::Message::text(command.to_string()))?;
+    loop {
+        let tungstenite::Message::Text(answer) = socket.read()? else {
+            continue;
+        };
+        let answer: serde_json::Value = serde_json::from_str(&answer)?;
+        if answer["id"] == 1 {
+            let _ = socket.close(None);
+            return match answer.get("error") {
+                Some(error) => Err(anyhow::anyhow!("{error}")),
+                None => Ok(()),
+            };
+        }
     }
 }
 

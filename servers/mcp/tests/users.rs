@@ -699,62 +699,78 @@ async fn the_mcp_file_tools_act_for_the_caller_only() {
     }
 }
 
+/// An upload whose body trickles in: it holds a slot of the service until `rest` is sent and
+/// the sender dropped.
+struct TrickledUpload {
+    more: futures::channel::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+    rest: Vec<u8>,
+    status: tokio::task::JoinHandle<StatusCode>,
+}
+
+async fn start_trickled_upload(
+    http: &Client,
+    base: &str,
+    bearer: &str,
+    owner: &str,
+) -> TrickledUpload {
+    use futures::SinkExt;
+    let (mut more, body) = futures::channel::mpsc::channel(1);
+    let (header, whole) = multipart(b"slow.txt", "text/plain", b"first bytes");
+    let request = http
+        .post(format!("{base}/api/users/{owner}/files"))
+        .bearer_auth(bearer)
+        .header("content-type", header)
+        .body(reqwest::Body::wrap_stream(body));
+    let status = tokio::spawn(async move { request.send().await.unwrap().status() });
+    let (head, rest) = whole.split_at(whole.len() - 20);
+    more.send(Ok(head.to_vec())).await.unwrap();
+    TrickledUpload {
+        more,
+        rest: rest.to_vec(),
+        status,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_beyond_the_concurrency_limit_are_refused_at_once() {
+    use futures::SinkExt;
     let (_, db, dir) = databases().await.remove(0);
     let users = user_service_serving(&db, dir.path(), 1).await;
     let alice = unique("alice");
     let a = token_with(&alice, None);
     let http = Client::new();
-    // An upload whose body trickles in holds the one slot.
-    use futures::SinkExt;
-    let (mut more, body) = futures::channel::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
-    let (header, start) = multipart(b"slow.txt", "text/plain", b"first bytes");
-    let slow = {
-        let (http, url, a) = (
-            http.clone(),
-            format!("{}/api/users/{alice}/files", users.base),
-            a.clone(),
-        );
-        tokio::spawn(async move {
-            http.post(url)
-                .bearer_auth(a)
-                .header("content-type", header)
-                .body(reqwest::Body::wrap_stream(body))
-                .send()
-                .await
-                .unwrap()
-                .status()
-        })
-    };
-    let (head, tail) = start.split_at(start.len() - 20);
-    more.send(Ok(head.to_vec())).await.unwrap();
-    // Once the upload holds the slot, other requests are refused at once.
+    let me = format!("{}/api/users/me", users.base);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let refused = loop {
-        let answer = send_as(
-            &http,
-            Method::GET,
-            format!("{}/api/users/me", users.base),
-            &a,
-        )
-        .await;
-        if answer.status() != 200 || tokio::time::Instant::now() > deadline {
-            break answer;
+    // Once a trickled upload holds the one slot, other requests are refused at once. A probe
+    // may reach the service first and hold the slot itself, and the upload is refused: then
+    // the upload starts again.
+    let (mut upload, refused) = loop {
+        let upload = start_trickled_upload(&http, &users.base, &a, &alice).await;
+        let answer = loop {
+            let answer = send_as(&http, Method::GET, &me, &a).await;
+            if answer.status() != 200 || upload.status.is_finished() {
+                break answer;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the upload never held the slot"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        if answer.status() != 200 {
+            break (upload, answer);
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(
+            upload.status.await.unwrap(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "an upload that ended before its body did was refused for the probe"
+        );
     };
     assert_eq!(refused.status(), 503);
     assert_eq!(refused.headers()["retry-after"], "1");
-    more.send(Ok(tail.to_vec())).await.unwrap();
-    drop(more);
-    assert_eq!(slow.await.unwrap(), StatusCode::CREATED);
-    let after = send_as(
-        &http,
-        Method::GET,
-        format!("{}/api/users/me", users.base),
-        &a,
-    )
-    .await;
+    upload.more.send(Ok(upload.rest.clone())).await.unwrap();
+    drop(upload.more);
+    assert_eq!(upload.status.await.unwrap(), StatusCode::CREATED);
+    let after = send_as(&http, Method::GET, &me, &a).await;
     assert_eq!(after.status(), 200, "the slot is free again");
 }
