@@ -177,3 +177,84 @@ fn upstream_configuration_is_checked() {
         assert!(bad.parse::<UpstreamConfig>().is_err(), "{bad}");
     }
 }
+
+/// An upstream that accepts connections and never says a word, and a tool of another upstream
+/// that never returns: the server starts after its first wait, the stuck call ends at the
+/// tool's deadline as a tool error, and other calls are served meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_that_never_answers_holds_up_nothing_else() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}/mcp", silent.local_addr().unwrap());
+    let _silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            held.push(connection);
+        }
+    });
+    let (up, url, _stop, _served) = upstream().await;
+    let spec = ToolSpec::new("stuck", "Never returns")
+        .with_input_schema(json!({"type": "object", "properties": {}}));
+    up.add_tool(tool_fn(spec, |_, _| async move {
+        std::future::pending::<()>().await;
+        Ok(ToolOutput::text("unreachable"))
+    }))
+    .await
+    .unwrap();
+
+    let gateway = Gateway::new(vec![
+        format!("silent={silent_url}").parse().unwrap(),
+        format!("calc={url}").parse().unwrap(),
+    ]);
+    let deadline = Duration::from_secs(2);
+    let server = McpServer::builder(McpConfig {
+        default_limits: isa_core::mcp::ToolLimits {
+            timeout: deadline,
+            ..Default::default()
+        },
+        ..McpConfig::default()
+    })
+    .selector(Arc::new(LocalSelector::lexical()))
+    .build();
+    let first_wait = Duration::from_secs(3);
+    let started = std::time::Instant::now();
+    gateway.start(&server, first_wait).await;
+    assert!(
+        started.elapsed() < first_wait + Duration::from_secs(2),
+        "start waited {:?} for the silent upstream",
+        started.elapsed()
+    );
+    let ctx = CallContext::default();
+    let names: Vec<String> = server
+        .tool_specs(&ctx)
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert!(names.contains(&"calc/stuck".to_owned()), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("silent/")), "{names:?}");
+
+    let mut add_args = isa_core::JsonObject::new();
+    add_args.insert("a".into(), json!(2));
+    add_args.insert("b".into(), json!(3));
+    let stuck = server.call_tool("calc/stuck", None, &ctx);
+    let others = async {
+        // Served while the stuck call waits, each answered long before its deadline.
+        for _ in 0..3 {
+            let out = tokio::time::timeout(
+                deadline,
+                server.call_tool("calc/add", Some(add_args.clone()), &ctx),
+            )
+            .await
+            .expect("calc/add waited behind the stuck call")
+            .unwrap();
+            assert!(!out.is_error, "{out:?}");
+        }
+    };
+    let (stuck, ()) = tokio::join!(stuck, others);
+    let stuck = stuck.unwrap();
+    assert!(stuck.is_error, "{stuck:?}");
+    assert!(
+        format!("{:?}", stuck.content).contains("did not finish within 2s"),
+        "{:?}",
+        stuck.content
+    );
+}

@@ -263,3 +263,54 @@ async fn web_search_speaks_the_brave_api() {
         .unwrap_err();
     assert!(matches!(busy, Error::Overloaded { retry_after } if retry_after.as_secs() == 3));
 }
+
+/// A page that sends one byte a second is cut off at the fetch deadline, and other fetches
+/// are served meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_that_trickles_is_cut_off_at_the_deadline() {
+    let trickle = get(|| async {
+        let bytes = futures::stream::unfold(0u64, |sent| async move {
+            if sent > 0 {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Some((
+                Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"a")),
+                sent + 1,
+            ))
+        });
+        (
+            [(header::CONTENT_TYPE, "text/plain")],
+            axum::body::Body::from_stream(bytes),
+        )
+    });
+    let base = serve(pages().route("/trickle", trickle)).await;
+    let deadline = std::time::Duration::from_secs(2);
+    let fetch = WebFetch::new(
+        loopback_allowed(),
+        FetchConfig {
+            timeout: deadline,
+            ..FetchConfig::default()
+        },
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let others = async {
+        for _ in 0..3 {
+            let page = fetch.fetch(&format!("{base}/article"), true).await.unwrap();
+            assert!(page.text.contains("Rust news"));
+        }
+        started.elapsed()
+    };
+    let trickle_url = format!("{base}/trickle");
+    let (trickled, others_took) = tokio::join!(fetch.fetch(&trickle_url, true), others);
+    assert!(matches!(trickled, Err(Error::Timeout(_))), "{trickled:?}");
+    let took = started.elapsed();
+    assert!(
+        took < deadline * 3,
+        "the trickling page held the fetch for {took:?}"
+    );
+    assert!(
+        others_took < deadline,
+        "other fetches waited {others_took:?}"
+    );
+}

@@ -128,7 +128,11 @@ pub fn events() -> Value {
         date_time(query_param("since", "string", "RFC 3339")),
         date_time(query_param("until", "string", "RFC 3339")),
         query_param("after", "string", "The `next` of the previous page"),
-        bounded(query_param("limit", "integer", "Page size, 1 to 1000"), 1, 1000),
+        bounded(
+            query_param("limit", "integer", "Page size, 1 to 1000"),
+            1,
+            1000,
+        ),
     ];
     let page = object(
         json!({"events": {"type": "array", "items": reference("Event")}, "next": {"type": ["string", "null"]}}),
