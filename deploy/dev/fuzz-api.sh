@@ -18,7 +18,6 @@ seed="${FUZZ_SEED:-1}" examples="${FUZZ_EXAMPLES:-50}"
 
 step "schemathesis against the user and event services (seed $seed, $examples examples per operation)"
 cargo build -q --release --bin isa-mcp || die "cannot build isa-mcp"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 mcp_port=$(free_port) users_port=$(free_port) events_port=$(free_port)
 out="$ISA_REPO/target/fuzz-api"
 rm -rf "$out"; mkdir -p "$out"
@@ -37,17 +36,7 @@ for port in $users_port $events_port; do
   [ $started = 1 ] || die "isa-mcp did not start; see $out/server.log"
 done
 
-# A Supabase token (HS256, audience "authenticated") for a user of this run.
-token=$(python3 - "$secret" <<'PY'
-import base64, hashlib, hmac, json, sys, time
-def part(value):
-    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-claims = {"sub": "fuzzer", "aud": "authenticated", "email": "fuzzer@example.com", "exp": int(time.time()) + 3600}
-signed = part({"alg": "HS256", "typ": "JWT"}) + "." + part(claims)
-print(signed + "." + part(hmac.new(sys.argv[1].encode(), signed.encode(), hashlib.sha256).digest()))
-PY
-)
+token=$(supabase_token "$secret" fuzzer)
 
 failed=0
 for service in users:$users_port events:$events_port; do

@@ -47,3 +47,23 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
     || die "apt-get install ${missing[*]} failed"
 }
+
+# Prints a Supabase token (HS256, audience "authenticated", an hour long) for user $2, signed
+# with the secret $1: what the services accept with --supabase-jwt-secret.
+supabase_token() {
+  python3 - "$1" "$2" <<'PY'
+import base64, hashlib, hmac, json, sys, time
+def part(value):
+    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+secret, user = sys.argv[1], sys.argv[2]
+claims = {"sub": user, "aud": "authenticated", "email": f"{user}@example.com", "exp": int(time.time()) + 3600}
+signed = part({"alg": "HS256", "typ": "JWT"}) + "." + part(claims)
+print(signed + "." + part(hmac.new(secret.encode(), signed.encode(), hashlib.sha256).digest()))
+PY
+}
+
+# Prints a free TCP port on loopback.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}

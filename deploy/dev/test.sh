@@ -44,3 +44,4 @@ cargo test --workspace --release 2>&1 || die "tests failed"
 
 "$DEV/conformance.sh"
 "$DEV/fuzz-api.sh"
+"$DEV/fuzz.sh"

@@ -86,34 +86,32 @@ pub fn load_catalog_specs(path: &Path) -> Result<Vec<ToolSpec>> {
 fn load_catalog_entries(path: &Path) -> Result<Vec<(String, ToolSpec)>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::invalid(format!("cannot read catalog {}: {e}", path.display())))?;
-    let file: CatalogFile = serde_json::from_str(&text).map_err(|e| {
+    parse_catalog(&text, &path.display().to_string())
+}
+
+/// Parses the text of a catalog into `(id, spec)` pairs; `origin` names it in errors (a file
+/// name). What [`load_catalog`] does after reading the file.
+pub fn parse_catalog(text: &str, origin: &str) -> Result<Vec<(String, ToolSpec)>> {
+    let file: CatalogFile = serde_json::from_str(text).map_err(|e| {
         Error::invalid(format!(
-            "{}:{}: not a catalog ({{\"tools\": [...]}}): {e}",
-            path.display(),
+            "{origin}:{}: not a catalog ({{\"tools\": [...]}}): {e}",
             e.line()
         ))
     })?;
     if file.tools.is_empty() {
         return Err(Error::invalid(format!(
-            "{}: the catalog has no tools",
-            path.display()
+            "{origin}: the catalog has no tools"
         )));
     }
     let mut ids = HashSet::new();
     let mut entries = Vec::with_capacity(file.tools.len());
     for (n, raw) in file.tools.into_iter().enumerate() {
-        let entry: CatalogEntry = serde_json::from_value(raw).map_err(|e| {
-            Error::invalid(format!(
-                "{}: tool #{} is malformed: {e}",
-                path.display(),
-                n + 1
-            ))
-        })?;
+        let entry: CatalogEntry = serde_json::from_value(raw)
+            .map_err(|e| Error::invalid(format!("{origin}: tool #{} is malformed: {e}", n + 1)))?;
         let id = entry.id.unwrap_or_else(|| entry.spec.name.clone());
         if !ids.insert(id.clone()) {
             return Err(Error::invalid(format!(
-                "{}: tool #{} repeats the id {id:?}",
-                path.display(),
+                "{origin}: tool #{} repeats the id {id:?}",
                 n + 1,
             )));
         }

@@ -4,13 +4,13 @@
 //! Chromium through a launcher script that drops to the unprivileged account [`UNPRIVILEGED`]
 //! with `setpriv` (which `exec`s, so the process `headless_chrome` controls and kills is
 //! Chromium itself). The launcher lives in a directory only root may write; the profile
-//! directory beside it belongs to the unprivileged account.
+//! directories beside it belong to the unprivileged account, a new one for every launch.
 
 use std::{
-    collections::HashMap,
     os::unix::fs::{MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
     process::Command,
+    sync::atomic::{AtomicU64, Ordering},
 };
 
 use isa_core::{Error, Result};
@@ -18,31 +18,27 @@ use isa_core::{Error, Result};
 /// The account Chromium runs as when the server runs as root.
 pub(super) const UNPRIVILEGED: &str = "nobody";
 
-/// The program `headless_chrome` starts and the profile directory Chromium writes, kept for
-/// as long as the driver lives.
+/// The program `headless_chrome` starts, and the directory of the profiles Chromium writes,
+/// kept for as long as the driver lives.
 #[derive(Debug)]
 pub(super) struct Launcher {
     dir: tempfile::TempDir,
     program: PathBuf,
+    /// The account Chromium runs as, when the server runs as root.
+    account: Option<(u32, u32)>,
+    launches: AtomicU64,
 }
 
 impl Launcher {
     pub(super) fn new(chromium: &Path) -> Result<Launcher> {
-        let failed = |what: &str, e: std::io::Error| {
-            Error::Config(format!("preparing to start Chromium: {what}: {e}"))
-        };
         let dir = tempfile::Builder::new()
             .prefix("isa-chromium-")
             .tempdir()
             .map_err(|e| failed("a directory", e))?;
-        let profile = dir.path().join("profile");
-        std::fs::create_dir(&profile).map_err(|e| failed("the profile directory", e))?;
-        let program = if running_as_root() {
+        let (program, account) = if running_as_root() {
             let (uid, gid) = account(UNPRIVILEGED)?;
             std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
                 .map_err(|e| failed("the launcher directory", e))?;
-            std::os::unix::fs::chown(&profile, Some(uid), Some(gid))
-                .map_err(|e| failed("the profile directory", e))?;
             let launcher = dir.path().join("chromium");
             let script = format!(
                 "#!/bin/sh\nexec setpriv --reuid={uid} --regid={gid} --clear-groups -- '{}' \"$@\"\n",
@@ -51,11 +47,16 @@ impl Launcher {
             std::fs::write(&launcher, script).map_err(|e| failed("the launcher", e))?;
             std::fs::set_permissions(&launcher, std::fs::Permissions::from_mode(0o755))
                 .map_err(|e| failed("the launcher", e))?;
-            launcher
+            (launcher, Some((uid, gid)))
         } else {
-            chromium.to_path_buf()
+            (chromium.to_path_buf(), None)
         };
-        Ok(Launcher { dir, program })
+        Ok(Launcher {
+            dir,
+            program,
+            account,
+            launches: AtomicU64::new(0),
+        })
     }
 
     /// What `headless_chrome` runs: Chromium, or the launcher that drops privileges first.
@@ -63,16 +64,23 @@ impl Launcher {
         &self.program
     }
 
-    /// Chromium's profile directory, writable by the account it runs as.
-    pub(super) fn profile(&self) -> PathBuf {
-        self.dir.path().join("profile")
+    /// A new, empty profile directory for one launch, writable by the account Chromium runs
+    /// as. Each launch has its own, so a Chromium that hangs on to its profile never stops
+    /// the next from starting.
+    pub(super) fn new_profile(&self) -> Result<PathBuf> {
+        let n = self.launches.fetch_add(1, Ordering::Relaxed);
+        let profile = self.dir.path().join(format!("profile-{n}"));
+        std::fs::create_dir(&profile).map_err(|e| failed("the profile directory", e))?;
+        if let Some((uid, gid)) = self.account {
+            std::os::unix::fs::chown(&profile, Some(uid), Some(gid))
+                .map_err(|e| failed("the profile directory", e))?;
+        }
+        Ok(profile)
     }
+}
 
-    /// Chromium's environment additions: its home is the profile directory, since the
-    /// unprivileged account has none.
-    pub(super) fn environment(&self) -> HashMap<String, String> {
-        HashMap::from([("HOME".to_owned(), self.profile().display().to_string())])
-    }
+fn failed(what: &str, e: std::io::Error) -> Error {
+    Error::Config(format!("preparing to start Chromium: {what}: {e}"))
 }
 
 /// Whether this process runs as root: `/proc/self` belongs to the process's effective user.

@@ -14,6 +14,7 @@ mod proxy;
 mod tools;
 
 use std::{
+    collections::HashMap,
     ffi::OsStr,
     path::PathBuf,
     sync::{
@@ -120,10 +121,13 @@ impl ChromiumDriver {
             proxy_arg.as_str(),
         ]
         .map(OsStr::new);
+        let profile = launcher.new_profile()?;
+        // Chromium's home is its profile: the unprivileged account has none of its own.
+        let home = HashMap::from([("HOME".to_owned(), profile.display().to_string())]);
         let options = LaunchOptions::default_builder()
             .path(Some(launcher.program().to_path_buf()))
-            .user_data_dir(Some(launcher.profile()))
-            .process_envs(Some(launcher.environment()))
+            .user_data_dir(Some(profile))
+            .process_envs(Some(home))
             .headless(true)
             .sandbox(true)
             .idle_browser_timeout(Duration::from_secs(3600))
