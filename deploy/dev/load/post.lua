@@ -11,27 +11,9 @@ end
 local expect = tonumber(os.getenv("EXPECT") or "200")
 local contains = os.getenv("CONTAINS")
 
--- One Lua state per thread: `done` adds up what each thread counted (see call.lua).
-local threads = {}
-function setup(thread)
-  table.insert(threads, thread)
-end
+-- Counting answers, shared by the scripts beside this one.
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "count.lua")
 
-bad = 0
-answered = 0
 function response(status, headers, body)
-  answered = answered + 1
-  if status ~= expect or (contains and not string.find(body, contains, 1, true)) then
-    bad = bad + 1
-  end
-end
-
-function done(summary, latency, requests)
-  local total_bad, total = 0, 0
-  for _, thread in ipairs(threads) do
-    total_bad = total_bad + thread:get("bad")
-    total = total + thread:get("answered")
-  end
-  io.write(string.format("p50 %.2f ms  p99 %.2f ms  responses %d  bad responses %d\n",
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000, total, total_bad))
+  count(status == expect and (not contains or string.find(body, contains, 1, true)))
 end
