@@ -53,6 +53,12 @@ fuzz_target!(|body: &[u8]| {
             }
             let key = FileKey::new(&user, date, "0123456789abcdef", &name);
             assert!(FileKey::parse(key.as_str()).is_ok(), "{}", key.as_str());
+            let staged = FileKey::upload(&user, date, "0123456789abcdef", &name);
+            assert!(
+                FileKey::parse(staged.as_str()).is_ok_and(|k| k.is_upload()),
+                "{}",
+                staged.as_str()
+            );
         }
     });
 });

@@ -78,10 +78,30 @@ pub struct ObjectPage {
 /// The HTTP method a presigned URL allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PresignMethod {
-    /// Download.
+    /// Download of a file.
     Get,
-    /// Direct upload.
-    Put,
+    /// Direct upload to an upload key ([`FileKey::upload`]) of exactly `content_length` bytes:
+    /// a URL that accepted any size would let its holder store without limit until the
+    /// upload is checked.
+    Put {
+        /// The one body size the URL accepts.
+        content_length: u64,
+    },
+}
+
+impl PresignMethod {
+    /// Refuses a URL that would download an upload not yet checked, or upload over a file.
+    pub fn check_target(self, key: &FileKey) -> Result<()> {
+        match self {
+            PresignMethod::Get if key.is_upload() => Err(Error::invalid(format!(
+                "{key} is an upload not yet checked: there is nothing to download"
+            ))),
+            PresignMethod::Put { .. } if !key.is_upload() => Err(Error::invalid(format!(
+                "{key} is a file: URLs upload only to upload keys"
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A URL that grants one method on one key until it expires.
@@ -162,6 +182,8 @@ pub trait FileStore: Send + Sync {
     async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<ObjectPage>;
 
     /// A URL that allows `method` on `key` for `expires_in` (at most [`MAX_PRESIGN_TTL`]).
+    /// Downloads are signed for file keys only and uploads for upload keys only
+    /// ([`FileKey::is_upload`]): what a URL can write is never what anyone downloads.
     async fn presign(
         &self,
         method: PresignMethod,

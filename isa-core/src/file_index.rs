@@ -102,8 +102,8 @@ pub trait FileIndex: Send + Sync {
     async fn find(&self, user: &UserId, id: &str, status: FileStatus)
     -> Result<Option<FileRecord>>;
 
-    /// Makes the pending file `file.id` of `file.user_id` ready, with `file`'s size, type and
-    /// digest; false when there is no such pending file.
+    /// Makes the pending file `file.id` of `file.user_id` ready, with `file`'s key, size, type
+    /// and digest; false when there is no such pending file.
     async fn mark_ready(&self, file: &FileRecord) -> Result<bool>;
 
     /// A page of the user's ready files matching `filter`, in id order.

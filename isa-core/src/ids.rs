@@ -127,10 +127,13 @@ fn is_safe_name_segment(segment: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
 }
 
-/// The object key of a user file: `users/{user_id}/files/{YYYY}/{MM}/{unique id}-{sanitised name}`.
+/// The object key of a user file: `users/{user_id}/files/{YYYY}/{MM}/{unique id}-{sanitised name}`,
+/// or of a direct upload not yet checked: `uploads/{user_id}/{YYYY}/{MM}/{unique id}-{sanitised name}`.
 ///
 /// Built only from a validated [`UserId`] and a sanitised name, so it cannot leave the user's
-/// prefix. [`FileKey::parse`] checks a key read back from storage or from a URL.
+/// prefix. [`FileKey::parse`] checks a key read back from storage or from a URL. Uploads are kept
+/// apart from files so that what a client may still write is never what anyone downloads, and
+/// so that one listing of [`FileKey::UPLOADS_PREFIX`] finds every upload left behind.
 ///
 /// ```
 /// use chrono::NaiveDate;
@@ -140,6 +143,9 @@ fn is_safe_name_segment(segment: &str) -> bool {
 /// let key = FileKey::new(&user, date, "0192abcd", "report.pdf");
 /// assert_eq!(key.as_str(), "users/u1/files/2026/03/0192abcd-report.pdf");
 /// assert_eq!(FileKey::parse(key.as_str()).unwrap().user_id(), "u1");
+/// let staged = FileKey::upload(&user, date, "0192abcd", "report.pdf");
+/// assert_eq!(staged.as_str(), "uploads/u1/2026/03/0192abcd-report.pdf");
+/// assert!(FileKey::parse(staged.as_str()).unwrap().is_upload());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -149,18 +155,30 @@ pub struct FileKey {
 }
 
 impl FileKey {
+    /// Where the bytes of direct uploads wait until they are checked.
+    pub const UPLOADS_PREFIX: &'static str = "uploads/";
+
     /// Builds the key for a new file stored on `date`. `unique_id` keeps only its first 64
     /// alphanumeric characters (a UUID's
     /// simple form, say); `name` is sanitised with [`sanitize_file_name`].
     pub fn new(user: &UserId, date: NaiveDate, unique_id: &str, name: &str) -> Self {
+        Self::build(&Self::user_prefix(user), user, date, unique_id, name)
+    }
+
+    /// Builds the key a direct upload begun on `date` is written to, before it is checked.
+    pub fn upload(user: &UserId, date: NaiveDate, unique_id: &str, name: &str) -> Self {
+        let prefix = format!("{}{user}", Self::UPLOADS_PREFIX);
+        Self::build(&prefix, user, date, unique_id, name)
+    }
+
+    fn build(prefix: &str, user: &UserId, date: NaiveDate, unique_id: &str, name: &str) -> Self {
         let unique: String = unique_id
             .chars()
             .filter(char::is_ascii_alphanumeric)
             .take(64)
             .collect();
         let key = format!(
-            "{}/{:04}/{:02}/{}-{}",
-            Self::user_prefix(user),
+            "{prefix}/{:04}/{:02}/{}-{}",
             date.year(),
             date.month(),
             unique,
@@ -182,22 +200,19 @@ impl FileKey {
         format!("{}/{year:04}/{month:02}/", Self::user_prefix(user))
     }
 
-    /// Parses and validates a key in the layout above.
+    /// Parses and validates a key in one of the layouts above.
     pub fn parse(key: &str) -> Result<Self> {
         let bad = || Error::invalid(format!("not a user file key: {key:?}"));
         let parts: Vec<&str> = key.split('/').collect();
-        let [users, user, files, year, month, name] = parts.as_slice() else {
-            return Err(bad());
+        let (user, year, month, name) = match parts.as_slice() {
+            ["users", user, "files", year, month, name] => (user, year, month, name),
+            ["uploads", user, year, month, name] => (user, year, month, name),
+            _ => return Err(bad()),
         };
         let user = UserId::new(*user).map_err(|_| bad())?;
         let year_ok = year.len() == 4 && year.chars().all(|c| c.is_ascii_digit());
         let month_ok = matches!(month.parse::<u32>(), Ok(1..=12)) && month.len() == 2;
-        if *users != "users"
-            || *files != "files"
-            || !year_ok
-            || !month_ok
-            || !is_safe_name_segment(name)
-        {
+        if !year_ok || !month_ok || !is_safe_name_segment(name) {
             return Err(bad());
         }
         Ok(FileKey {
@@ -206,9 +221,15 @@ impl FileKey {
         })
     }
 
+    /// Whether this is the key of a direct upload not yet checked.
+    pub fn is_upload(&self) -> bool {
+        self.key.starts_with(Self::UPLOADS_PREFIX)
+    }
+
     /// The owner's id, as stored in the key.
     pub fn user_id(&self) -> &str {
-        &self.key["users/".len().."users/".len() + self.user_len]
+        let start = self.key.find('/').map_or(0, |slash| slash + 1);
+        &self.key[start..start + self.user_len]
     }
 
     /// The key as a string.
@@ -299,6 +320,26 @@ mod tests {
             "users/alice/files/2026/13/x",
             "users/alice/files/2026/11/../x",
             "users/alice/files/2026/11/a b",
+        ] {
+            assert!(FileKey::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn upload_keys_stay_apart_from_files() {
+        let user = UserId::new("alice").unwrap();
+        let date = NaiveDate::from_ymd_opt(2026, 11, 25).unwrap();
+        let staged = FileKey::upload(&user, date, "abc123", "../x.txt");
+        assert_eq!(staged.as_str(), "uploads/alice/2026/11/abc123-_x.txt");
+        let parsed = FileKey::parse(staged.as_str()).unwrap();
+        assert!(parsed.is_upload());
+        assert_eq!(parsed.user_id(), "alice");
+        assert!(!FileKey::new(&user, date, "abc123", "x.txt").is_upload());
+        for bad in [
+            "uploads/alice/files/2026/11/x",
+            "uploads/alice/2026/11",
+            "uploads/../2026/11/x",
+            "uploads/alice/2026/00/x",
         ] {
             assert!(FileKey::parse(bad).is_err(), "{bad}");
         }

@@ -23,7 +23,7 @@ use isa_core::{
 };
 pub use isa_core::{FileFilter, FilePage, FileRecord};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
 use crate::media::{SNIFF_LEN, check_media_type};
@@ -76,10 +76,19 @@ pub struct FileWithUrl {
 /// A direct upload: PUT the bytes to `url`, then complete it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PendingUpload {
-    /// The file as it will be (size 0 until completed).
+    /// The file as it will be: its declared size, no digest until completed.
     pub file: FileRecord,
     /// Where to PUT the bytes.
     pub url: PresignedUrl,
+}
+
+/// What [`UserFiles::sweep_abandoned`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Direct uploads never completed, with their bytes.
+    pub uploads: usize,
+    /// Objects sent to upload URLs after their uploads were completed, deleted or swept.
+    pub stray_objects: usize,
 }
 
 /// The display name: no control characters or path separators, at most
@@ -186,36 +195,29 @@ impl UserFiles {
     ) -> Result<FileRecord> {
         let head = read_head(&mut body, SNIFF_LEN).await?;
         let content_type = check_media_type(declared_type, name, &head)?;
-        let (id, key) = new_key(user, name);
-        let hasher = Arc::new(Mutex::new(Sha256::new()));
-        let hashing = hasher.clone();
-        let body: ByteStream = Box::pin(
-            futures::stream::once(futures::future::ready(Ok(bytes::Bytes::from(head))))
-                .chain(body)
-                .inspect_ok(move |chunk| {
-                    if let Ok(mut h) = hashing.lock() {
-                        h.update(chunk);
-                    }
-                }),
+        let id = Uuid::now_v7();
+        let created_at = now_to_the_microsecond();
+        let key = FileKey::new(
+            user,
+            created_at.date_naive(),
+            &id.simple().to_string(),
+            name,
         );
+        let (body, digest) = hashed(head, body);
         let opts = PutOptions {
             content_type: Some(content_type.clone()),
             max_size: Some(self.config.max_size),
         };
         let info = self.store.put(&key, body, opts).await?;
-        let sha256 = match hasher.lock() {
-            Ok(h) => hex::encode(h.clone().finalize()),
-            Err(_) => return Err(Error::internal("the upload hasher was poisoned")),
-        };
         let record = FileRecord {
-            id,
+            id: id.to_string(),
             user_id: user.clone(),
             key: key.as_str().to_owned(),
             name: display_name(name),
             size: info.size,
             content_type,
-            sha256: Some(sha256),
-            created_at: now_to_the_microsecond(),
+            sha256: Some(digest.finish()?),
+            created_at,
         };
         if let Err(e) = self.index.insert(&record, FileStatus::Ready).await {
             self.forget_object(&key).await;
@@ -225,35 +227,61 @@ impl UserFiles {
         Ok(record)
     }
 
-    /// Starts a direct upload: a presigned PUT URL, and a pending file that
-    /// [`UserFiles::complete_upload`] checks and makes visible.
+    /// Starts a direct upload of `size` bytes: a presigned URL that accepts a PUT of exactly
+    /// that many, and a pending file that [`UserFiles::complete_upload`] checks and makes
+    /// visible. The URL writes to an upload key ([`FileKey::upload`]), never to a file: bytes
+    /// sent after the upload was completed, or after the file was deleted, are never served,
+    /// and [`UserFiles::sweep_abandoned`] removes them.
     pub async fn begin_upload(
         &self,
         user: &UserId,
         name: &str,
         content_type: &str,
+        size: u64,
     ) -> Result<PendingUpload> {
-        let (id, key) = new_key(user, name);
-        let url = self
-            .store
-            .presign(PresignMethod::Put, &key, self.config.url_ttl)
-            .await?;
+        if size > self.config.max_size {
+            return Err(Error::TooLarge {
+                limit: self.config.max_size,
+            });
+        }
+        let id = Uuid::now_v7();
+        let created_at = now_to_the_microsecond();
+        let key = FileKey::upload(
+            user,
+            created_at.date_naive(),
+            &id.simple().to_string(),
+            name,
+        );
         let file = FileRecord {
-            id,
+            id: id.to_string(),
             user_id: user.clone(),
             key: key.as_str().to_owned(),
             name: display_name(name),
-            size: 0,
+            size,
             content_type: content_type.to_owned(),
             sha256: None,
-            created_at: now_to_the_microsecond(),
+            created_at,
         };
         self.index.insert(&file, FileStatus::Pending).await?;
+        let url = self
+            .store
+            .presign(
+                PresignMethod::Put {
+                    content_length: size,
+                },
+                &key,
+                self.config.url_ttl,
+            )
+            .await?;
         Ok(PendingUpload { file, url })
     }
 
-    /// Checks what arrived for a direct upload as [`UserFiles::upload`] checks an upload;
-    /// refused content is deleted with its pending file.
+    /// Checks what arrived for a direct upload as [`UserFiles::upload`] checks an upload, and
+    /// keeps it as a file of its own: the bytes are read once from the upload key, checked and
+    /// hashed as they are copied to a new file key, so what is recorded is exactly what is
+    /// served, whatever is sent to the upload URL later. Content that fails the check is
+    /// deleted with its pending file; anything else that fails (the store or the database
+    /// unavailable, nothing uploaded yet) leaves the upload pending, to be completed again.
     pub async fn complete_upload(&self, user: &UserId, id: &str) -> Result<FileRecord> {
         let pending = self.find(user, id, FileStatus::Pending).await?;
         if self.is_abandoned(&pending) {
@@ -261,52 +289,73 @@ impl UserFiles {
                 "pending upload {id} (abandoned: it was not completed in time)"
             )));
         }
-        let key = FileKey::parse(&pending.key)?;
-        let (size, content_type, sha256) = match self.check_stored(&pending, &key).await {
-            Ok(facts) => facts,
-            Err(e) => {
-                self.forget_object(&key).await;
+        let staged = FileKey::parse(&pending.key)?;
+        let file = match self.copy_checked(&pending, &staged).await {
+            Ok(file) => file,
+            Err(e @ (Error::UnsupportedMediaType(_) | Error::TooLarge { .. })) => {
+                self.forget_object(&staged).await;
                 self.index.remove(user, id, FileStatus::Pending).await?;
                 return Err(e);
             }
+            Err(e) => return Err(e),
         };
-        let file = FileRecord {
-            size,
-            content_type,
-            sha256: Some(sha256),
-            ..pending
-        };
-        if !self.index.mark_ready(&file).await? {
-            // Completed (or swept) by someone else meanwhile.
-            return Err(Error::NotFound(format!("pending upload {id}")));
+        let key = FileKey::parse(&file.key)?;
+        match self.index.mark_ready(&file).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Completed (or swept) by someone else meanwhile: their copy is the file.
+                self.forget_object(&key).await;
+                return Err(Error::NotFound(format!("pending upload {id}")));
+            }
+            Err(e) => {
+                self.forget_object(&key).await;
+                return Err(e);
+            }
         }
+        self.forget_object(&staged).await;
         self.uploaded(&file).await;
         Ok(file)
     }
 
-    async fn check_stored(
-        &self,
-        pending: &FileRecord,
-        key: &FileKey,
-    ) -> Result<(u64, String, String)> {
-        let info = self.store.head(key).await.map_err(|e| match e {
+    /// Copies the bytes at `staged` to a new file key, checking their type against the pending
+    /// file's and their size against both the declared size and the limit: the file as it will
+    /// be kept. A copy that fails is deleted.
+    async fn copy_checked(&self, pending: &FileRecord, staged: &FileKey) -> Result<FileRecord> {
+        let mut body = self.store.get(staged).await.map_err(|e| match e {
             Error::NotFound(_) => Error::invalid("nothing was uploaded to the URL yet"),
             other => other,
         })?;
-        if info.size > self.config.max_size {
-            return Err(Error::TooLarge {
-                limit: self.config.max_size,
-            });
-        }
-        let mut body = self.store.get(key).await?;
         let head = read_head(&mut body, SNIFF_LEN).await?;
         let content_type = check_media_type(Some(&pending.content_type), &pending.name, &head)?;
-        let mut hasher = Sha256::new();
-        hasher.update(&head);
-        while let Some(chunk) = body.next().await {
-            hasher.update(chunk?);
-        }
-        Ok((info.size, content_type, hex::encode(hasher.finalize())))
+        let key = FileKey::new(
+            &pending.user_id,
+            pending.created_at.date_naive(),
+            &Uuid::now_v7().simple().to_string(),
+            &pending.name,
+        );
+        let (body, digest) = hashed(head, body);
+        let opts = PutOptions {
+            content_type: Some(content_type.clone()),
+            max_size: Some(self.config.max_size.min(pending.size)),
+        };
+        let info = match self.store.put(&key, body, opts).await {
+            Ok(info) if info.size == pending.size => info,
+            Ok(_) => {
+                self.forget_object(&key).await;
+                return Err(Error::invalid("the upload is shorter than declared"));
+            }
+            Err(e) => {
+                self.forget_object(&key).await;
+                return Err(e);
+            }
+        };
+        Ok(FileRecord {
+            key: key.as_str().to_owned(),
+            size: info.size,
+            content_type,
+            sha256: Some(digest.finish()?),
+            ..pending.clone()
+        })
     }
 
     /// The user's files matching `filter`, in upload order.
@@ -352,18 +401,21 @@ impl UserFiles {
     }
 
     /// Removes direct uploads begun more than `older_than` ago and never completed (the server
-    /// passes [`FilesConfig::abandoned_after`]): their bytes, if any arrived, and their records.
-    /// Returns how many were removed.
+    /// passes [`FilesConfig::abandoned_after`]): their bytes, if any arrived, and their records;
+    /// then every object under the upload keys last written before then, which is what was
+    /// sent to an upload URL after its upload was completed or its file deleted.
     ///
-    /// Each is first marked abandoned, so it can no longer be completed; then its bytes go;
-    /// then its record. A sweep stopped at any point leaves an abandoned record the next sweep
-    /// finishes, never a ready file without bytes nor bytes without a record.
-    pub async fn sweep_abandoned(&self, older_than: Duration) -> Result<usize> {
+    /// Each pending file is first marked abandoned, so it can no longer be completed; then its
+    /// bytes go; then its record. A sweep stopped at any point leaves an abandoned record the
+    /// next sweep finishes, never a ready file without bytes nor bytes without a record. An
+    /// object under the upload keys older than `older_than` can belong to no upload that can
+    /// still be completed: the upload began before the object was written.
+    pub async fn sweep_abandoned(&self, older_than: Duration) -> Result<Swept> {
         let cutoff = chrono::Duration::from_std(older_than)
             .ok()
             .and_then(|age| now_to_the_microsecond().checked_sub_signed(age))
             .ok_or_else(|| Error::invalid("sweep age out of range"))?;
-        let mut swept = 0;
+        let mut swept = Swept::default();
         for file in self.index.unfinished_before(cutoff, SWEEP_BATCH).await? {
             if !self.index.abandon(&file.user_id, &file.id).await? {
                 continue; // completed meanwhile
@@ -374,10 +426,26 @@ impl UserFiles {
                 .remove(&file.user_id, &file.id, FileStatus::Abandoned)
                 .await?
             {
-                swept += 1;
+                swept.uploads += 1;
             }
         }
-        Ok(swept)
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .list(FileKey::UPLOADS_PREFIX, after.as_deref(), SWEEP_BATCH)
+                .await?;
+            for object in page.objects {
+                if object.last_modified < cutoff {
+                    self.store.delete(&object.key).await?;
+                    swept.stray_objects += 1;
+                }
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(swept),
+            }
+        }
     }
 
     /// Whether a pending upload is too old to be completed.
@@ -402,8 +470,31 @@ impl UserFiles {
     }
 }
 
-fn new_key(user: &UserId, name: &str) -> (String, FileKey) {
-    let id = Uuid::now_v7().to_string();
-    let key = FileKey::new(user, Utc::now().date_naive(), &id, name);
-    (id, key)
+/// The SHA-256 of a body, computed as it streams by.
+struct Digest(Arc<Mutex<Sha256>>);
+
+impl Digest {
+    /// The hex digest of everything that streamed by.
+    fn finish(self) -> Result<String> {
+        match self.0.lock() {
+            Ok(hasher) => Ok(hex::encode(hasher.clone().finalize())),
+            Err(_) => Err(Error::internal("the upload hasher was poisoned")),
+        }
+    }
+}
+
+/// `head` followed by the rest of `body`, hashed on the way through.
+fn hashed(head: Vec<u8>, body: ByteStream) -> (ByteStream, Digest) {
+    let hasher = Arc::new(Mutex::new(Sha256::new()));
+    let hashing = hasher.clone();
+    let stream: ByteStream = Box::pin(
+        futures::stream::once(futures::future::ready(Ok(bytes::Bytes::from(head))))
+            .chain(body)
+            .inspect_ok(move |chunk| {
+                if let Ok(mut h) = hashing.lock() {
+                    h.update(chunk);
+                }
+            }),
+    );
+    (stream, Digest(hasher))
 }

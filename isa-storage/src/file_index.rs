@@ -94,11 +94,12 @@ impl FileIndex for Database {
     async fn mark_ready(&self, file: &FileRecord) -> Result<bool> {
         let size = stored_size(file.size)?;
         let changed = on_pool!(self, pool => sqlx::query(
-            "update files set status = 'ready', size = $3, content_type = $4, sha256 = $5 \
+            "update files set status = 'ready', key = $3, size = $4, content_type = $5, sha256 = $6 \
              where id = $1 and user_id = $2 and status = 'pending'",
         )
         .bind(&file.id)
         .bind(file.user_id.as_str())
+        .bind(&file.key)
         .bind(size)
         .bind(&file.content_type)
         .bind(&file.sha256)

@@ -2,8 +2,9 @@
 //!
 //! Uploads stream: bodies up to [`MULTIPART_CHUNK`] are written in one request, larger ones as a
 //! multipart upload, and a body over the size limit is abandoned (the multipart upload aborted)
-//! so nothing is left behind. Presigned URLs come from S3's own signing on S3, and from an HMAC
-//! over method, key and expiry on local disk and memory, which the user service checks
+//! so nothing is left behind. Presigned URLs come from S3's own signing on S3 (for uploads, a
+//! SigV4 signature of our own that also binds the body's size), and from an HMAC over method,
+//! key, expiry and upload size on local disk and memory, which the user service checks
 //! ([`LocalSigner::verify`]) when it serves them.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -27,6 +28,8 @@ use object_store::{
 };
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
+
+use crate::sigv4;
 
 /// Uploads larger than this go up in parts of this size (S3's minimum part is 5 MiB).
 pub const MULTIPART_CHUNK: usize = 5 * 1024 * 1024;
@@ -106,7 +109,9 @@ impl UploadMemory {
 }
 
 /// Signs URLs for stores without their own signing (local disk, memory); the user service
-/// serves `GET`/`PUT {base_url}/{key}?method=&expires=&signature=` after [`LocalSigner::verify`].
+/// serves `GET {base_url}/{key}?method=GET&expires=&signature=` and
+/// `PUT {base_url}/{key}?method=PUT&content_length=&expires=&signature=` after
+/// [`LocalSigner::verify`].
 #[derive(Clone)]
 pub struct LocalSigner {
     key: Arc<Vec<u8>>,
@@ -141,18 +146,29 @@ impl LocalSigner {
             Ok(mac) => mac,
             Err(_) => unreachable!("HMAC accepts keys of any length"),
         };
-        mac.update(format!("{}\n{key}\n{expires}", method_name(method)).as_bytes());
+        let signed = match method {
+            PresignMethod::Get => format!("GET\n{key}\n{expires}"),
+            PresignMethod::Put { content_length } => {
+                format!("PUT\n{key}\n{expires}\n{content_length}")
+            }
+        };
+        mac.update(signed.as_bytes());
         mac.finalize().into_bytes().to_vec()
     }
 
     fn sign(&self, method: PresignMethod, key: &FileKey, expires_at: DateTime<Utc>) -> String {
         let expires = expires_at.timestamp();
         let signature = hex::encode(self.signature(method, key.as_str(), expires));
+        let method = match method {
+            PresignMethod::Get => "GET".to_owned(),
+            PresignMethod::Put { content_length } => {
+                format!("PUT&content_length={content_length}")
+            }
+        };
         format!(
-            "{}/{}?method={}&expires={expires}&signature={signature}",
+            "{}/{}?method={method}&expires={expires}&signature={signature}",
             self.base_url,
             key.as_str(),
-            method_name(method)
         )
     }
 
@@ -178,16 +194,9 @@ impl LocalSigner {
     }
 }
 
-fn method_name(method: PresignMethod) -> &'static str {
-    match method {
-        PresignMethod::Get => "GET",
-        PresignMethod::Put => "PUT",
-    }
-}
-
 #[derive(Debug, Clone)]
 enum Signing {
-    S3(Arc<AmazonS3>),
+    S3 { s3: Arc<AmazonS3>, region: String },
     Local(LocalSigner),
 }
 
@@ -248,7 +257,10 @@ impl ObjectFileStore {
         );
         Ok(ObjectFileStore {
             store: s3.clone(),
-            signing: Signing::S3(s3),
+            signing: Signing::S3 {
+                s3,
+                region: config.region.clone(),
+            },
             keeps_content_type: true,
             upload_memory: UploadMemory::new(DEFAULT_UPLOAD_MEMORY),
         })
@@ -498,9 +510,11 @@ impl FileStore for ObjectFileStore {
         let expires_at = Utc::now()
             + chrono::Duration::from_std(expires_in)
                 .map_err(|_| Error::invalid("expiry out of range"))?;
+        method.check_target(key)?;
         let url = match &self.signing {
-            Signing::S3(s3) => {
+            Signing::S3 { s3, region } => {
                 let path = Path::from(key.as_str());
+                let mapped = store_error(key.as_str());
                 match method {
                     // S3 answers with the type the object was stored with; a file someone
                     // uploaded as HTML would render in the bucket's origin. The URL signs in
@@ -512,10 +526,29 @@ impl FileStore for ObjectFileStore {
                         ]);
                         s3.signed_url_opts(Method::GET, &path, expires_in, &options)
                             .await
+                            .map_err(mapped)?
                     }
-                    PresignMethod::Put => s3.signed_url(Method::PUT, &path, expires_in).await,
+                    PresignMethod::Put { content_length } => {
+                        // object_store's own URL gives the object's address; the signature is
+                        // ours, to bind the size (see `sigv4`).
+                        let mut address = s3
+                            .signed_url(Method::PUT, &path, expires_in)
+                            .await
+                            .map_err(&mapped)?;
+                        address.set_query(None);
+                        let credential = s3.credentials().get_credential().await.map_err(mapped)?;
+                        sigv4::Presign {
+                            method: "PUT",
+                            url: address,
+                            headers: &[("content-length", content_length.to_string())],
+                            credential: &credential,
+                            region,
+                            expires_in,
+                            now: Utc::now(),
+                        }
+                        .sign()
+                    }
                 }
-                .map_err(store_error(key.as_str()))?
                 .to_string()
             }
             Signing::Local(signer) => signer.sign(method, key, expires_at),

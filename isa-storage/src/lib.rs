@@ -25,6 +25,7 @@ pub mod files;
 pub mod keys;
 #[cfg(feature = "http")]
 pub mod presigned;
+mod sigv4;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod users;

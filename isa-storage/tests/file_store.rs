@@ -64,7 +64,7 @@ async fn garage_s3_store_conforms() {
 }
 
 #[test]
-fn a_local_signature_is_bound_to_method_key_and_expiry() {
+fn a_local_signature_is_bound_to_method_key_expiry_and_size() {
     let signer = LocalSigner::new(SIGNING_KEY, "http://files").unwrap();
     let user = UserId::new("alice").unwrap();
     let k = testing::key_in_month(&user, 5, "a.txt");
@@ -90,7 +90,12 @@ fn a_local_signature_is_bound_to_method_key_and_expiry() {
     );
     assert!(
         signer
-            .verify(PresignMethod::Put, k.as_str(), expires_in_url, &signature)
+            .verify(
+                PresignMethod::Put { content_length: 1 },
+                k.as_str(),
+                expires_in_url,
+                &signature
+            )
             .is_err(),
         "method bound"
     );
@@ -112,13 +117,43 @@ fn a_local_signature_is_bound_to_method_key_and_expiry() {
         "expiry bound"
     );
     assert!(LocalSigner::new(b"short".to_vec(), "http://files").is_err());
+
+    // An upload URL is bound to its size.
+    let staged = FileKey::upload(&user, chrono::Utc::now().date_naive(), "0a1b", "a.txt");
+    let put = |content_length| PresignMethod::Put { content_length };
+    let url = reqwest::Url::parse(&signer_url_for(&signer, put(10), &staged)).unwrap();
+    let query = |name: &str| {
+        url.query_pairs()
+            .find(|(n, _)| n == name)
+            .unwrap()
+            .1
+            .to_string()
+    };
+    assert_eq!(query("content_length"), "10");
+    let expires: i64 = query("expires").parse().unwrap();
+    let signature = query("signature");
+    assert!(
+        signer
+            .verify(put(10), staged.as_str(), expires, &signature)
+            .is_ok()
+    );
+    assert!(
+        signer
+            .verify(put(11), staged.as_str(), expires, &signature)
+            .is_err(),
+        "size bound"
+    );
 }
 
 fn signer_url(signer: &LocalSigner, k: &FileKey) -> String {
+    signer_url_for(signer, PresignMethod::Get, k)
+}
+
+fn signer_url_for(signer: &LocalSigner, method: PresignMethod, k: &FileKey) -> String {
     let store = ObjectFileStore::memory(signer.clone());
     tokio::runtime::Runtime::new()
         .unwrap()
-        .block_on(store.presign(PresignMethod::Get, k, Duration::from_secs(60)))
+        .block_on(store.presign(method, k, Duration::from_secs(60)))
         .unwrap()
         .url
 }

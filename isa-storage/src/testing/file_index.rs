@@ -30,7 +30,7 @@ fn record(user: &UserId, created_at: DateTime<Utc>, name: &str) -> FileRecord {
 }
 
 /// A file is seen only by its owner and only in its status; a pending file becomes ready once,
-/// with what was checked; removal is per owner and status. A file stored twice is a conflict,
+/// with what was checked (its key included); removal is per owner and status. A file stored twice is a conflict,
 /// and one of a user that does not exist invalid input.
 pub async fn files_are_indexed_per_user_and_status(
     name: &str,
@@ -80,6 +80,7 @@ pub async fn files_are_indexed_per_user_and_status(
         "{name}: pending files are not listed"
     );
     let checked = FileRecord {
+        key: format!("{}-checked", pending.key),
         size: 11,
         content_type: "text/markdown".into(),
         sha256: Some("ab".repeat(32)),

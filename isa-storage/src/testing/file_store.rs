@@ -40,7 +40,8 @@ fn tamper(url: &str, param: &str) -> String {
 /// Objects round-trip with their type; listings page by month in key order and only under the
 /// key layout; deletes are idempotent; a write past its limit is refused and leaves nothing,
 /// in one request and in a multipart upload; presigned GETs work with a plain HTTP client
-/// until they expire and not with a changed signature; presigned PUTs upload; lifetimes past
+/// until they expire and not with a changed signature; presigned PUTs upload to upload keys
+/// only, exactly the size they were signed for; lifetimes past
 /// seven days are refused. `signature_param` names the query parameter holding the signature
 /// in the store's presigned URLs; the URLs must be reachable from this process.
 pub async fn file_store_conforms(name: &str, store: &dyn FileStore, signature_param: &str) {
@@ -230,28 +231,96 @@ pub async fn file_store_conforms(name: &str, store: &dyn FileStore, signature_pa
         expired.status()
     );
 
-    // Presigned PUT uploads.
-    let direct = key_in_month(&user, 11, "direct.txt");
-    let put_url = store
-        .presign(PresignMethod::Put, &direct, Duration::from_secs(600))
-        .await
-        .unwrap();
-    let uploaded = http
-        .put(&put_url.url)
-        .body("uploaded directly")
+    // Presigned PUT uploads to an upload key exactly the size it was signed for; any other
+    // size is refused and stores nothing. No URL downloads an upload or uploads over a file.
+    let direct = FileKey::upload(
+        &user,
+        NaiveDate::from_ymd_opt(2026, 11, 3).unwrap(),
+        &uuid::Uuid::now_v7().simple().to_string(),
+        "direct.txt",
+    );
+    let body = "uploaded directly";
+    let put_url = |content_length| {
+        store.presign(
+            PresignMethod::Put { content_length },
+            &direct,
+            Duration::from_secs(600),
+        )
+    };
+    let exact = put_url(body.len() as u64).await.unwrap();
+    for (wrong, what) in [
+        ("uploaded directly, and more", "longer"),
+        ("uploaded", "shorter"),
+    ] {
+        let refused = http.put(&exact.url).body(wrong).send().await.unwrap();
+        assert!(
+            refused.status().is_client_error(),
+            "{name}: a {what} body is refused: {}",
+            refused.status()
+        );
+        assert!(
+            matches!(store.head(&direct).await, Err(Error::NotFound(_))),
+            "{name}: a refused {what} body leaves nothing"
+        );
+    }
+    let unsized_body =
+        reqwest::Body::wrap_stream(futures::stream::iter([Ok::<_, std::io::Error>(
+            "uploaded directly, without a length",
+        )]));
+    let refused = http
+        .put(&exact.url)
+        .body(unsized_body)
         .send()
         .await
         .unwrap();
+    assert!(
+        refused.status().is_client_error(),
+        "{name}: a body of no declared length is refused: {}",
+        refused.status()
+    );
+    assert!(
+        matches!(store.head(&direct).await, Err(Error::NotFound(_))),
+        "{name}: a body of no declared length leaves nothing"
+    );
+    let uploaded = http.put(&exact.url).body(body).send().await.unwrap();
     assert!(
         uploaded.status().is_success(),
         "{name}: {}",
         uploaded.status()
     );
-    assert_eq!(
-        store.get_bytes(&direct).await.unwrap(),
-        "uploaded directly",
-        "{name}"
+    assert_eq!(store.get_bytes(&direct).await.unwrap(), body, "{name}");
+    let staged: Vec<FileKey> = store
+        .list(FileKey::UPLOADS_PREFIX, None, 1000)
+        .await
+        .unwrap()
+        .objects
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert!(
+        staged.contains(&direct),
+        "{name}: uploads are listed under {}",
+        FileKey::UPLOADS_PREFIX
     );
+    assert!(
+        store
+            .presign(PresignMethod::Get, &direct, Duration::from_secs(600))
+            .await
+            .is_err(),
+        "{name}: an upload is not downloaded"
+    );
+    assert!(
+        store
+            .presign(
+                PresignMethod::Put { content_length: 1 },
+                &doc,
+                Duration::from_secs(600)
+            )
+            .await
+            .is_err(),
+        "{name}: a file is not uploaded over"
+    );
+    store.delete(&direct).await.unwrap();
 
     // TTL bounds.
     assert!(

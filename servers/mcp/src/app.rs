@@ -17,7 +17,7 @@ use isa_core::{
     http::{ServiceSet, listen, no_route},
     mcp::{McpConfig, McpServer, ServerMode, ToolLimits},
 };
-use isa_files::{FilesConfig, UserFiles, tools::file_tools};
+use isa_files::{FilesConfig, Swept, UserFiles, tools::file_tools};
 use isa_models::OrtEmbedder;
 use isa_storage::{
     db::Database,
@@ -275,8 +275,11 @@ async fn sweep_abandoned_uploads(files: UserFiles, stop: CancellationToken) -> R
             _ = every_hour.tick() => {}
         }
         match files.sweep_abandoned(abandoned_after).await {
-            Ok(0) => {}
-            Ok(swept) => tracing::info!(swept, "abandoned direct uploads removed"),
+            Ok(swept) if swept == Swept::default() => {}
+            Ok(Swept {
+                uploads,
+                stray_objects,
+            }) => tracing::info!(uploads, stray_objects, "abandoned direct uploads removed"),
             Err(error) => tracing::warn!(%error, "sweeping abandoned uploads failed"),
         }
     }

@@ -288,6 +288,25 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
             "{done}"
         );
         assert_eq!(done["size"], 12);
+        // The URL still takes a body of its size after the check, but what was checked is what
+        // is served; a body of another size is refused.
+        let url = nul["url"].as_str().unwrap();
+        let swap = http.put(url).body("swapped html").send().await.unwrap();
+        assert!(swap.status().is_success(), "{}", swap.status());
+        let longer = http
+            .put(url)
+            .body("direct bytes, and more")
+            .send()
+            .await
+            .unwrap();
+        assert!(longer.status().is_client_error(), "{}", longer.status());
+        let served = http
+            .get(done["url"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(served.bytes().await.unwrap().as_ref(), b"direct bytes");
+        assert_eq!(uploads_of(&users.store, &alice).await, 1);
         let (lying, _) =
             direct_upload(&http, base, &a, &alice, "x.png", "image/png", "not a png").await;
         let lying_id = lying["file"]["id"].as_str().unwrap();
@@ -310,8 +329,11 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
             "never completed",
         )
         .await;
-        assert_eq!(objects_of(&users.store, &alice).await, 4);
-        assert!(users.files.sweep_abandoned(Duration::ZERO).await.unwrap() >= 1);
+        assert_eq!(objects_of(&users.store, &alice).await, 3);
+        assert_eq!(uploads_of(&users.store, &alice).await, 2);
+        let swept = users.files.sweep_abandoned(Duration::ZERO).await.unwrap();
+        assert!(swept.uploads >= 1 && swept.stray_objects >= 1, "{swept:?}");
+        assert_eq!(uploads_of(&users.store, &alice).await, 0);
         let abandoned_id = abandoned["file"]["id"].as_str().unwrap();
         let late = send_as(
             &http,
@@ -323,6 +345,23 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
         assert_eq!(late.status(), 404);
         assert_eq!(list().await, 3, "{name}: edge.txt, passwd, a_b");
         assert_eq!(objects_of(&users.store, &alice).await, 3);
+        // A body sent to the URL after the file was deleted recreates no file.
+        let deleted = send_as(
+            &http,
+            Method::DELETE,
+            format!("{base}/api/users/{alice}/files/{id}"),
+            &a,
+        )
+        .await;
+        assert_eq!(deleted.status(), 204);
+        let resent = http.put(url).body("direct bytes").send().await.unwrap();
+        assert!(resent.status().is_success(), "{}", resent.status());
+        assert_eq!(list().await, 2, "{name}");
+        assert_eq!(objects_of(&users.store, &alice).await, 2);
+        assert_eq!(uploads_of(&users.store, &alice).await, 1);
+        let swept = users.files.sweep_abandoned(Duration::ZERO).await.unwrap();
+        assert!(swept.stray_objects >= 1, "{swept:?}");
+        assert_eq!(uploads_of(&users.store, &alice).await, 0);
 
         // Malformed requests are clear 400s.
         let r = http

@@ -35,10 +35,10 @@ pub fn users() -> Value {
                 Some(json!({"required": true, "content": {"multipart/form-data": {"schema": object(json!({"file": {"type": "string", "format": "binary"}}), &["file"])}}})),
                 ("201", file_with_url.clone()), &["400", "401", "403", "413", "415"]),
         },
-        "/api/users/{user_id}/files/uploads": {"post": op("Start a direct upload: PUT the bytes to `url`, then complete it", &by_user,
-            Some(json_body(object(json!({"name": {"type": "string"}, "content_type": {"type": "string"}}), &["name", "content_type"]))),
+        "/api/users/{user_id}/files/uploads": {"post": op("Start a direct upload: PUT exactly `size` bytes to `url`, then complete it", &by_user,
+            Some(json_body(object(json!({"name": {"type": "string"}, "content_type": {"type": "string"}, "size": {"type": "integer", "minimum": 0, "description": "The size of the body the PUT will send; the URL accepts no other"}}), &["name", "content_type", "size"]))),
             ("201", object(json!({"file": reference("File"), "url": {"type": "string"}, "url_expires_at": {"type": "string", "format": "date-time"}, "method": {"const": "PUT"}}), &["file", "url", "url_expires_at"])),
-            &["400", "401", "403", "415"])},
+            &["400", "401", "403", "413", "415"])},
         "/api/users/{user_id}/files/{file_id}": {
             "get": op("A file's metadata and a fresh download URL", &[user.clone(), file.clone()], None, ("200", file_with_url.clone()), &["400", "401", "403", "404"]),
             "delete": op("Delete a file", &[user.clone(), file.clone()], None, ("204", json!({})), &["400", "401", "403", "404"]),

@@ -233,6 +233,12 @@ pub async fn objects_of(store: &Arc<dyn FileStore>, user: &str) -> usize {
     store.list(&prefix, None, 1000).await.unwrap().objects.len()
 }
 
+/// How many objects wait under `user`'s upload keys.
+pub async fn uploads_of(store: &Arc<dyn FileStore>, user: &str) -> usize {
+    let prefix = format!("{}{user}/", isa_core::FileKey::UPLOADS_PREFIX);
+    store.list(&prefix, None, 1000).await.unwrap().objects.len()
+}
+
 /// GET with a bearer credential; the JSON answer.
 pub async fn get_json(http: &Client, url: impl reqwest::IntoUrl, bearer: &str) -> Value {
     send_as(http, reqwest::Method::GET, url, bearer)
@@ -299,7 +305,7 @@ pub async fn direct_upload(
         http,
         format!("{base}/api/users/{user}/files/uploads"),
         bearer,
-        &json!({"name": name, "content_type": content_type}),
+        &json!({"name": name, "content_type": content_type, "size": bytes.len()}),
     )
     .await;
     let put = http

@@ -106,6 +106,8 @@ pub(super) async fn delete_file(
 pub(super) struct NewUpload {
     name: String,
     content_type: String,
+    /// The exact size the PUT will send: the URL accepts no other.
+    size: u64,
 }
 
 pub(super) async fn begin_upload(
@@ -125,7 +127,7 @@ pub(super) async fn begin_upload(
     let pending = service
         .inner
         .files
-        .begin_upload(&user, &new.name, &new.content_type)
+        .begin_upload(&user, &new.name, &new.content_type, new.size)
         .await?;
     Ok((
         StatusCode::CREATED,
