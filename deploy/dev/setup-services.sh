@@ -62,9 +62,9 @@ note "postgres://postgres@127.0.0.1:5432/isa_test"
 step "Debian's Chromium"
 apt_install chromium
 
-# Python clients the tests run against the services: the MCP SDK, and OpenAI's official SDK
-# against the model service.
-for package in mcp==2.3.0 openai==3.51.0; do
+# Python clients the tests run against the services: the MCP SDK, and OpenAI's and Anthropic's
+# official SDKs against the model service's two front doors.
+for package in mcp==2.3.0 openai==3.51.0 anthropic==2.17.0; do
   step "Python client $package"
   name=${package%%==*} version=${package##*==}
   if python3 -c "import importlib.metadata as m,sys; sys.exit(m.version('$name')!='$version')" 2>/dev/null; then

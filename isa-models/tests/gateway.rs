@@ -26,7 +26,18 @@ use serde_json::{Value, json};
 /// The price of every scripted chat deployment.
 const PRICE: &str = "input_per_million = 1.0, output_per_million = 2.0";
 
-const CHAT_PROVIDERS: [&str; 3] = ["openai", "anthropic", "gemini"];
+/// Hugging Face serves chat through its OpenAI-compatible router.
+const CHAT_PROVIDERS: [&str; 4] = ["openai", "anthropic", "gemini", "hf"];
+
+/// Replicate models scripted to fail: a 429 with `Retry-After`, a 5xx, a hang, a failed
+/// prediction, and one that is still running at the deadline.
+const REPLICATE_FAILURES: [&str; 5] = [
+    "replicate/owner/rate-limited",
+    "replicate/owner/broken",
+    "replicate/owner/hang",
+    "replicate/owner/failing",
+    "replicate/owner/never",
+];
 
 struct Setup {
     base: String,
@@ -46,7 +57,7 @@ backoff_ms = 10
 max_retry_wait_ms = 2000
 first_byte_timeout_ms = 500
 idle_timeout_ms = 500
-image_timeout_ms = 10000
+image_timeout_ms = 2500
 breaker_failures = 3
 breaker_cooldown_ms = 300
 
@@ -119,7 +130,7 @@ deployments = [{{ provider = "openai", model = "text-embedding-3-small", price =
         "stall",
         "endless",
     ];
-    for provider in CHAT_PROVIDERS.iter().chain(&["hf"]) {
+    for provider in CHAT_PROVIDERS {
         for script in scripts {
             toml.push_str(&format!(
                 "\n[[models]]\nname = \"{provider}/{script}\"\nkind = \"chat\"\ndeployments = [{{ provider = \"{provider}\", model = \"{script}\", price = {{ {PRICE} }} }}]\n"
@@ -152,7 +163,11 @@ deployments = [{{ provider = "openai", model = "text-embedding-3-small", price =
             "replicate",
             "black-forest-labs/slow-flux",
         ),
-    ] {
+    ]
+    .into_iter()
+    .chain(
+        REPLICATE_FAILURES.map(|name| (name, "images", "replicate", &name["replicate/".len()..])),
+    ) {
         toml.push_str(&format!(
             "\n[[models]]\nname = \"{name}\"\nkind = \"{kind}\"\ndeployments = [{{ provider = \"{provider}\", model = \"{model}\" }}]\n"
         ));
@@ -422,7 +437,7 @@ async fn every_provider_gives_the_same_openai_answer_streamed_or_not() {
             },
         ),
     ];
-    for provider in CHAT_PROVIDERS.iter().chain(&["hf"]) {
+    for provider in CHAT_PROVIDERS {
         for (script, answer) in &expected {
             let model = format!("{provider}/{script}");
             let (status, body) = s.chat(&ask(&model)).await;
@@ -679,6 +694,58 @@ async fn images_come_from_openai_and_from_replicate_waiting_or_polling() {
         "the last request was a poll"
     );
     assert_eq!(s.mocks["replicate"].attempts("poll/p1"), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicate_failures_are_retried_or_answered_as_the_envelope_says() {
+    let s = setup().await;
+    let runs = REPLICATE_FAILURES.map(|model| {
+        let s = &s;
+        async move {
+            let started = Instant::now();
+            let response = s
+                .post(
+                    "/api/v1/images/generations",
+                    &json!({"model": model, "prompt": "a red fox"}),
+                )
+                .await;
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            (model, status, body, started.elapsed())
+        }
+    });
+    let replicate = &s.mocks["replicate"];
+    for (model, status, body, elapsed) in futures::future::join_all(runs).await {
+        let name = &model["replicate/".len()..];
+        let (want_status, want_code, attempts) = match name {
+            "owner/rate-limited" => (200, None, 2),
+            "owner/broken" => (502, Some("upstream"), 3),
+            "owner/hang" => (504, Some("timeout"), 3),
+            "owner/failing" => (502, Some("upstream"), 1),
+            "owner/never" => (504, Some("timeout"), 3),
+            other => panic!("{other}"),
+        };
+        assert_eq!(status, want_status, "{model}: {body}");
+        assert_eq!(body["error"]["code"].as_str(), want_code, "{model}: {body}");
+        assert_eq!(replicate.attempts(name), attempts, "{model}");
+        match name {
+            "owner/rate-limited" => {
+                assert_eq!(body["data"][0]["url"], "https://replicate.delivery/0.webp");
+                assert!(
+                    elapsed >= Duration::from_secs(1),
+                    "Retry-After: 1 was honoured ({elapsed:?})"
+                );
+            }
+            // Not retried; what the prediction said is logged, not passed on, as for every
+            // upstream failure.
+            "owner/failing" => assert_eq!(body["error"]["message"], "replicate failed"),
+            _ => {}
+        }
+    }
+    assert!(
+        replicate.attempts("cancel/p-never") >= 1,
+        "a prediction past the deadline is cancelled"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

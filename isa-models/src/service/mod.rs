@@ -5,6 +5,7 @@
 //! | Route | |
 //! |---|---|
 //! | `POST /api/v1/chat/completions` | chat, streamed (SSE) or not, with tools |
+//! | `POST /api/v1/messages` | the same chat in Anthropic's Messages shapes |
 //! | `POST /api/v1/embeddings` | embeddings, as floats or base64 |
 //! | `POST /api/v1/images/generations` | images |
 //! | `GET /api/v1/models` | model names |
@@ -12,6 +13,7 @@
 //! | `GET /metrics` | Prometheus metrics per provider and model |
 //! | `GET /openapi.json`, `GET /docs` | the OpenAPI description, and Swagger UI over it (built in) |
 
+pub mod anthropic_wire;
 mod metering;
 pub mod openai_wire;
 mod openapi;
@@ -82,6 +84,7 @@ pub fn router(
     let service = Service { gateway, metering };
     let api = Router::new()
         .route("/api/v1/chat/completions", post(chat))
+        .route("/api/v1/messages", post(messages))
         .route("/api/v1/embeddings", post(embeddings))
         .route("/api/v1/images/generations", post(images))
         .route("/api/v1/models", get(models))
@@ -234,6 +237,20 @@ impl Drop for Settlement {
     }
 }
 
+/// How a front door writes a chat answer: whole, or as the frames of a stream.
+pub(crate) trait ChatWire: Send + 'static {
+    /// The whole answer from its events.
+    fn whole(&self, events: &[ChatEvent], counted: Usage, billing: Value) -> Value;
+    /// What a stream opens with; `counted` holds the prompt's tokens as estimated so far.
+    fn opening(&mut self, counted: Usage) -> Bytes;
+    /// The frames one event makes, if any.
+    fn event(&mut self, event: &ChatEvent) -> Option<Bytes>;
+    /// What a stream that ended well closes with.
+    fn closing(&mut self, counted: Usage, billing: Value) -> Bytes;
+    /// What a stream that failed after it began ends with: an error its clients raise.
+    fn failure(&mut self, error: &Error) -> Bytes;
+}
+
 async fn chat(
     State(service): State<Service>,
     Extension(identity): Extension<Identity>,
@@ -241,21 +258,62 @@ async fn chat(
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
     let call = openai_wire::chat_call(body)?;
-    let route = service
-        .gateway
-        .route(&call.request.model, ModelKind::Chat)?;
-    service.metering.admit(&identity, is_priced(&route)).await?;
-    let model = call.request.model.clone();
-    let counter = TokenCounter::new(&call.request.messages);
-    let answer = service
-        .gateway
-        .chat(&route, call.request, call.stream)
-        .await?;
-    let writer = openai_wire::ChunkWriter {
-        id: format!("chatcmpl-{}", request_id_token(&request_id)),
-        model: model.clone(),
-        created: chrono::Utc::now().timestamp(),
+    let wire = openai_wire::Answer {
+        chunks: openai_wire::ChunkWriter {
+            id: format!("chatcmpl-{}", request_id_token(&request_id)),
+            model: call.request.model.clone(),
+            created: chrono::Utc::now().timestamp(),
+        },
+        include_usage: call.include_usage,
     };
+    answer_chat(
+        service,
+        identity,
+        request_id,
+        call.request,
+        call.stream,
+        wire,
+    )
+    .await
+}
+
+async fn messages(
+    State(service): State<Service>,
+    Extension(identity): Extension<Identity>,
+    RequestId(request_id): RequestId,
+    ApiJson(body): ApiJson<Value>,
+) -> ApiResult<Response> {
+    let call = anthropic_wire::messages_call(body)?;
+    let wire = anthropic_wire::Answer::new(
+        format!("msg_{}", request_id_token(&request_id)),
+        call.request.model.clone(),
+    );
+    answer_chat(
+        service,
+        identity,
+        request_id,
+        call.request,
+        call.stream,
+        wire,
+    )
+    .await
+}
+
+/// Routes, admits, asks the gateway and answers in `wire`'s shapes, settling the request's use
+/// once whatever becomes of the answer.
+async fn answer_chat(
+    service: Service,
+    identity: Identity,
+    request_id: String,
+    request: isa_core::ChatRequest,
+    stream: bool,
+    wire: impl ChatWire,
+) -> ApiResult<Response> {
+    let route = service.gateway.route(&request.model, ModelKind::Chat)?;
+    service.metering.admit(&identity, is_priced(&route)).await?;
+    let model = request.model.clone();
+    let counter = TokenCounter::new(&request.messages);
+    let answer = service.gateway.chat(&route, request, stream).await?;
     let mut settlement = Settlement::new(
         &service.metering,
         identity,
@@ -265,9 +323,9 @@ async fn chat(
         answer.deployment,
         answer.started,
     );
-    settlement.first_event = call.stream.then_some(answer.first_event);
+    settlement.first_event = stream.then_some(answer.first_event);
     settlement.counter = counter;
-    if !call.stream {
+    if !stream {
         let events: Vec<ChatEvent> = answer
             .events
             .filter_map(|e| async move { e.ok() })
@@ -278,9 +336,9 @@ async fn chat(
         }
         let billing = settlement.settle("ok").await;
         let usage = settlement.counter.usage();
-        return Ok(Json(openai_wire::completion(&writer, &events, usage, billing)).into_response());
+        return Ok(Json(wire.whole(&events, usage, billing)).into_response());
     }
-    let frames = chat_frames(answer.events, writer, settlement, call.include_usage);
+    let frames = chat_frames(answer.events, wire, settlement);
     let mut response =
         Body::from_stream(frames.map(Ok::<Bytes, std::convert::Infallible>)).into_response();
     let headers = response.headers_mut();
@@ -302,32 +360,24 @@ fn request_id_token(request_id: &str) -> String {
         .collect()
 }
 
-fn frame(value: &Value) -> Bytes {
-    Bytes::from(format!("data: {value}\n\n"))
-}
-
-/// The SSE frames of a streamed completion: a first chunk with the role, a chunk per event,
-/// the usage chunk when asked for, then `[DONE]`; or, when the provider fails midway, an
-/// error frame the SDKs raise, and no `[DONE]`.
+/// The SSE frames of a streamed answer: `wire`'s opening, its frames for each event and its
+/// closing; or, when the provider fails midway, `wire`'s failure frame and nothing after.
 fn chat_frames(
     events: isa_core::ChatStream,
-    writer: openai_wire::ChunkWriter,
+    wire: impl ChatWire,
     settlement: Settlement,
-    include_usage: bool,
 ) -> impl futures::Stream<Item = Bytes> + Send {
-    struct State {
+    struct State<W> {
         events: isa_core::ChatStream,
-        writer: openai_wire::ChunkWriter,
+        wire: W,
         settlement: Settlement,
-        include_usage: bool,
         started: bool,
         ended: bool,
     }
     let state = State {
         events,
-        writer,
+        wire,
         settlement,
-        include_usage,
         started: false,
         ended: false,
     };
@@ -337,17 +387,15 @@ fn chat_frames(
         }
         if !state.started {
             state.started = true;
-            let first = state
-                .writer
-                .chunk(json!({"role": "assistant", "content": ""}), None);
-            return Some((frame(&first), state));
+            let opening = state.wire.opening(state.settlement.counter.usage());
+            return Some((opening, state));
         }
         loop {
             match state.events.next().await {
                 Some(Ok(event)) => {
                     state.settlement.counter.observe(&event);
-                    if let Some(chunk) = state.writer.event(&event) {
-                        return Some((frame(&chunk), state));
+                    if let Some(frames) = state.wire.event(&event) {
+                        return Some((frames, state));
                     }
                 }
                 Some(Err(error)) => {
@@ -355,20 +403,14 @@ fn chat_frames(
                     state.settlement.deployment.metrics().failed(error.code());
                     state.settlement.settle_later("error");
                     state.ended = true;
-                    return Some((frame(&openai_wire::stream_error(&error)), state));
+                    return Some((state.wire.failure(&error), state));
                 }
                 None => {
-                    let mut tail = String::new();
-                    if state.include_usage {
-                        let usage = state
-                            .writer
-                            .usage(state.settlement.counter.usage(), state.settlement.billing());
-                        tail.push_str(&format!("data: {usage}\n\n"));
-                    }
-                    tail.push_str("data: [DONE]\n\n");
+                    let usage = state.settlement.counter.usage();
+                    let closing = state.wire.closing(usage, state.settlement.billing());
                     state.settlement.settle_later("ok");
                     state.ended = true;
-                    return Some((Bytes::from(tail), state));
+                    return Some((closing, state));
                 }
             }
         }

@@ -2,6 +2,7 @@
 //! field (an error names the field), answers and stream chunks written the way OpenAI's SDKs
 //! read them.
 
+use bytes::Bytes;
 use isa_core::{
     ChatEvent, ChatMessage, ChatRequest, ContentPart, Error, FinishReason, JsonObject,
     ResponseFormat, Result, Role, ToolCallRequest, ToolChoice, ToolSpec, Usage,
@@ -302,6 +303,50 @@ pub fn usage(usage: Usage) -> Value {
 /// The error a stream ends with, as OpenAI's SDKs read it from a `data:` line.
 pub fn stream_error(error: &Error) -> Value {
     json!({"error": {"message": error.public_message(), "type": error.code(), "code": error.code()}})
+}
+
+/// One chat completion in OpenAI's shapes, whole or streamed.
+pub struct Answer {
+    /// The chunks' common fields.
+    pub chunks: ChunkWriter,
+    /// `stream_options.include_usage`: a last chunk with the usage.
+    pub include_usage: bool,
+}
+
+fn frame(value: &Value) -> String {
+    format!("data: {value}\n\n")
+}
+
+impl super::ChatWire for Answer {
+    fn whole(&self, events: &[ChatEvent], counted: Usage, billing: Value) -> Value {
+        completion(&self.chunks, events, counted, billing)
+    }
+
+    fn opening(&mut self, _: Usage) -> Bytes {
+        let first = self
+            .chunks
+            .chunk(json!({"role": "assistant", "content": ""}), None);
+        Bytes::from(frame(&first))
+    }
+
+    fn event(&mut self, event: &ChatEvent) -> Option<Bytes> {
+        self.chunks
+            .event(event)
+            .map(|chunk| Bytes::from(frame(&chunk)))
+    }
+
+    fn closing(&mut self, counted: Usage, billing: Value) -> Bytes {
+        let mut tail = String::new();
+        if self.include_usage {
+            tail.push_str(&frame(&self.chunks.usage(counted, billing)));
+        }
+        tail.push_str("data: [DONE]\n\n");
+        Bytes::from(tail)
+    }
+
+    fn failure(&mut self, error: &Error) -> Bytes {
+        Bytes::from(frame(&stream_error(error)))
+    }
 }
 
 /// Writes chunks of one streamed completion.

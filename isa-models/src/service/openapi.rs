@@ -42,6 +42,34 @@ pub fn description(port: u16) -> Value {
         }),
         &["id", "object", "choices"],
     );
+    let messages_request = object(
+        json!({
+            "model": {"type": "string", "description": "A name from GET /api/v1/models: an alias, or provider/model"},
+            "max_tokens": {"type": "integer", "minimum": 1},
+            "system": {"type": ["string", "array"], "description": "Text, or blocks of type text"},
+            "messages": {"type": "array", "minItems": 1, "items": object(json!({
+                "role": {"type": "string", "enum": ["user", "assistant"]},
+                "content": {"type": ["string", "array"], "description": "Text, or blocks: text, image and tool_result (user), text and tool_use (assistant)"},
+            }), &["role", "content"])},
+            "tools": {"type": "array", "items": object(json!({"name": {"type": "string"}, "description": {"type": "string"}, "input_schema": {"type": "object"}}), &["name", "input_schema"])},
+            "tool_choice": object(json!({"type": {"type": "string", "enum": ["auto", "any", "none", "tool"]}, "name": {"type": "string"}}), &["type"]),
+            "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+            "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+            "stop_sequences": {"type": "array", "items": {"type": "string"}},
+            "stream": {"type": "boolean", "description": "Answer as Anthropic's server-sent events, message_start to message_stop; a failure after the first event ends the stream with an error event"},
+        }),
+        &["model", "max_tokens", "messages"],
+    );
+    let message_answer = object(
+        json!({
+            "id": {"type": "string"}, "type": {"const": "message"}, "role": {"const": "assistant"}, "model": {"type": "string"},
+            "content": {"type": "array", "items": object(json!({"type": {"type": "string", "enum": ["text", "tool_use"]}, "text": {"type": "string"}, "id": {"type": "string"}, "name": {"type": "string"}, "input": {"type": "object"}}), &["type"])},
+            "stop_reason": {"type": "string", "enum": ["end_turn", "tool_use", "max_tokens", "refusal"]},
+            "usage": object(json!({"input_tokens": {"type": "integer"}, "output_tokens": {"type": "integer"}}), &["input_tokens", "output_tokens"]),
+            "billing": reference("Billing"),
+        }),
+        &["id", "type", "content", "stop_reason", "usage"],
+    );
     let embeddings_request = object(
         json!({
             "model": {"type": "string"},
@@ -73,6 +101,7 @@ pub fn description(port: u16) -> Value {
     );
     let paths = json!({
         "/api/v1/chat/completions": {"post": op("A chat completion, streamed or not, with tools", &[], Some(json_body(chat_request)), ("200", completion), &errors)},
+        "/api/v1/messages": {"post": op("The same chat in Anthropic's Messages shapes, for Anthropic's SDKs", &[], Some(json_body(messages_request)), ("200", message_answer), &errors)},
         "/api/v1/embeddings": {"post": op("Embeddings of texts", &[], Some(json_body(embeddings_request)), ("200", embeddings), &errors)},
         "/api/v1/images/generations": {"post": op("Images from a prompt", &[], Some(json_body(images_request)), ("200", images), &errors)},
         "/api/v1/models": {"get": op("The model names served", &[], None, ("200", models), &["401"])},
@@ -88,7 +117,7 @@ pub fn description(port: u16) -> Value {
     });
     document(
         "isa model service",
-        "One OpenAI-compatible API over OpenAI, Anthropic, Gemini, Replicate, Hugging Face and a local embedder, with fallbacks and metering. Every answer carries `billing`; streamed chats carry it in the usage chunk.",
+        "One OpenAI-compatible API over OpenAI, Anthropic, Gemini, Replicate, Hugging Face and a local embedder, with fallbacks and metering, and Anthropic's Messages API as a second front door to the same chat. Every answer carries `billing`; streamed chats carry it in the usage chunk (OpenAI) or in `message_delta` (Anthropic).",
         port,
         paths,
         schemas,

@@ -707,6 +707,7 @@ pub fn replicate(mock: Mock) -> Router {
             post(replicate_create),
         )
         .route("/v1/predictions/{id}", get(replicate_get))
+        .route("/v1/predictions/{id}/cancel", post(replicate_cancel))
         .with_state(mock)
 }
 
@@ -723,7 +724,11 @@ async fn replicate_create(
         );
     }
     let model = format!("{owner}/{name}");
-    mock.count(&model, &body);
+    let attempt = mock.count(&model, &body);
+    let throttled = json!({"title": "Request was throttled", "detail": "Request was throttled. Expected available in 1 second.", "status": 429});
+    if let Some(failed) = failure(&mock, &name, attempt, throttled).await {
+        return failed;
+    }
     let wait = headers
         .get("prefer")
         .and_then(|v| v.to_str().ok())
@@ -734,10 +739,15 @@ async fn replicate_create(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let urls = json!({"get": format!("http://{host}/v1/predictions/p1"), "cancel": format!("http://{host}/v1/predictions/p1/cancel")});
-    // `slow` models are still running when the wait ends; others finish within it.
-    if name.starts_with("slow") || !wait.starts_with("wait") {
-        return (StatusCode::CREATED, Json(json!({"id": "p1", "status": "starting", "output": null, "urls": urls, "input": body["input"]}))).into_response();
+    // `never` runs past any deadline; `slow` models are still running when the wait ends;
+    // `failing` fails as a prediction does; others finish within the wait.
+    let id = if name == "never" { "p-never" } else { "p1" };
+    let urls = json!({"get": format!("http://{host}/v1/predictions/{id}"), "cancel": format!("http://{host}/v1/predictions/{id}/cancel")});
+    if name == "failing" {
+        return (StatusCode::CREATED, Json(json!({"id": id, "status": "failed", "output": null, "error": "NSFW content detected", "urls": urls}))).into_response();
+    }
+    if name.starts_with("slow") || name == "never" || !wait.starts_with("wait") {
+        return (StatusCode::CREATED, Json(json!({"id": id, "status": "starting", "output": null, "urls": urls, "input": body["input"]}))).into_response();
     }
     let n = body["input"]["num_outputs"].as_u64().unwrap_or(1);
     let output: Vec<String> = (0..n)
@@ -761,12 +771,17 @@ async fn replicate_get(
         .unwrap_or_default()
         .to_owned();
     let polls = mock.count(&format!("poll/{id}"), &Value::Null);
-    let urls = json!({"get": format!("http://{host}/v1/predictions/{id}")});
-    if polls < 3 {
+    let urls = json!({"get": format!("http://{host}/v1/predictions/{id}"), "cancel": format!("http://{host}/v1/predictions/{id}/cancel")});
+    if polls < 3 || id == "p-never" {
         return Json(json!({"id": id, "status": "processing", "output": null, "urls": urls}))
             .into_response();
     }
     Json(json!({"id": id, "status": "succeeded", "output": "https://replicate.delivery/late.webp", "urls": urls})).into_response()
+}
+
+async fn replicate_cancel(State(mock): State<Mock>, Path(id): Path<String>) -> Response {
+    mock.count(&format!("cancel/{id}"), &Value::Null);
+    Json(json!({"id": id, "status": "canceled"})).into_response()
 }
 
 pub fn hugging_face(mock: Mock) -> Router {

@@ -1,5 +1,5 @@
-//! The model service against independent clients and real models: the official OpenAI Python
-//! SDK, the local embedding model, and the OpenAPI description and its page.
+//! The model service against independent clients and real models: the official OpenAI and
+//! Anthropic Python SDKs, the local embedding model, and the OpenAPI description and its page.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -27,28 +27,35 @@ fn sqlite(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}", dir.path().join("isa.db").display())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_official_openai_sdk_works_against_the_service() {
+/// Runs the SDK script `tests/clients/{script}` with `{base}{path}` and a key of a user with
+/// credits, when Python has `module` at `version`; it prints "all ok" when every check held.
+/// The service it ran against, or `None` when the SDK is missing.
+async fn sdk_script_passes(
+    module: &str,
+    version: &str,
+    script: &str,
+    path: &str,
+) -> Option<common::Served> {
     let sdk = Command::new("python3")
-        .args(["-c", "import openai; assert openai.__version__ == '3.51.0'"])
+        .args([
+            "-c",
+            &format!("import {module}; assert {module}.__version__ == '{version}'"),
+        ])
         .status();
     if !require(
-        "the openai Python SDK 3.51.0",
+        &format!("the {module} Python SDK {version}"),
         sdk.is_ok_and(|s| s.success()),
     ) {
-        return;
+        return None;
     }
     let dir = tempfile::tempdir().unwrap();
     let s = serve(&sqlite(&dir), 1_000_000).await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/openai_client.py"
-    );
-    let base = format!("{}/api/v1", s.base);
+    let script = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
+    let base = format!("{}{path}", s.base);
     let key = s.key.clone();
     let output = tokio::task::spawn_blocking(move || {
         Command::new("python3")
-            .args([script, &base, &key])
+            .args([&script, &base, &key])
             .output()
             .unwrap()
     })
@@ -62,6 +69,44 @@ async fn the_official_openai_sdk_works_against_the_service() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("all ok"));
+    Some(s)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_official_openai_sdk_works_against_the_service() {
+    sdk_script_passes("openai", "3.51.0", "openai_client.py", "/api/v1").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_official_anthropic_sdk_works_against_the_messages_door() {
+    let Some(s) = sdk_script_passes("anthropic", "2.17.0", "anthropic_client.py", "/api").await
+    else {
+        return;
+    };
+    // The conversation with tool results, as the OpenAI-shaped provider received it.
+    let sent = s.mock.last_body.lock().clone();
+    let messages = sent["messages"].as_array().unwrap();
+    let roles: Vec<&str> = messages
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        roles,
+        ["system", "user", "assistant", "tool", "tool"],
+        "{sent}"
+    );
+    assert_eq!(messages[0]["content"], "Be brief.", "{sent}");
+    let calls = messages[2]["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 2, "{sent}");
+    assert_eq!(messages[3]["tool_call_id"], calls[0]["id"], "{sent}");
+    assert_eq!(messages[4]["tool_call_id"], calls[1]["id"], "{sent}");
+    assert_eq!(messages[3]["content"], "sunny", "{sent}");
+    assert_eq!(messages[4]["content"], "09:00", "{sent}");
+    assert_eq!(
+        serde_json::from_str::<Value>(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap(),
+        json!({"city": "Paris", "days": 3}),
+        "{sent}"
+    );
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
@@ -186,7 +231,7 @@ async fn the_docs_page_is_built_in_and_the_description_names_only_served_routes(
         .unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 4);
+    assert_eq!(paths.len(), 5);
     for (path, operations) in paths {
         for method in operations.as_object().unwrap().keys() {
             let request = match method.as_str() {
