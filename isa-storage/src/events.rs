@@ -24,7 +24,7 @@ use isa_core::{
 use sqlx::{QueryBuilder, Row};
 
 use crate::db::{Database, db_error, on_pool};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
 #[async_trait]
@@ -291,6 +291,9 @@ struct Counters {
 /// up the others.
 pub struct BatchingSink {
     sender: mpsc::Sender<Message>,
+    /// Wakes the writer before its linger ends: a batch is full, or a flush waits.
+    wake: Arc<Notify>,
+    batch_size: usize,
     /// Whether the sink is closed. `record` holds it for reading from its check until its
     /// events are queued, so no event can be queued behind the flush of [`EventSink::close`].
     closed: std::sync::RwLock<bool>,
@@ -305,9 +308,18 @@ impl BatchingSink {
         let capacity = config.capacity.max(1);
         let (sender, receiver) = mpsc::channel(capacity);
         let counters = Arc::new(Counters::default());
-        tokio::spawn(write_loop(target, receiver, config, counters.clone()));
+        let wake = Arc::new(Notify::new());
+        tokio::spawn(write_loop(
+            target,
+            receiver,
+            config,
+            counters.clone(),
+            wake.clone(),
+        ));
         BatchingSink {
             sender,
+            wake,
+            batch_size: config.batch_size.max(1),
             closed: std::sync::RwLock::new(false),
             counters,
             capacity,
@@ -316,31 +328,47 @@ impl BatchingSink {
     }
 }
 
+/// Gathers batches and writes them. The writer is woken by the first event of a batch, then
+/// sleeps out the linger unless a batch fills or a flush waits: it is not woken once per event,
+/// which on a busy server would cost a thread wake-up per request.
 async fn write_loop(
     target: Arc<dyn EventSink>,
     mut receiver: mpsc::Receiver<Message>,
     config: BatchingConfig,
     counters: Arc<Counters>,
+    wake: Arc<Notify>,
 ) {
     let mut batch = Vec::with_capacity(config.batch_size);
     let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
+    fn take(message: Message, batch: &mut Vec<Event>, waiting: &mut Vec<oneshot::Sender<()>>) {
+        match message {
+            Message::Event(event) => batch.push(event),
+            Message::Flush(done) => waiting.push(done),
+        }
+    }
     loop {
-        let first = receiver.recv().await;
-        let Some(first) = first else { break };
+        let Some(first) = receiver.recv().await else {
+            break;
+        };
         let deadline = tokio::time::Instant::now() + config.linger;
-        let mut next = Some(first);
-        while let Some(message) = next.take() {
-            match message {
-                Message::Event(event) => batch.push(event),
-                Message::Flush(done) => waiting.push(done),
+        take(first, &mut batch, &mut waiting);
+        loop {
+            while batch.len() < config.batch_size && waiting.is_empty() {
+                match receiver.try_recv() {
+                    Ok(message) => take(message, &mut batch, &mut waiting),
+                    Err(_) => break,
+                }
             }
-            if batch.len() >= config.batch_size || !waiting.is_empty() {
+            let due = batch.len() >= config.batch_size
+                || !waiting.is_empty()
+                || tokio::time::Instant::now() >= deadline;
+            if due {
                 break;
             }
-            next = tokio::time::timeout_at(deadline, receiver.recv())
-                .await
-                .ok()
-                .flatten();
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = wake.notified() => {}
+            }
         }
         write_batch(target.as_ref(), std::mem::take(&mut batch), &counters).await;
         for done in waiting.drain(..) {
@@ -423,6 +451,9 @@ impl EventSink for BatchingSink {
         for (permit, event) in permits.zip(events) {
             permit.send(Message::Event(event));
         }
+        if self.capacity - self.sender.capacity() >= self.batch_size {
+            self.wake.notify_one();
+        }
         Ok(())
     }
 
@@ -449,6 +480,7 @@ impl EventSink for BatchingSink {
             .send(Message::Flush(done))
             .await
             .map_err(|_| Error::Unavailable("the event writer stopped".into()))?;
+        self.wake.notify_one();
         written
             .await
             .map_err(|_| Error::Unavailable("the event writer stopped".into()))

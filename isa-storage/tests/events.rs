@@ -174,6 +174,56 @@ async fn a_full_channel_refuses_a_whole_call_at_once() {
     );
 }
 
+/// A store that keeps the size of each write.
+#[derive(Default)]
+struct Writes(std::sync::Mutex<Vec<usize>>);
+
+#[isa_core::async_trait]
+impl EventSink for Writes {
+    async fn record(&self, events: Vec<Event>) -> isa_core::Result<()> {
+        self.0.lock().unwrap().push(events.len());
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_are_written_in_batches_when_one_fills_or_a_flush_asks() {
+    let writes = Arc::new(Writes::default());
+    let sink = BatchingSink::spawn(
+        writes.clone(),
+        BatchingConfig {
+            batch_size: 4,
+            linger: Duration::from_secs(60),
+            ..BatchingConfig::default()
+        },
+    );
+    let event = || Event::now("batched", None, json!({}));
+    for _ in 0..4 {
+        sink.record(vec![event()]).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while writes.0.lock().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a full batch is written before its linger ends"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    sink.record(vec![event(), event()]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        *writes.0.lock().unwrap(),
+        [4],
+        "a batch not yet full lingers"
+    );
+    sink.flush().await.unwrap();
+    assert_eq!(
+        *writes.0.lock().unwrap(),
+        [4, 2],
+        "a flush writes what lingers, in one write"
+    );
+}
+
 #[tokio::test]
 async fn an_unknown_database_url_is_a_clear_error() {
     let error = Database::connect("mysql://nope").await.unwrap_err();
