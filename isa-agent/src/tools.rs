@@ -1,0 +1,128 @@
+//! Where an agent's tools come from: a [`ToolSource`], and [`McpTools`], the one that reaches
+//! an MCP server over Streamable HTTP with the caller's own credential.
+
+use std::sync::Arc;
+
+use isa_core::{Error, JsonObject, Result, ToolSpec, async_trait};
+use rmcp::{
+    RoleClient, ServiceExt,
+    model::{CallToolRequestParams, CallToolResult, ClientConfig},
+    service::RunningService,
+    transport::{
+        StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
+    },
+};
+use serde_json::{Value, json};
+
+/// The name of the MCP server's discovery tool.
+pub const DISCOVER_TOOLS: &str = "discover_tools";
+
+/// What a tool answered, as the model reads it back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolReply {
+    /// The result's text (structured results as JSON).
+    pub text: String,
+    /// Whether the tool reported a failure.
+    pub is_error: bool,
+}
+
+/// The tools an agent may use. Implementations act for one caller.
+#[async_trait]
+pub trait ToolSource: Send + Sync {
+    /// At most `limit` tools that fit `task`, best first.
+    async fn discover(&self, task: &str, limit: usize) -> Result<Vec<ToolSpec>>;
+
+    /// Calls the tool `name` with `arguments`. A failure of the tool itself is a reply with
+    /// `is_error`; `Err` means the source could not be asked.
+    async fn call(&self, name: &str, arguments: JsonObject) -> Result<ToolReply>;
+}
+
+/// An MCP server's tools, found with its `discover_tools` tool and called with `tools/call`,
+/// over one Streamable HTTP session that carries the caller's credential: per-user tools (files)
+/// act for that caller only.
+pub struct McpTools {
+    client: Arc<RunningService<RoleClient, ClientConfig>>,
+}
+
+impl McpTools {
+    /// Connects to the MCP endpoint `url` (such as `http://127.0.0.1:8081/mcp`) as the holder
+    /// of `credential` (a bearer token or API key, sent as `Authorization: Bearer`).
+    pub async fn connect(url: &str, credential: Option<&str>) -> Result<Self> {
+        let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_owned());
+        if let Some(credential) = credential {
+            config = config.auth_header(credential.to_owned());
+        }
+        let transport = StreamableHttpClientTransport::from_config(config);
+        let client = ClientConfig::default()
+            .serve(transport)
+            .await
+            .map_err(|e| Error::Unavailable(format!("MCP server {url}: {e}")))?;
+        Ok(McpTools {
+            client: Arc::new(client),
+        })
+    }
+
+    async fn call_tool(&self, name: &str, arguments: JsonObject) -> Result<CallToolResult> {
+        let params = CallToolRequestParams::new(name.to_owned()).with_arguments(arguments);
+        self.client
+            .peer()
+            .call_tool(params)
+            .await
+            .map_err(|e| Error::Unavailable(format!("MCP tools/call {name}: {e}")))
+    }
+}
+
+/// A result's text: its text items joined, or its structured content as JSON.
+fn reply_text(result: &CallToolResult) -> String {
+    let texts: Vec<&str> = result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.as_str()))
+        .collect();
+    if texts.is_empty() {
+        result
+            .structured_content
+            .as_ref()
+            .map(Value::to_string)
+            .unwrap_or_default()
+    } else {
+        texts.join("\n")
+    }
+}
+
+#[async_trait]
+impl ToolSource for McpTools {
+    async fn discover(&self, task: &str, limit: usize) -> Result<Vec<ToolSpec>> {
+        let arguments = match json!({"query": task, "top_k": limit}) {
+            Value::Object(arguments) => arguments,
+            _ => unreachable!("an object literal"),
+        };
+        let result = self.call_tool(DISCOVER_TOOLS, arguments).await?;
+        if result.is_error.unwrap_or(false) {
+            return Err(Error::Unavailable(format!(
+                "{DISCOVER_TOOLS} failed: {}",
+                reply_text(&result)
+            )));
+        }
+        let found = match &result.structured_content {
+            Some(structured) => structured.clone(),
+            None => serde_json::from_str(&reply_text(&result)).map_err(|e| {
+                Error::Unavailable(format!("{DISCOVER_TOOLS} answered no JSON: {e}"))
+            })?,
+        };
+        let tools = found["tools"].as_array().cloned().unwrap_or_default();
+        Ok(tools
+            .into_iter()
+            .filter_map(|tool| serde_json::from_value::<ToolSpec>(tool).ok())
+            .filter(|spec| spec.name != DISCOVER_TOOLS)
+            .collect())
+    }
+
+    async fn call(&self, name: &str, arguments: JsonObject) -> Result<ToolReply> {
+        let result = self.call_tool(name, arguments).await?;
+        Ok(ToolReply {
+            text: reply_text(&result),
+            is_error: result.is_error.unwrap_or(false),
+        })
+    }
+}
