@@ -255,7 +255,9 @@ pub struct BatchingConfig {
     pub capacity: usize,
     /// Events per write at most.
     pub batch_size: usize,
-    /// How long an event may wait for its batch to fill.
+    /// How long an event may wait for its batch to fill. Short by default (20 ms): every write
+    /// briefly takes a core, and at 1,000 requests/s the batches of a 200 ms linger (200 events)
+    /// paused enough requests to show in the model service's p99; batches of 20 do not.
     pub linger: Duration,
     /// How long [`EventSink::close`] waits for an unreachable store; then the events still
     /// waiting are logged instead of written, and counted as lost.
@@ -267,7 +269,7 @@ impl Default for BatchingConfig {
         BatchingConfig {
             capacity: 10_000,
             batch_size: 500,
-            linger: Duration::from_millis(200),
+            linger: Duration::from_millis(20),
             close_wait: Duration::from_secs(30),
         }
     }
