@@ -10,7 +10,7 @@ use isa_core::{
 };
 use serde_json::{Map, Value, json};
 
-use super::ChatWire;
+use super::{ChatWire, field, flag, string};
 
 /// A Messages request as read from the wire.
 pub struct MessagesCall {
@@ -18,17 +18,6 @@ pub struct MessagesCall {
     pub request: ChatRequest,
     /// `stream: true`.
     pub stream: bool,
-}
-
-fn field<'a>(body: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    body.get(name).filter(|v| !v.is_null())
-}
-
-fn string(value: &Value, path: &str) -> Result<String> {
-    value
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| Error::invalid(format!("{path} must be a string")))
 }
 
 fn unit_number(body: &Map<String, Value>, name: &str) -> Result<Option<f32>> {
@@ -101,12 +90,7 @@ pub fn messages_call(body: Value) -> Result<MessagesCall> {
             .collect::<Result<_>>()?,
         Some(_) => return Err(Error::invalid("stop_sequences must be an array of strings")),
     };
-    let stream = match field(&body, "stream") {
-        None => false,
-        Some(v) => v
-            .as_bool()
-            .ok_or_else(|| Error::invalid("stream must be true or false"))?,
-    };
+    let stream = flag(&body, "stream")?;
     Ok(MessagesCall {
         request: ChatRequest {
             model,

@@ -583,6 +583,29 @@ fn is_priced(route: &Route) -> bool {
         .any(|d| d.price() != Price::default())
 }
 
+/// A field of a request body; `None` when absent or null.
+fn field<'a>(body: &'a serde_json::Map<String, Value>, name: &str) -> Option<&'a Value> {
+    body.get(name).filter(|v| !v.is_null())
+}
+
+/// The string at `path` of a request body, or an error naming `path`.
+fn string(value: &Value, path: &str) -> Result<String, Error> {
+    value
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| Error::invalid(format!("{path} must be a string")))
+}
+
+/// A boolean field of a request body, false when absent.
+fn flag(body: &serde_json::Map<String, Value>, name: &str) -> Result<bool, Error> {
+    match field(body, name) {
+        None => Ok(false),
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| Error::invalid(format!("{name} must be true or false"))),
+    }
+}
+
 /// The request's `model`.
 fn required_model(body: &Value) -> Result<String, Error> {
     body["model"]

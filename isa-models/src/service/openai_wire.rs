@@ -9,6 +9,8 @@ use isa_core::{
 };
 use serde_json::{Map, Value, json};
 
+use super::{field, flag, string};
+
 /// A chat completion request as read from the wire.
 pub struct ChatCall {
     /// The neutral request (its `model` is the name the caller asked for).
@@ -17,17 +19,6 @@ pub struct ChatCall {
     pub stream: bool,
     /// `stream_options.include_usage`.
     pub include_usage: bool,
-}
-
-fn field<'a>(body: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    body.get(name).filter(|v| !v.is_null())
-}
-
-fn string(value: &Value, path: &str) -> Result<String> {
-    value
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| Error::invalid(format!("{path} must be a string")))
 }
 
 fn number(
@@ -108,12 +99,7 @@ pub fn chat_call(body: Value) -> Result<ChatCall> {
     let response_format = field(&body, "response_format")
         .map(response_format)
         .transpose()?;
-    let stream = match field(&body, "stream") {
-        None => false,
-        Some(v) => v
-            .as_bool()
-            .ok_or_else(|| Error::invalid("stream must be true or false"))?,
-    };
+    let stream = flag(&body, "stream")?;
     let include_usage = field(&body, "stream_options")
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
