@@ -264,7 +264,22 @@ async fn openai_chat(
             frames.extend([openai_chunk(json!({}), Some("tool_calls")), usage, done]);
             sse(frames)
         }
-        "parallel" => {
+        // An agent's model: asks for the weather and the time at once, and answers once the
+        // conversation holds tool results.
+        "agent"
+            if body["messages"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["role"] == "tool")) =>
+        {
+            sse(vec![
+                role,
+                text("Sunny in Paris; 09:00 in Tokyo."),
+                openai_chunk(json!({}), Some("stop")),
+                usage,
+                done,
+            ])
+        }
+        "parallel" | "agent" => {
             // Pieces of the two calls interleaved: only `index` says which call a piece is for.
             let (start_w, rest_w) = openai_call_frames(0, "call_w", "get_weather", &weather_args());
             let (start_t, rest_t) = openai_call_frames(1, "call_t", "get_time", &time_args());

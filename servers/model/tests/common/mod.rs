@@ -67,6 +67,11 @@ kind = "chat"
 deployments = [{{ provider = "openai", model = "parallel", price = {{ input_per_million = 1.0, output_per_million = 2.0 }} }}]
 
 [[models]]
+name = "agent"
+kind = "chat"
+deployments = [{{ provider = "openai", model = "agent", price = {{ input_per_million = 1.0, output_per_million = 2.0 }} }}]
+
+[[models]]
 name = "free"
 kind = "chat"
 deployments = [{{ provider = "openai", model = "tool" }}]
