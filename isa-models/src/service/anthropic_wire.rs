@@ -334,24 +334,11 @@ impl Answer {
 
 impl ChatWire for Answer {
     fn whole(&self, events: &[ChatEvent], counted: Usage, billing: Value) -> Value {
-        let mut text = String::new();
-        let mut calls: Vec<(String, String, String)> = Vec::new();
-        let mut stop = FinishReason::Stop;
-        for event in events {
-            match event {
-                ChatEvent::TextDelta { text: t } => text.push_str(t),
-                ChatEvent::ToolCallStart { id, name, .. } => {
-                    calls.push((id.clone(), name.clone(), String::new()))
-                }
-                ChatEvent::ToolCallDelta { index, arguments } => {
-                    if let Some(call) = calls.get_mut(*index as usize) {
-                        call.2.push_str(arguments);
-                    }
-                }
-                ChatEvent::Finish { reason } => stop = reason.clone(),
-                ChatEvent::Usage { .. } => {}
-            }
-        }
+        let super::Gathered {
+            text,
+            calls,
+            finish: stop,
+        } = super::gather(events);
         let mut content = Vec::new();
         if !text.is_empty() || calls.is_empty() {
             content.push(json!({"type": "text", "text": text}));

@@ -351,6 +351,40 @@ async fn answer_chat(
     Ok(response)
 }
 
+/// A whole answer gathered from its events, for the front doors that answer at once.
+struct Gathered {
+    text: String,
+    /// Tool calls in the order they started: id, name, argument text.
+    calls: Vec<(String, String, String)>,
+    finish: isa_core::FinishReason,
+}
+
+fn gather(events: &[ChatEvent]) -> Gathered {
+    let mut gathered = Gathered {
+        text: String::new(),
+        calls: Vec::new(),
+        finish: isa_core::FinishReason::Stop,
+    };
+    for event in events {
+        match event {
+            ChatEvent::TextDelta { text } => gathered.text.push_str(text),
+            ChatEvent::ToolCallStart { id, name, .. } => {
+                gathered
+                    .calls
+                    .push((id.clone(), name.clone(), String::new()))
+            }
+            ChatEvent::ToolCallDelta { index, arguments } => {
+                if let Some(call) = gathered.calls.get_mut(*index as usize) {
+                    call.2.push_str(arguments);
+                }
+            }
+            ChatEvent::Finish { reason } => gathered.finish = reason.clone(),
+            ChatEvent::Usage { .. } => {}
+        }
+    }
+    gathered
+}
+
 /// The id of a completion: the request id, kept to characters ids usually have.
 fn request_id_token(request_id: &str) -> String {
     request_id

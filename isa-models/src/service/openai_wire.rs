@@ -387,24 +387,12 @@ pub fn completion(
     counted: Usage,
     billing: Value,
 ) -> Value {
-    let mut text = String::new();
-    let mut calls: Vec<(String, String, String)> = Vec::new();
-    let mut finish = "stop".to_owned();
-    for event in events {
-        match event {
-            ChatEvent::TextDelta { text: t } => text.push_str(t),
-            ChatEvent::ToolCallStart { id, name, .. } => {
-                calls.push((id.clone(), name.clone(), String::new()))
-            }
-            ChatEvent::ToolCallDelta { index, arguments } => {
-                if let Some(call) = calls.get_mut(*index as usize) {
-                    call.2.push_str(arguments);
-                }
-            }
-            ChatEvent::Finish { reason } => finish = finish_reason(reason).to_owned(),
-            ChatEvent::Usage { .. } => {}
-        }
-    }
+    let super::Gathered {
+        text,
+        calls,
+        finish,
+    } = super::gather(events);
+    let finish = finish_reason(&finish);
     let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }, "refusal": null});
     if !calls.is_empty() {
         message["tool_calls"] = calls
