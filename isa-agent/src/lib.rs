@@ -17,6 +17,8 @@
 //! it stops the run where it is: the model's stream and the tool calls in flight are dropped
 //! with it.
 
+#[cfg(feature = "service")]
+pub mod service;
 pub mod tools;
 
 use std::{
@@ -135,6 +137,9 @@ pub struct RunSummary {
     pub tool_calls: u32,
     /// Tokens the model reported.
     pub usage: Usage,
+    /// Credits the model service reported charging for the model calls (0 from providers that
+    /// do not charge).
+    pub model_credits: u64,
 }
 
 impl Agent {
@@ -168,6 +173,27 @@ impl Agent {
     /// Starts a run over `conversation` (the session so far, ending with the user's message)
     /// with the tools of `tools`. Needs a Tokio runtime.
     pub fn run(&self, conversation: Vec<ChatMessage>, tools: Arc<dyn ToolSource>) -> AgentRun {
+        self.start(None, conversation, tools)
+    }
+
+    /// [`Agent::run`] under the request id `request_id`: model turn N is sent as request
+    /// `{request_id}:model:{N}`, so a model service that charges an id once does not charge
+    /// a run sent again.
+    pub fn run_with_id(
+        &self,
+        request_id: &str,
+        conversation: Vec<ChatMessage>,
+        tools: Arc<dyn ToolSource>,
+    ) -> AgentRun {
+        self.start(Some(request_id.to_owned()), conversation, tools)
+    }
+
+    fn start(
+        &self,
+        request_id: Option<String>,
+        conversation: Vec<ChatMessage>,
+        tools: Arc<dyn ToolSource>,
+    ) -> AgentRun {
         // Room for a turn's worth of events; a slow reader slows the run, never grows memory.
         let (sender, events) = mpsc::channel(64);
         let agent = self.clone();
@@ -176,6 +202,7 @@ impl Agent {
                 agent: &agent,
                 tools,
                 sender: &sender,
+                request_id,
                 summary: RunSummary::default(),
             };
             let deadline = agent.limits.run_deadline;
@@ -219,6 +246,7 @@ struct Run<'a> {
     agent: &'a Agent,
     tools: Arc<dyn ToolSource>,
     sender: &'a mpsc::Sender<AgentEvent>,
+    request_id: Option<String>,
     summary: RunSummary,
 }
 
@@ -299,6 +327,10 @@ impl Run<'_> {
             model: self.agent.model_name.clone(),
             messages: messages.to_vec(),
             tools: offered.to_vec(),
+            request_id: self
+                .request_id
+                .as_ref()
+                .map(|id| format!("{id}:model:{}", self.summary.model_calls + 1)),
             ..ChatRequest::default()
         };
         self.summary.model_calls += 1;
@@ -323,6 +355,7 @@ impl Run<'_> {
                     self.summary.usage.input_tokens += usage.input_tokens;
                     self.summary.usage.output_tokens += usage.output_tokens;
                 }
+                ChatEvent::Charged { credits } => self.summary.model_credits += credits,
                 ChatEvent::Finish { .. } => {}
             }
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use isa_core::{Error, JsonObject, Result, ToolSpec, async_trait};
 use rmcp::{
     RoleClient, ServiceExt,
-    model::{CallToolRequestParams, CallToolResult, ClientConfig},
+    model::{CallToolRequestParams, CallToolResult, ClientConfig, GetPromptRequestParams},
     service::RunningService,
     transport::{
         StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
@@ -60,6 +60,41 @@ impl McpTools {
         Ok(McpTools {
             client: Arc::new(client),
         })
+    }
+
+    /// How many tools the server lists to this caller.
+    pub async fn count_tools(&self) -> Result<usize> {
+        let tools = self
+            .client
+            .peer()
+            .list_all_tools()
+            .await
+            .map_err(|e| Error::Unavailable(format!("MCP tools/list: {e}")))?;
+        Ok(tools.len())
+    }
+
+    /// The text of the server's prompt `name` filled with `arguments`: its messages' text,
+    /// one paragraph each. A prompt the server does not have, or arguments it refuses, are
+    /// invalid input.
+    pub async fn prompt(&self, name: &str, arguments: JsonObject) -> Result<String> {
+        let params = GetPromptRequestParams::new(name).with_arguments(arguments);
+        let prompt = self
+            .client
+            .peer()
+            .get_prompt(params)
+            .await
+            .map_err(|e| match e {
+                rmcp::ServiceError::McpError(e) => {
+                    Error::invalid(format!("prompt {name:?}: {}", e.message))
+                }
+                other => Error::Unavailable(format!("MCP prompts/get {name}: {other}")),
+            })?;
+        let texts: Vec<&str> = prompt
+            .messages
+            .iter()
+            .filter_map(|m| m.content.as_text().map(|t| t.text.as_str()))
+            .collect();
+        Ok(texts.join("\n\n"))
     }
 
     async fn call_tool(&self, name: &str, arguments: JsonObject) -> Result<CallToolResult> {

@@ -40,6 +40,7 @@ mod model;
 mod prompt;
 mod resource;
 mod selection;
+mod session;
 mod tool;
 
 pub use account::*;
@@ -56,4 +57,5 @@ pub use model::*;
 pub use prompt::*;
 pub use resource::*;
 pub use selection::*;
+pub use session::*;
 pub use tool::*;

@@ -130,6 +130,10 @@ pub struct ChatRequest {
     /// The answer's shape: JSON, or JSON following a schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_format: Option<ResponseFormat>,
+    /// The caller's id for this request, sent as `x-request-id` by providers that take one: an
+    /// isa model service charges an id at most once, so a request sent again is not paid twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// Whether the model may, must or must not call tools.
@@ -222,6 +226,12 @@ pub enum ChatEvent {
         /// The counts.
         usage: Usage,
     },
+    /// The credits the serving isa model service charged for this answer (its `billing`
+    /// extension of the OpenAI format); no other provider sends it.
+    Charged {
+        /// Credits taken from the caller's balance.
+        credits: u64,
+    },
     /// The last event of a successful stream.
     Finish {
         /// Why it stopped.
@@ -274,6 +284,7 @@ impl ChatResponse {
                 }
                 ChatEvent::Usage { usage: u } => usage = Some(u),
                 ChatEvent::Finish { reason } => finish_reason = Some(reason),
+                ChatEvent::Charged { .. } => {}
             }
         }
         let finish_reason = finish_reason.ok_or_else(|| Error::Upstream {

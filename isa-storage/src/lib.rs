@@ -9,7 +9,7 @@
 //!   ([`users`]), the [`KeyStore`](isa_auth::KeyStore) of API keys ([`keys`]), the
 //!   [`FileIndex`](isa_core::FileIndex) of users' files ([`file_index`]) and the
 //!   [`EventStore`](isa_core::EventStore) and [`EventSink`](isa_core::EventSink) of events
-//!   ([`events`]);
+//!   ([`events`]) and the agent's [`SessionStore`](isa_core::SessionStore) ([`sessions`]);
 //! - [`events`]: besides, event sinks that batch through a bounded channel, and the log;
 //! - with feature `http`, module `presigned`: the router serving a local store's presigned
 //!   URLs.
@@ -25,6 +25,7 @@ pub mod files;
 pub mod keys;
 #[cfg(feature = "http")]
 pub mod presigned;
+pub mod sessions;
 mod sigv4;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -83,7 +83,7 @@ impl TokenCounter {
                 self.output_chars += arguments.chars().count() as u64
             }
             ChatEvent::Usage { usage } => self.reported = Some(*usage),
-            ChatEvent::Finish { .. } => {}
+            ChatEvent::Finish { .. } | ChatEvent::Charged { .. } => {}
         }
     }
 

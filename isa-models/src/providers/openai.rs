@@ -55,6 +55,15 @@ impl OpenAi {
         Ok(provider)
     }
 
+    /// The same provider, sharing its connections, authenticating with `api_key` instead: how
+    /// a service calls another on behalf of each of its callers.
+    pub fn with_api_key(&self, api_key: Option<String>) -> Self {
+        OpenAi {
+            api_key,
+            ..self.clone()
+        }
+    }
+
     fn post(&self, path: &str) -> reqwest::RequestBuilder {
         let request = self.endpoint.client.post(self.endpoint.url(path));
         match &self.api_key {
@@ -189,6 +198,8 @@ struct ChunkReader {
     calls: HashMap<u64, u32>,
     finish: Option<FinishReason>,
     usage: Option<Usage>,
+    /// Credits an isa model service reported charging (`billing.credits`).
+    charged: Option<u64>,
 }
 
 impl StreamDecoder for ChunkReader {
@@ -216,6 +227,9 @@ impl StreamDecoder for ChunkReader {
                 input_tokens: usage["prompt_tokens"].as_u64().unwrap_or(0),
                 output_tokens: usage["completion_tokens"].as_u64().unwrap_or(0),
             });
+        }
+        if let Some(credits) = chunk["billing"]["credits"].as_u64() {
+            self.charged = Some(credits);
         }
         let Some(choice) = chunk["choices"].as_array().and_then(|c| c.first()) else {
             return Ok(());
@@ -275,6 +289,9 @@ impl StreamDecoder for ChunkReader {
         if let Some(usage) = self.usage.take() {
             out.push(ChatEvent::Usage { usage });
         }
+        if let Some(credits) = self.charged.take() {
+            out.push(ChatEvent::Charged { credits });
+        }
         out.push(ChatEvent::Finish { reason });
         Ok(())
     }
@@ -297,10 +314,11 @@ impl ModelProvider for OpenAi {
 
     async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream> {
         let body = self.chat_body(&request);
-        let response = self
-            .endpoint
-            .send(self.post("/chat/completions").json(&body))
-            .await?;
+        let mut post = self.post("/chat/completions").json(&body);
+        if let Some(id) = &request.request_id {
+            post = post.header("x-request-id", id);
+        }
+        let response = self.endpoint.send(post).await?;
         Ok(decode_sse(
             self.endpoint.clone(),
             response,

@@ -102,6 +102,7 @@ pub fn messages_call(body: Value) -> Result<MessagesCall> {
             max_tokens: Some(max_tokens),
             stop,
             response_format: None,
+            request_id: None,
         },
         stream,
     })
@@ -397,7 +398,7 @@ impl ChatWire for Answer {
                 ));
             }
             ChatEvent::Finish { reason } => self.stop = reason.clone(),
-            ChatEvent::Usage { .. } => {}
+            ChatEvent::Usage { .. } | ChatEvent::Charged { .. } => {}
         }
         (!out.is_empty()).then(|| Bytes::from(out))
     }

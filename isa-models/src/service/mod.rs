@@ -379,7 +379,7 @@ fn gather(events: &[ChatEvent]) -> Gathered {
                 }
             }
             ChatEvent::Finish { reason } => gathered.finish = reason.clone(),
-            ChatEvent::Usage { .. } => {}
+            ChatEvent::Usage { .. } | ChatEvent::Charged { .. } => {}
         }
     }
     gathered

@@ -115,6 +115,7 @@ pub fn chat_call(body: Value) -> Result<ChatCall> {
             max_tokens,
             stop,
             response_format,
+            request_id: None,
         },
         stream,
         include_usage,
@@ -367,7 +368,7 @@ impl ChunkWriter {
                 None,
             )),
             ChatEvent::Finish { reason } => Some(self.chunk(json!({}), Some(finish_reason(reason)))),
-            ChatEvent::Usage { .. } => None,
+            ChatEvent::Usage { .. } | ChatEvent::Charged { .. } => None,
         }
     }
 

@@ -44,6 +44,9 @@ pub const KEY: &str = "test-provider-key";
 pub const LONG_TEXT_BYTES: usize = 150 * 1024;
 
 /// The arguments of the scripted calls.
+/// "hello from the agent\n", base64-encoded: the note the `files-agent` script saves.
+pub const NOTE_BASE64: &str = "aGVsbG8gZnJvbSB0aGUgYWdlbnQK";
+
 pub fn weather_args() -> Value {
     json!({"city": "Paris", "days": 3})
 }
@@ -336,6 +339,96 @@ async fn openai_chat(
             vec![role],
             Tail::Endless(mock.cancelled.clone(), text("la ")),
         ),
+        // An agent's model over isa's file tools: saves a note with a tool it was offered, then
+        // lists the files and asks for the note's URL at once, then answers from the listing.
+        "files-agent" => {
+            let messages = body["messages"].as_array().cloned().unwrap_or_default();
+            let offered: Vec<&str> = body["tools"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t["function"]["name"].as_str())
+                .collect();
+            let result_of = |call: &str| {
+                messages
+                    .iter()
+                    .find(|m| m["role"] == "tool" && m["tool_call_id"] == call)
+                    .and_then(|m| serde_json::from_str::<Value>(m["content"].as_str()?).ok())
+            };
+            let mut frames = vec![role];
+            match (result_of("call_u"), result_of("call_l")) {
+                (None, _) => {
+                    if !offered.contains(&"file_upload") {
+                        return error(
+                            400,
+                            json!({"error": {"message": format!("file_upload was not offered: {offered:?}")}}),
+                        );
+                    }
+                    let args = json!({"name": "notes.txt", "content_base64": NOTE_BASE64, "content_type": "text/plain"});
+                    let (start, rest) = openai_call_frames(0, "call_u", "file_upload", &args);
+                    frames.extend([text("Saving your note."), start]);
+                    frames.extend(rest);
+                    frames.push(openai_chunk(json!({}), Some("tool_calls")));
+                }
+                (Some(saved), None) => {
+                    let id = saved["id"].as_str().unwrap_or_default();
+                    let (start_l, rest_l) =
+                        openai_call_frames(0, "call_l", "file_list", &json!({}));
+                    let (start_d, rest_d) = openai_call_frames(
+                        1,
+                        "call_d",
+                        "file_download_url",
+                        &json!({"file_id": id}),
+                    );
+                    frames.extend([start_l, start_d]);
+                    frames.extend(rest_l);
+                    frames.extend(rest_d);
+                    frames.push(openai_chunk(json!({}), Some("tool_calls")));
+                }
+                (Some(_), Some(listed)) => {
+                    let names: Vec<&str> = listed["files"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|f| f["name"].as_str())
+                        .collect();
+                    frames.push(text(&format!("Saved. Your files: {}.", names.join(", "))));
+                    frames.push(openai_chunk(json!({}), Some("stop")));
+                }
+            }
+            frames.extend([usage, done]);
+            sse(frames)
+        }
+        // A model asking for a file that is not there and a tool that is not offered, at once,
+        // then answering with what the tools said.
+        "bad-calls" => {
+            let messages = body["messages"].as_array().cloned().unwrap_or_default();
+            let results: Vec<&str> = messages
+                .iter()
+                .filter(|m| m["role"] == "tool")
+                .filter_map(|m| m["content"].as_str())
+                .collect();
+            let mut frames = vec![role];
+            if results.is_empty() {
+                let (start_d, rest_d) = openai_call_frames(
+                    0,
+                    "call_d",
+                    "file_download_url",
+                    &json!({"file_id": "no-such-file"}),
+                );
+                let (start_w, rest_w) =
+                    openai_call_frames(1, "call_w", "get_weather", &weather_args());
+                frames.extend([start_d, start_w]);
+                frames.extend(rest_d);
+                frames.extend(rest_w);
+                frames.push(openai_chunk(json!({}), Some("tool_calls")));
+            } else {
+                frames.push(text(&format!("The tools said: {}", results.join(" | "))));
+                frames.push(openai_chunk(json!({}), Some("stop")));
+            }
+            frames.extend([usage, done]);
+            sse(frames)
+        }
         _ => sse(vec![
             role,
             text("Hello"),

@@ -9,6 +9,7 @@
 //! | [`FileIndex`](isa_core::FileIndex) | [`files_are_indexed_per_user_and_status`], [`file_listings_filter_and_page`], [`abandoned_uploads_are_found_and_can_no_longer_be_completed`] |
 //! | [`EventStore`](isa_core::EventStore) | [`events_are_stored_once_and_queried_by_user_kind_time_and_page`] |
 //! | [`FileStore`](isa_core::FileStore) | [`file_store_conforms`] |
+//! | [`SessionStore`](isa_core::SessionStore) | [`sessions_keep_their_messages_and_belong_to_their_user`] |
 //!
 //! Each check panics, naming the backend, when the behaviour is missing. Users get fresh ids,
 //! so the checks can run against a database that outlives them.
@@ -20,12 +21,14 @@ mod events;
 mod file_index;
 mod file_store;
 mod keys;
+mod sessions;
 
 pub use accounts::*;
 pub use events::*;
 pub use file_index::*;
 pub use file_store::*;
 pub use keys::*;
+pub use sessions::*;
 
 use isa_core::UserId;
 

@@ -72,6 +72,21 @@ kind = "chat"
 deployments = [{{ provider = "openai", model = "agent", price = {{ input_per_million = 1.0, output_per_million = 2.0 }} }}]
 
 [[models]]
+name = "files-agent"
+kind = "chat"
+deployments = [{{ provider = "openai", model = "files-agent", price = {{ input_per_million = 1.0, output_per_million = 2.0 }} }}]
+
+[[models]]
+name = "bad-calls"
+kind = "chat"
+deployments = [{{ provider = "openai", model = "bad-calls", price = {{ input_per_million = 1.0, output_per_million = 2.0 }} }}]
+
+[[models]]
+name = "endless"
+kind = "chat"
+deployments = [{{ provider = "openai", model = "endless" }}]
+
+[[models]]
 name = "free"
 kind = "chat"
 deployments = [{{ provider = "openai", model = "tool" }}]

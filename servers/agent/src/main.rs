@@ -1,0 +1,38 @@
+//! `isa-agent`: the agent service.
+
+use clap::Parser;
+use isa_agent_server::{App, Settings};
+use tokio_util::sync::CancellationToken;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "isa-agent",
+    version,
+    about = "The isa agent service: chat runs that discover and call MCP tools through the model service"
+)]
+struct Cli {
+    #[command(flatten)]
+    settings: Settings,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ISA_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let app = App::build(Cli::parse().settings).await?;
+    let stop = CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        isa_agent_server::shutdown_signal().await;
+        on_signal.cancel();
+    });
+    app.serve(stop).await
+}
