@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use isa_core::{Error, JsonObject, Result, ToolSpec, async_trait};
+use isa_core::{ACT_FOR_HEADER, Error, JsonObject, Result, ToolSpec, UserId, async_trait};
+use reqwest::header::{HeaderName, HeaderValue};
 use rmcp::{
     RoleClient, ServiceExt,
     model::{CallToolRequestParams, CallToolResult, ClientConfig, GetPromptRequestParams},
@@ -48,9 +49,28 @@ impl McpTools {
     /// Connects to the MCP endpoint `url` (such as `http://127.0.0.1:8081/mcp`) as the holder
     /// of `credential` (a bearer token or API key, sent as `Authorization: Bearer`).
     pub async fn connect(url: &str, credential: Option<&str>) -> Result<Self> {
+        McpTools::connect_as(url, credential, None).await
+    }
+
+    /// [`McpTools::connect`] with an administrator's `credential`, acting as `user`
+    /// ([`ACT_FOR_HEADER`]) when given: per-user tools then act for that user.
+    pub async fn connect_as(
+        url: &str,
+        credential: Option<&str>,
+        user: Option<&UserId>,
+    ) -> Result<Self> {
         let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_owned());
         if let Some(credential) = credential {
             config = config.auth_header(credential.to_owned());
+        }
+        if let Some(user) = user {
+            let value = HeaderValue::from_str(user.as_str())
+                .map_err(|_| Error::invalid("a user id that is not a header value"))?;
+            config = config.custom_headers(
+                [(HeaderName::from_static(ACT_FOR_HEADER), value)]
+                    .into_iter()
+                    .collect(),
+            );
         }
         let transport = StreamableHttpClientTransport::from_config(config);
         let client = ClientConfig::default()

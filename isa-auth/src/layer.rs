@@ -11,7 +11,7 @@ use axum::{
 };
 use std::sync::Arc;
 
-use isa_core::{Error, Event, EventSink, Identity, http::ApiError};
+use isa_core::{ACT_FOR_HEADER, Error, Event, EventSink, Identity, UserId, http::ApiError};
 use serde_json::json;
 
 use crate::{ApiKeys, JwtVerifier, apikey::is_api_key};
@@ -86,7 +86,7 @@ impl Authenticator {
             })
             .transpose()?;
         let api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
-        match (bearer, api_key) {
+        let identity = match (bearer, api_key) {
             (Some(token), _) if is_api_key(token) => self.verify_key(token).await,
             (Some(token), _) => match &self.jwt {
                 Some(jwt) => jwt.verify(token).await,
@@ -94,7 +94,21 @@ impl Authenticator {
             },
             (None, Some(key)) => self.verify_key(key).await,
             (None, None) => Err(Error::Unauthenticated),
+        }?;
+        let Some(named) = headers.get(ACT_FOR_HEADER) else {
+            return Ok(identity);
+        };
+        let user = named
+            .to_str()
+            .map_err(|_| Error::invalid(format!("{ACT_FOR_HEADER} must be a user id")))
+            .and_then(|u| UserId::new(u.to_owned()))?;
+        let acting = identity.acting_for(user)?;
+        if let Some(events) = &self.events {
+            let payload = json!({"by": identity.user_id});
+            let event = Event::now("auth.acted_for", Some(acting.user_id.clone()), payload);
+            events.emit(event).await;
         }
+        Ok(acting)
     }
 
     async fn verify_key(&self, key: &str) -> Result<Identity, Error> {

@@ -8,6 +8,11 @@ use crate::{Error, Result, UserId};
 /// tool.
 pub const ADMIN_SCOPE: &str = "admin";
 
+/// The header with which an administrator's request acts as another user: a service calling
+/// another for one of its users (the agent for an event's user) names the user here, and the
+/// callee serves the request as that user, with none of the administrator's scopes.
+pub const ACT_FOR_HEADER: &str = "x-act-for-user";
+
 /// How an [`Identity`] was established.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -89,6 +94,24 @@ impl Identity {
         } else {
             Err(Error::Forbidden(format!("the scope {scope:?} is required")))
         }
+    }
+
+    /// The identity with which an administrator acts as `user` ([`ACT_FOR_HEADER`]): that user,
+    /// holding no scope; refused for anyone but an administrator.
+    pub fn acting_for(&self, user: UserId) -> Result<Identity> {
+        if !self.is_admin() {
+            return Err(Error::Forbidden(format!(
+                "{} may not act as another user",
+                self.user_id
+            )));
+        }
+        Ok(Identity {
+            user_id: user,
+            email: None,
+            scopes: Vec::new(),
+            organization: self.organization.clone(),
+            method: self.method,
+        })
     }
 
     /// `Ok` if the identity may act on `user`'s data: it is that user, or an administrator.

@@ -70,8 +70,10 @@ pub struct AgentProfile {
 }
 
 /// Gives the model provider that acts for a caller holding a credential (such as the model
-/// service reached with that credential).
-pub type ModelForCaller = Arc<dyn Fn(&str) -> Arc<dyn ModelProvider> + Send + Sync>;
+/// service reached with that credential), and, for an administrator acting as another user,
+/// as that user ([`ACT_FOR_HEADER`](isa_core::ACT_FOR_HEADER)).
+pub type ModelForCaller =
+    Arc<dyn Fn(&str, Option<&UserId>) -> Result<Arc<dyn ModelProvider>> + Send + Sync>;
 
 /// Everything the service is built from.
 #[derive(Clone)]
@@ -267,6 +269,23 @@ async fn chat(
         }
         .into());
     }
+
+    // An administrator running a chat for another user acts as that user everywhere, so the
+    // user's files are used and the user is charged.
+    let acting_as = (user != identity.user_id).then_some(&user);
+    let tools = McpTools::connect_as(&c.mcp_url, Some(&credential), acting_as)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "the MCP server could not be reached for a run");
+            Error::Unavailable("the MCP server cannot be reached".into())
+        })?;
+    let prompt = match &body.prompt_name {
+        Some(name) => {
+            let arguments: JsonObject = body.prompt_args.clone().unwrap_or_default();
+            Some(tools.prompt(name, arguments).await?)
+        }
+        None => None,
+    };
     c.sessions.open(&user, &session_id, &message).await?;
     let (_, stored) = c.sessions.session(&user, &session_id).await?;
     let budget = c
@@ -275,19 +294,8 @@ async fn chat(
         .saturating_sub(message.chars().count());
     let earlier =
         history::recent_exchanges(stored.into_iter().map(|m| m.message).collect(), budget);
-
-    let tools = McpTools::connect(&c.mcp_url, Some(&credential))
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "the MCP server could not be reached for a run");
-            Error::Unavailable("the MCP server cannot be reached".into())
-        })?;
     let mut conversation = Vec::with_capacity(earlier.len() + 2);
-    if let Some(name) = &body.prompt_name {
-        let arguments: JsonObject = body.prompt_args.clone().unwrap_or_default();
-        let prompt = tools.prompt(name, arguments).await?;
-        conversation.push(ChatMessage::text(Role::System, prompt));
-    }
+    conversation.extend(prompt.map(|p| ChatMessage::text(Role::System, p)));
     conversation.extend(earlier);
     let question = ChatMessage::text(Role::User, message);
     conversation.push(question.clone());
@@ -302,8 +310,11 @@ async fn chat(
     } else {
         uuid::Uuid::now_v7().to_string()
     };
-    let mut agent = Agent::new((c.model_for)(&credential), c.profile.model.clone())
-        .with_limits(c.profile.limits);
+    let mut agent = Agent::new(
+        (c.model_for)(&credential, acting_as)?,
+        c.profile.model.clone(),
+    )
+    .with_limits(c.profile.limits);
     if let Some(prompt) = &c.profile.system_prompt {
         agent = agent.with_system_prompt(prompt.clone());
     }
@@ -330,6 +341,7 @@ async fn chat(
         run_id,
         _permit: permit,
         started: Instant::now(),
+        started_at: isa_core::now_to_the_microsecond(),
     };
     tokio::spawn(driven.drive(run, wire, frames));
     let stream =
@@ -354,6 +366,9 @@ struct Driven {
     /// Held while the run lasts: the run counts against the service's capacity.
     _permit: OwnedSemaphorePermit,
     started: Instant,
+    /// When the run began: a model call charged before then was charged for an earlier run
+    /// under the same request id, which this one repeats.
+    started_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl Driven {
@@ -472,9 +487,11 @@ impl Driven {
         }
     }
 
-    /// What the run cost. The model service charges a streamed answer just after its end, so
-    /// a model call's credits it reported but the ledger does not hold yet are taken from the
-    /// balance read here.
+    /// What the run cost. The model service reports a call's credits whether or not its request
+    /// id was charged before; those charged before this run began (a run sent again under the
+    /// same request id) are not counted. It charges a streamed answer just after its end, so
+    /// credits it reported that the ledger does not hold yet are taken from the balance read
+    /// here.
     async fn billing(
         &self,
         summary: &RunSummary,
@@ -484,17 +501,21 @@ impl Driven {
         let c = &self.components;
         let model_credits = summary.model_credits as i64;
         let model_prefix = format!("{}:model:", self.run_id);
-        let (balance, recorded) = match c.ledger.history(&self.user, None, 100).await {
-            Ok(recent) => (
-                recent.first().map(|t| t.balance_after),
-                recent
-                    .iter()
-                    .filter(|t| t.request_id.starts_with(&model_prefix))
-                    .map(|t| -t.amount)
-                    .sum::<i64>(),
-            ),
-            Err(_) => (None, 0),
-        };
+        let (mut balance, mut recorded, mut repeated) = (None, 0, 0);
+        if let Ok(recent) = c.ledger.history(&self.user, None, 100).await {
+            balance = recent.first().map(|t| t.balance_after);
+            for t in recent
+                .iter()
+                .filter(|t| t.request_id.starts_with(&model_prefix))
+            {
+                if t.created_at < self.started_at {
+                    repeated -= t.amount;
+                } else {
+                    recorded -= t.amount;
+                }
+            }
+        }
+        let model_credits = (model_credits - repeated).max(0);
         let balance = match balance {
             Some(balance) => balance,
             None => c

@@ -25,6 +25,8 @@ pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 pub struct OpenAi {
     endpoint: Endpoint,
     api_key: Option<String>,
+    /// Headers sent with every request besides the key.
+    headers: reqwest::header::HeaderMap,
     /// OpenAI itself takes `max_completion_tokens`; compatible servers know `max_tokens`.
     native: bool,
     capabilities: Capabilities,
@@ -36,6 +38,7 @@ impl OpenAi {
         Ok(OpenAi {
             endpoint: Endpoint::new(name, base_url)?,
             api_key,
+            headers: reqwest::header::HeaderMap::new(),
             native: true,
             capabilities: Capabilities {
                 chat: true,
@@ -64,8 +67,22 @@ impl OpenAi {
         }
     }
 
+    /// The same provider sending the header `name: value` with every request.
+    pub fn with_header(mut self, name: &str, value: &str) -> Result<Self> {
+        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| Error::Config(format!("header name {name:?}: {e}")))?;
+        let value = reqwest::header::HeaderValue::from_str(value)
+            .map_err(|e| Error::Config(format!("header value for {name}: {e}")))?;
+        self.headers.insert(name, value);
+        Ok(self)
+    }
+
     fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        let request = self.endpoint.client.post(self.endpoint.url(path));
+        let request = self
+            .endpoint
+            .client
+            .post(self.endpoint.url(path))
+            .headers(self.headers.clone());
         match &self.api_key {
             Some(key) => request.bearer_auth(key),
             None => request,

@@ -12,7 +12,7 @@ use isa_agent::{
 };
 use isa_auth::{ApiKeys, Authenticator, IssuerSettings};
 use isa_core::{
-    Error, EventSink, HealthCheck, ModelProvider, Result,
+    ACT_FOR_HEADER, Error, EventSink, HealthCheck, ModelProvider, Result, UserId,
     http::{Health, listen, serve},
 };
 use isa_models::providers::OpenAi;
@@ -193,9 +193,12 @@ impl App {
         .with_events(events.clone());
 
         let model_service = OpenAi::compatible("model service", &settings.model_url, None)?;
-        let model_for: ModelForCaller = Arc::new(move |credential: &str| {
-            Arc::new(model_service.with_api_key(Some(credential.to_owned())))
-                as Arc<dyn ModelProvider>
+        let model_for: ModelForCaller = Arc::new(move |credential: &str, user: Option<&UserId>| {
+            let mut provider = model_service.with_api_key(Some(credential.to_owned()));
+            if let Some(user) = user {
+                provider = provider.with_header(ACT_FOR_HEADER, user.as_str())?;
+            }
+            Ok(Arc::new(provider) as Arc<dyn ModelProvider>)
         });
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))

@@ -582,3 +582,171 @@ fn ai_sdk_module() -> Option<String> {
     }
     Some(module)
 }
+
+/// An MCP server (isa's, in this process) with one prompt and no tools; its `/mcp` URL.
+async fn mcp_with_a_prompt() -> String {
+    use isa_core::{
+        PromptMessage, PromptSpec,
+        mcp::{McpConfig, McpServer},
+        prompt_fn,
+    };
+    let server = McpServer::builder(McpConfig::default())
+        .selector(std::sync::Arc::new(
+            isa_tools::select::LocalSelector::lexical(),
+        ))
+        .build();
+    server
+        .add_prompt(prompt_fn(
+            PromptSpec::new("reviewer", "Review a text").with_argument(
+                "tone",
+                "How to speak",
+                true,
+            ),
+            |args, _| async move {
+                let tone = args
+                    .get("tone")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                Ok(vec![PromptMessage::user(format!(
+                    "You review texts in a {tone} tone."
+                ))])
+            },
+        ))
+        .await
+        .unwrap();
+    format!("{}/mcp", common::mock::serve(server.router()).await)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_named_mcp_prompt_becomes_the_runs_system_prompt() {
+    let house = House::start(&[]).await;
+    let mcp = mcp_with_a_prompt().await;
+    let model_url = format!("{}/api/v1", house.model.base);
+    let agent = House::agent_on(&model_url, &mcp, &house.db_url, &["--model", "priced"]).await;
+    let body = json!({"message": "Is this good?", "prompt_name": "reviewer", "prompt_args": {"tone": "kind"}});
+    let (status, items) = house.chat_at(&agent, &house.alice, "", body).await;
+    assert_eq!(status, 200, "{items:?}");
+    let sent = house.model.mock.last_body.lock().clone();
+    let messages: Vec<(&str, &str)> = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        messages[1..],
+        [
+            ("system", "You review texts in a kind tone."),
+            ("user", "Is this good?")
+        ]
+    );
+
+    // A prompt the server does not have, or without its required argument, is refused up front.
+    for body in [
+        json!({"message": "hi", "prompt_name": "no-such-prompt"}),
+        json!({"message": "hi", "prompt_name": "reviewer"}),
+    ] {
+        let (status, answer) = house.chat_at(&agent, &house.alice, "", body.clone()).await;
+        assert_eq!(
+            (status, answer[0]["error"]["code"].as_str()),
+            (400, Some("invalid_input")),
+            "{body}: {answer:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_administrator_runs_a_chat_as_the_user_it_names() {
+    let house = House::start(&[]).await;
+    let before = house.balance(&house.alice.user).await;
+    let (status, items) = house
+        .chat(
+            &house.admin,
+            "",
+            json!({"message": ASK, "user_id": house.alice.user.as_str()}),
+        )
+        .await;
+    assert_eq!(status, 200, "{items:?}");
+    assert_eq!(
+        items[items.len() - 2]["content"],
+        "Saved. Your files: notes.txt."
+    );
+    // The note is Alice's, and Alice paid: the model service and the MCP server saw Alice.
+    let alices = house
+        .db
+        .list(&house.alice.user, &Default::default())
+        .await
+        .unwrap();
+    let admins = house
+        .db
+        .list(&house.admin.user, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!((alices.files.len(), admins.files.len()), (1, 0));
+    let run_id = items[0]["data"]["run_id"].as_str().unwrap();
+    assert_eq!(house.charged(&house.alice.user, run_id).await, 366);
+    assert_eq!(house.balance(&house.alice.user).await, before - 366);
+    assert_eq!(house.charged(&house.admin.user, run_id).await, 0);
+    let session = items[0]["session_id"].as_str().unwrap();
+    let (status, _) = house
+        .get(&house.alice, &format!("/api/chat/sessions/{session}"))
+        .await;
+    assert_eq!(status, 200);
+
+    // Acting as another user is an administrator's alone, on every service.
+    let routes = [
+        format!("{}/api/agents", house.agent),
+        format!("{}/api/v1/models", house.model.base),
+    ];
+    for route in routes {
+        let refused = house
+            .http
+            .get(&route)
+            .bearer_auth(&house.bob.key)
+            .header(isa_core::ACT_FOR_HEADER, house.alice.user.as_str())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 403, "{route}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chat_sent_again_under_its_request_id_is_not_charged_again() {
+    let house = House::start(&[]).await;
+    let house = &house;
+    let send = |session: &'static str| async move {
+        let response = house
+            .http
+            .post(format!("{}/api/chat", house.agent))
+            .bearer_auth(&house.alice.key)
+            .header("x-request-id", "retried-chat-1")
+            .json(&json!({"message": ASK, "session_id": session}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        common::sse_items(&response.text().await.unwrap())
+    };
+    let first = send("retry-a").await;
+    assert_eq!(
+        first[first.len() - 3]["data"]["total_credits"],
+        366,
+        "{first:?}"
+    );
+    let charged = house.charged(&house.alice.user, "retried-chat-1").await;
+    assert_eq!(charged, 366);
+    let balance = house.balance(&house.alice.user).await;
+
+    let again = send("retry-b").await;
+    let billing = &again[again.len() - 3]["data"];
+    assert_eq!(billing["success"], true, "{again:?}");
+    assert_eq!(billing["total_credits"], 0, "{billing}");
+    assert_eq!(
+        house.charged(&house.alice.user, "retried-chat-1").await,
+        366
+    );
+    assert_eq!(house.balance(&house.alice.user).await, balance);
+    assert_eq!(billing["credits_remaining"], balance, "{billing}");
+}

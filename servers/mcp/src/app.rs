@@ -35,7 +35,7 @@ use isa_tools::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api::{events::EventsService, users::UsersService},
+    api::{agent_handoff::AgentHandoff, events::EventsService, users::UsersService},
     settings::{IndexBackend, Mode, RequireAuth, Settings},
 };
 
@@ -190,6 +190,7 @@ impl App {
                 sink: event_sink.clone(),
                 checks: vec![Arc::new(db.clone())],
                 concurrency: settings.api_concurrency,
+                handoff: AgentHandoff::spawn(&settings.agent, event_sink.clone()),
             }
             .router(auth)
         });

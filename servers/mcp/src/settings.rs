@@ -149,6 +149,9 @@ pub struct Settings {
     /// Endpoint of an S3-compatible server (Garage, MinIO); path-style addressing then.
     #[arg(long, env = "AWS_ENDPOINT_URL")]
     pub s3_endpoint: Option<String>,
+    /// Events handed to the agent service.
+    #[command(flatten)]
+    pub agent: crate::api::agent_handoff::HandoffSettings,
     /// Seconds to let running calls finish after a shutdown signal.
     #[arg(long, env = "ISA_MCP_SHUTDOWN_GRACE", default_value_t = 30)]
     pub shutdown_grace: u64,

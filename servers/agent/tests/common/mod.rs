@@ -224,11 +224,15 @@ pub async fn caller(db: &Database, name: &str, credits: i64, scopes: Vec<String>
     Caller { user, key }
 }
 
-/// `isa-mcp serve`'s MCP endpoint, built as the binary builds it (credentials required, files
-/// on local disk in `dir`), over the database at `db_url`.
-pub async fn mcp_server(db_url: &str, dir: &std::path::Path) -> String {
+/// `isa-mcp serve` built as the binary builds it (credentials required, files on local disk in
+/// `dir`) over the database at `db_url`, with `extra` flags.
+pub async fn mcp_app(
+    db_url: &str,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> isa_mcp_server::app::App {
     let data_dir = dir.join("mcp");
-    let settings = isa_mcp_server::settings::Settings::parse_from([
+    let mut args = vec![
         "--data-dir",
         data_dir.to_str().unwrap(),
         "--database-url",
@@ -239,9 +243,14 @@ pub async fn mcp_server(db_url: &str, dir: &std::path::Path) -> String {
         "a-secret-of-at-least-thirty-two-bytes!!",
         "--chromium",
         "/nonexistent/chromium",
-    ])
-    .unwrap();
-    let app = isa_mcp_server::app::App::build(settings).await.unwrap();
-    let base = mock::serve(app.mcp_router).await;
-    format!("{base}/mcp")
+    ];
+    args.extend_from_slice(extra);
+    let settings = isa_mcp_server::settings::Settings::parse_from(args).unwrap();
+    isa_mcp_server::app::App::build(settings).await.unwrap()
+}
+
+/// `isa-mcp serve`'s MCP endpoint (see [`mcp_app`]).
+pub async fn mcp_server(db_url: &str, dir: &std::path::Path) -> String {
+    let app = mcp_app(db_url, dir, &[]).await;
+    format!("{}/mcp", mock::serve(app.mcp_router).await)
 }

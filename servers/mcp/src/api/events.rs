@@ -20,6 +20,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::agent_handoff::AgentHandoff;
+
 /// Most events in one request.
 pub const MAX_BATCH: usize = 1000;
 /// Largest payload of one event, in bytes of JSON.
@@ -39,6 +41,8 @@ pub struct EventsService {
     pub checks: Vec<Arc<dyn HealthCheck>>,
     /// Requests served at once; more are refused with 503.
     pub concurrency: usize,
+    /// Where events of chosen kinds are handed to the agent service, if anywhere.
+    pub handoff: Option<Arc<AgentHandoff>>,
 }
 
 impl EventsService {
@@ -104,8 +108,14 @@ async fn metrics(State(service): State<EventsService>) -> impl IntoResponse {
          # HELP isa_events_set_aside_total Events the store refused for good, kept in events_set_aside.\n\
          # TYPE isa_events_set_aside_total counter\nisa_events_set_aside_total {}\n\
          # HELP isa_events_lost_total Events logged instead of stored because the store stayed unreachable at shutdown.\n\
-         # TYPE isa_events_lost_total counter\nisa_events_lost_total {}\n",
-        stats.queued, stats.written, stats.set_aside, stats.lost
+         # TYPE isa_events_lost_total counter\nisa_events_lost_total {}\n\
+         # HELP isa_agent_handoffs_dropped_total Events of a handed-over kind not handed to the agent because its queue was full.\n\
+         # TYPE isa_agent_handoffs_dropped_total counter\nisa_agent_handoffs_dropped_total {}\n",
+        stats.queued,
+        stats.written,
+        stats.set_aside,
+        stats.lost,
+        service.handoff.as_ref().map_or(0, |h| h.dropped())
     );
     (
         [(
@@ -166,7 +176,14 @@ async fn record(
         ));
     }
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    let handed = service
+        .handoff
+        .as_ref()
+        .map(|h| (h.clone(), events.clone()));
     service.sink.record(events).await?;
+    if let Some((handoff, events)) = handed {
+        handoff.offer(&events);
+    }
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"accepted": ids.len(), "ids": ids})),

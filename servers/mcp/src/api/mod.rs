@@ -3,6 +3,7 @@
 //! Both are built on `isa_core::http`: errors in its envelope, its `/health`, its overload and
 //! body-size limits. Each describes itself at `GET /openapi.json`.
 
+pub mod agent_handoff;
 pub mod events;
 pub(crate) mod openapi;
 pub mod users;

@@ -333,6 +333,7 @@ pub async fn event_service(db: &Database, config: BatchingConfig) -> Events {
         sink: sink.clone(),
         checks: vec![Arc::new(db.clone())],
         concurrency: 64,
+        handoff: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let app = service.router(authenticator(db));
