@@ -35,7 +35,7 @@ use isa_core::{
 };
 use tokio::sync::mpsc;
 
-pub use tools::{McpTools, ToolReply, ToolSource};
+pub use tools::{McpConnector, McpTools, ToolReply, ToolSource};
 
 /// What stops a run.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -38,28 +38,41 @@ pub trait ToolSource: Send + Sync {
     async fn call(&self, name: &str, arguments: JsonObject) -> Result<ToolReply>;
 }
 
-/// An MCP server's tools, found with its `discover_tools` tool and called with `tools/call`,
-/// over one Streamable HTTP session that carries the caller's credential: per-user tools (files)
-/// act for that caller only.
-pub struct McpTools {
-    client: Arc<RunningService<RoleClient, ClientConfig>>,
+/// Opens sessions with one MCP server for many callers, over one pool of connections.
+#[derive(Clone)]
+pub struct McpConnector {
+    url: String,
+    http: reqwest::Client,
 }
 
-impl McpTools {
-    /// Connects to the MCP endpoint `url` (such as `http://127.0.0.1:8081/mcp`) as the holder
-    /// of `credential` (a bearer token or API key, sent as `Authorization: Bearer`).
-    pub async fn connect(url: &str, credential: Option<&str>) -> Result<Self> {
-        McpTools::connect_as(url, credential, None).await
+impl McpConnector {
+    /// A connector to the MCP endpoint `url` (such as `http://127.0.0.1:8081/mcp`).
+    pub fn new(url: &str) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            // A credential is sent with every request: never to where a redirect points.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| Error::Config(format!("an HTTP client for {url}: {e}")))?;
+        Ok(McpConnector {
+            url: url.to_owned(),
+            http,
+        })
     }
 
-    /// [`McpTools::connect`] with an administrator's `credential`, acting as `user`
-    /// ([`ACT_FOR_HEADER`]) when given: per-user tools then act for that user.
-    pub async fn connect_as(
-        url: &str,
+    /// The endpoint.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A session as the holder of `credential` (sent as `Authorization: Bearer`), or, with an
+    /// administrator's credential, acting as `user` ([`ACT_FOR_HEADER`]): per-user tools then
+    /// act for that user.
+    pub async fn connect(
+        &self,
         credential: Option<&str>,
         user: Option<&UserId>,
-    ) -> Result<Self> {
-        let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_owned());
+    ) -> Result<McpTools> {
+        let mut config = StreamableHttpClientTransportConfig::with_uri(self.url.clone());
         if let Some(credential) = credential {
             config = config.auth_header(credential.to_owned());
         }
@@ -72,14 +85,29 @@ impl McpTools {
                     .collect(),
             );
         }
-        let transport = StreamableHttpClientTransport::from_config(config);
+        let transport = StreamableHttpClientTransport::with_client(self.http.clone(), config);
         let client = ClientConfig::default()
             .serve(transport)
             .await
-            .map_err(|e| Error::Unavailable(format!("MCP server {url}: {e}")))?;
+            .map_err(|e| Error::Unavailable(format!("MCP server {}: {e}", self.url)))?;
         Ok(McpTools {
             client: Arc::new(client),
         })
+    }
+}
+
+/// An MCP server's tools, found with its `discover_tools` tool and called with `tools/call`,
+/// over one Streamable HTTP session that carries the caller's credential: per-user tools (files)
+/// act for that caller only.
+pub struct McpTools {
+    client: Arc<RunningService<RoleClient, ClientConfig>>,
+}
+
+impl McpTools {
+    /// Connects to the MCP endpoint `url` (such as `http://127.0.0.1:8081/mcp`) as the holder
+    /// of `credential` (a bearer token or API key, sent as `Authorization: Bearer`).
+    pub async fn connect(url: &str, credential: Option<&str>) -> Result<Self> {
+        McpConnector::new(url)?.connect(credential, None).await
     }
 
     /// How many tools the server lists to this caller.

@@ -47,7 +47,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 pub use wire::{Billing, Memory};
 
-use crate::{Agent, AgentEvent, AgentRun, Limits, McpTools, RunSummary};
+use crate::{Agent, AgentEvent, AgentRun, Limits, McpConnector, RunSummary};
 use wire::{AiSdk, DONE, Envelope, Wire, frame};
 
 /// Characters of a chat message at most.
@@ -82,8 +82,8 @@ pub struct Components {
     pub profile: AgentProfile,
     /// The model, per caller.
     pub model_for: ModelForCaller,
-    /// The MCP endpoint (`http://host:8081/mcp`).
-    pub mcp_url: String,
+    /// The MCP server (`http://host:8081/mcp`).
+    pub mcp: McpConnector,
     /// Users, made on first sight.
     pub users: Arc<dyn UserStore>,
     /// Where tool calls are charged.
@@ -273,7 +273,9 @@ async fn chat(
     // An administrator running a chat for another user acts as that user everywhere, so the
     // user's files are used and the user is charged.
     let acting_as = (user != identity.user_id).then_some(&user);
-    let tools = McpTools::connect_as(&c.mcp_url, Some(&credential), acting_as)
+    let tools = c
+        .mcp
+        .connect(Some(&credential), acting_as)
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "the MCP server could not be reached for a run");
@@ -500,10 +502,39 @@ impl Driven {
     ) -> Billing {
         let c = &self.components;
         let model_credits = summary.model_credits as i64;
+        // The balance is read between two reads of the run's model charges; when both agree,
+        // no charge of the run landed in between, and the balance holds exactly those recorded.
+        let mut settled = self.model_charges().await;
+        let mut balance = 0;
+        for _ in 0..3 {
+            balance = match c.users.user(&self.user).await {
+                Ok(Some(user)) => user.credits,
+                _ => 0,
+            };
+            let again = self.model_charges().await;
+            if again == settled {
+                break;
+            }
+            settled = again;
+        }
+        let (recorded, repeated) = settled;
+        let model_credits = (model_credits - repeated).max(0);
+        Billing {
+            success: error.is_none(),
+            model_calls: summary.model_calls,
+            tool_calls: summary.tool_calls,
+            total_credits: model_credits + tool_credits,
+            credits_remaining: (balance - (model_credits - recorded).max(0)).max(0),
+            error_message: error.map(Error::public_message),
+        }
+    }
+
+    /// Credits the ledger holds for this run's model calls: charged since the run began, and
+    /// charged before it (for an earlier run under the same request id).
+    async fn model_charges(&self) -> (i64, i64) {
         let model_prefix = format!("{}:model:", self.run_id);
-        let (mut balance, mut recorded, mut repeated) = (None, 0, 0);
-        if let Ok(recent) = c.ledger.history(&self.user, None, 100).await {
-            balance = recent.first().map(|t| t.balance_after);
+        let (mut recorded, mut repeated) = (0, 0);
+        if let Ok(recent) = self.components.ledger.history(&self.user, None, 100).await {
             for t in recent
                 .iter()
                 .filter(|t| t.request_id.starts_with(&model_prefix))
@@ -515,26 +546,7 @@ impl Driven {
                 }
             }
         }
-        let model_credits = (model_credits - repeated).max(0);
-        let balance = match balance {
-            Some(balance) => balance,
-            None => c
-                .users
-                .user(&self.user)
-                .await
-                .ok()
-                .flatten()
-                .map(|u| u.credits)
-                .unwrap_or_default(),
-        };
-        Billing {
-            success: error.is_none(),
-            model_calls: summary.model_calls,
-            tool_calls: summary.tool_calls,
-            total_credits: model_credits + tool_credits,
-            credits_remaining: (balance - (model_credits - recorded).max(0)).max(0),
-            error_message: error.map(Error::public_message),
-        }
+        (recorded, repeated)
     }
 
     async fn finished(&self, outcome: &str, billing: &Billing) {
@@ -629,16 +641,17 @@ async fn agents(State(service): State<Service>) -> Json<Value> {
             "context_chars": p.context_chars,
         },
         "tool_call_credits": c.tool_call_credits,
-        "mcp_url": c.mcp_url,
+        "mcp_url": c.mcp.url(),
     }]}))
 }
 
 async fn test_mcp(State(service): State<Service>, headers: HeaderMap) -> ApiResult<Json<Value>> {
     let credential = credential(&headers)?;
-    let url = &service.components.mcp_url;
+    let mcp = &service.components.mcp;
+    let url = mcp.url();
     let started = Instant::now();
     let listed = async {
-        McpTools::connect(url, Some(&credential))
+        mcp.connect(Some(&credential), None)
             .await?
             .count_tools()
             .await

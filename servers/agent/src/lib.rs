@@ -7,7 +7,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use anyhow::Context;
 use axum::Router;
 use isa_agent::{
-    Limits,
+    Limits, McpConnector,
     service::{AgentProfile, Components, ModelForCaller, router},
 };
 use isa_auth::{ApiKeys, Authenticator, IssuerSettings};
@@ -225,7 +225,7 @@ impl App {
                 context_chars: settings.context_chars,
             },
             model_for,
-            mcp_url: settings.mcp_url.clone(),
+            mcp: McpConnector::new(&settings.mcp_url)?,
             users: Arc::new(db.clone()),
             ledger: Arc::new(db.clone()),
             sessions: Arc::new(db),

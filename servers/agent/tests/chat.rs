@@ -56,7 +56,15 @@ async fn events_of(house: &House, caller: &Caller, kind: &str, at_least: usize) 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_chat_saves_and_lists_the_callers_files_streaming_every_envelope_in_order() {
-    let house = House::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    for db_url in common::model::database_urls(dir.path()) {
+        let house = House::start_on(tempfile::tempdir().unwrap(), &db_url, &[]).await;
+        files_chat(&house).await;
+    }
+}
+
+/// The files chat on `house`, checked from its first envelope to the events it recorded.
+async fn files_chat(house: &House) {
     let session = unique_session("files");
     let before = house.balance(&house.alice.user).await;
     let (status, items) = house
@@ -217,14 +225,14 @@ async fn a_chat_saves_and_lists_the_callers_files_streaming_every_envelope_in_or
     );
 
     // Events: the run's start, each tool call, its end.
-    let started = events_of(&house, &house.alice, "agent.run.started", 1).await;
+    let started = events_of(house, &house.alice, "agent.run.started", 1).await;
     assert_eq!(started[0]["session_id"], session.as_str());
-    let calls = events_of(&house, &house.alice, "agent.tool.called", 3).await;
+    let calls = events_of(house, &house.alice, "agent.tool.called", 3).await;
     let mut tools: Vec<&str> = calls.iter().map(|c| c["tool"].as_str().unwrap()).collect();
     tools.sort();
     assert_eq!(tools, ["file_download_url", "file_list", "file_upload"]);
     assert!(calls.iter().all(|c| c["credits"] == 100), "{calls:?}");
-    let finished = events_of(&house, &house.alice, "agent.run.finished", 1).await;
+    let finished = events_of(house, &house.alice, "agent.run.finished", 1).await;
     assert_eq!(
         (
             finished[0]["outcome"].as_str(),
