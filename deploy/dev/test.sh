@@ -39,6 +39,8 @@ cargo clippy -q --workspace --all-targets -- -D warnings || die "clippy found pr
 step "cargo doc --workspace --no-deps (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc -q --workspace --no-deps || die "documentation has warnings"
 
+"$ISA_REPO/deploy/check.sh"
+
 step "cargo test --workspace (unit, integration and doc tests)"
 cargo test --workspace --release 2>&1 || die "tests failed"
 

@@ -1,9 +1,10 @@
 //! Many agent sessions streaming at once: `SESSIONS` chats to the agent service at the same
 //! moment, each read to its `[DONE]`, for `ROUNDS` rounds over the same sessions (so each round
-//! reloads a longer session). Prints, per round, how long it took, the runs that ended with an
-//! answer, and those that failed (with the first failure).
+//! reloads a longer session), named `{PREFIX}-{n}` (`load` by default). Prints, per round, how
+//! long it took, the runs that ended with an answer, and those that failed (with the first
+//! failure).
 //!
-//! Usage: `agent-load AGENT_URL API_KEY SESSIONS ROUNDS`
+//! Usage: `agent-load AGENT_URL API_KEY SESSIONS ROUNDS [PREFIX]`
 
 use std::time::Instant;
 
@@ -35,9 +36,10 @@ async fn chat(client: &reqwest::Client, url: &str, key: &str, session: &str) -> 
 #[tokio::main]
 async fn main() -> Result<(), Failure> {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() != 5 {
-        return Err("usage: agent-load AGENT_URL API_KEY SESSIONS ROUNDS".into());
+    if !(5..=6).contains(&args.len()) {
+        return Err("usage: agent-load AGENT_URL API_KEY SESSIONS ROUNDS [PREFIX]".into());
     }
+    let prefix = args.get(5).cloned().unwrap_or_else(|| "load".into());
     let url = format!("{}/api/chat", args[1].trim_end_matches('/'));
     let key = args[2].clone();
     let sessions: usize = args[3].parse()?;
@@ -48,8 +50,10 @@ async fn main() -> Result<(), Failure> {
     for round in 1..=rounds {
         let started = Instant::now();
         let runs = (0..sessions).map(|i| {
-            let (client, url, key) = (client.clone(), url.clone(), key.clone());
-            tokio::spawn(async move { chat(&client, &url, &key, &format!("load-{i}")).await })
+            let (client, url, key, prefix) =
+                (client.clone(), url.clone(), key.clone(), prefix.clone());
+            let session = format!("{prefix}-{i}");
+            tokio::spawn(async move { chat(&client, &url, &key, &session).await })
         });
         let outcomes = futures::future::join_all(runs).await;
         let failures: Vec<String> = outcomes

@@ -4,7 +4,7 @@
 # SQLite database, and a model that answers at once but streams each answer over a second
 # (benches' mock-openai, model `agent-slow`: a `current_time` call, then 20 pieces 50 ms apart).
 # SESSIONS chats start at the same moment (benches' agent-load), ROUNDS times over the same
-# sessions, each round reloading a longer session. The agent's resident memory is sampled
+# sessions, each round reloading a longer session (FRESH=1: new sessions each round). The agent's resident memory is sampled
 # every 100 ms: before the first round, the peak of each round, and after the last, so a
 # growth from round to round shows. SINGLE=1 first runs one session alone, as the peer.
 set -euo pipefail
@@ -64,7 +64,7 @@ for round in $(seq "$ROUNDS"); do
   echo 0 > "$peak_file"
   ( peak=0; while :; do r=$(rss_kib $agent); [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" > "$peak_file"; sleep 0.1; done ) &
   sampler=$!
-  "$BIN/agent-load" http://127.0.0.1:18180 "$key" "$SESSIONS" 1 | sed "s/^round 1/round $round/"
+  "$BIN/agent-load" http://127.0.0.1:18180 "$key" "$SESSIONS" 1 "load${FRESH:+-$round}" | sed "s/^round 1/round $round/"
   kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
   echo "  agent resident memory: peak $(( $(cat "$peak_file") / 1024 )) MiB, after $(( $(rss_kib $agent) / 1024 )) MiB"
 done
