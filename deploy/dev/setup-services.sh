@@ -63,6 +63,9 @@ note "postgres://postgres@127.0.0.1:5432/isa_test"
 step "Debian's Chromium"
 apt_install chromium
 
+step "Debian's haproxy (the local copy of the load balancer, deploy/local)"
+apt_install haproxy
+
 # Python clients the tests run against the services: the MCP SDK, and OpenAI's and Anthropic's
 # official SDKs against the model service's two front doors.
 for package in mcp==2.3.0 openai==3.51.0 anthropic==2.17.0; do

@@ -46,4 +46,5 @@ cargo test --workspace --release 2>&1 || die "tests failed"
 
 "$DEV/conformance.sh"
 "$DEV/fuzz-api.sh"
+"$ISA_REPO/deploy/local/e2e.sh"
 "$DEV/fuzz.sh"

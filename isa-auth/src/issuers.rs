@@ -1,8 +1,10 @@
 //! The token issuers a server is configured with, turned into one [`JwtVerifier`].
 
-use isa_core::Result;
+use std::sync::Arc;
 
-use crate::{IssuerConfig, JwksOptions, JwtVerifier, KeySource};
+use isa_core::{EventSink, Result};
+
+use crate::{ApiKeys, Authenticator, IssuerConfig, JwksOptions, JwtVerifier, KeySource};
 
 /// The issuers every isa server accepts tokens from, as its settings name them.
 /// With feature `clap`, servers flatten it into their settings.
@@ -63,6 +65,20 @@ impl IssuerSettings {
             verifier,
             authorization_servers,
         })
+    }
+
+    /// A service's authenticator: tokens of these issuers (their audience `resource` unless
+    /// one is set) and the API keys of `keys`, each use of a key recorded in `events`.
+    pub fn authenticator(
+        &self,
+        resource: &str,
+        keys: ApiKeys,
+        events: Arc<dyn EventSink>,
+    ) -> Result<Authenticator> {
+        let issuers = self.issuers(resource)?;
+        Ok(Authenticator::new(resource, issuers.verifier, Some(keys))
+            .with_authorization_servers(issuers.authorization_servers)
+            .with_events(events))
     }
 
     /// Whether any issuer is configured.

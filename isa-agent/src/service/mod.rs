@@ -37,8 +37,8 @@ use isa_core::{
     ChatMessage, CreditLedger, Error, Event, EventSink, Identity, JsonObject, ModelProvider,
     Result, Role, SessionStore, UserId, UserStore,
     http::{
-        ApiJson, ApiQuery, ApiResult, Health, RequestId, limit_body, limit_concurrency, no_route,
-        with_request_ids,
+        ApiJson, ApiQuery, ApiResult, Health, RequestId, limit_body, limit_concurrency,
+        name_service, no_route, with_request_ids,
     },
 };
 use serde::Deserialize;
@@ -130,7 +130,7 @@ pub fn router(components: Components, auth: Authenticator, health: Health) -> Ro
         .fallback(no_route);
     // Runs are bounded by their own semaphore; the rest of the routes share a wider bound.
     let app = limit_concurrency(limit_body(app, max_body_bytes), 4096);
-    with_request_ids(app)
+    with_request_ids(name_service(app, "agent"))
 }
 
 /// A chat request: isa's fields, or the body the AI SDK's `useChat` sends (`id` and

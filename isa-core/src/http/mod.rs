@@ -14,6 +14,7 @@ mod serve;
 pub use error::{ApiError, ApiJson, ApiQuery, ApiResult, no_route};
 pub use health::{CHECK_TIMEOUT, CheckReport, Health, HealthReport};
 pub use serve::{
-    DEFAULT_CONCURRENCY, REQUEST_ID_HEADER, RequestId, ServiceSet, allow_hosts, limit_body,
-    limit_concurrency, listen, serve, shutdown_signal, with_request_ids,
+    DEFAULT_CONCURRENCY, REQUEST_ID_HEADER, RequestId, SERVICE_HEADER, ServiceSet, allow_hosts,
+    limit_body, limit_concurrency, listen, name_service, serve, shutdown_signal, stop_on_signal,
+    with_request_ids,
 };

@@ -59,6 +59,18 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// A stop token cancelled on SIGINT or SIGTERM (needs a Tokio runtime): what a server's
+/// `main` passes to its app's `serve`.
+pub fn stop_on_signal() -> CancellationToken {
+    let stop = CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        on_signal.cancel();
+    });
+    stop
+}
+
 /// Requests a service works on at once by default; more are refused at once with 503.
 pub const DEFAULT_CONCURRENCY: usize = 256;
 
@@ -174,6 +186,22 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestId {
             None => RequestId(uuid::Uuid::now_v7().to_string()),
         })
     }
+}
+
+/// The header naming the service that answered (`mcp`, `users`, `events`, `model`, `agent`),
+/// so that through a load balancer it is plain which one did.
+pub const SERVICE_HEADER: &str = "x-isa-service";
+
+/// Answers every response of `app` with [`SERVICE_HEADER`]: `name`.
+pub fn name_service(app: Router, name: &'static str) -> Router {
+    app.layer(axum::middleware::map_response(
+        move |mut response: axum::response::Response| async move {
+            response
+                .headers_mut()
+                .insert(SERVICE_HEADER, axum::http::HeaderValue::from_static(name));
+            response
+        },
+    ))
 }
 
 /// Gives every request a [`RequestId`] (an extension handlers can extract), runs it in a

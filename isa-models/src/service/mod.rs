@@ -35,8 +35,8 @@ use isa_auth::{Authenticator, require_auth};
 use isa_core::{
     ChatEvent, EmbeddingRequest, Error, GeneratedImage, Identity, ImageRequest, Usage,
     http::{
-        ApiJson, ApiResult, Health, RequestId, limit_body, limit_concurrency, no_route,
-        with_request_ids,
+        ApiJson, ApiResult, Health, RequestId, limit_body, limit_concurrency, name_service,
+        no_route, with_request_ids,
     },
 };
 use serde_json::{Value, json};
@@ -100,7 +100,7 @@ pub fn router(
         .fallback(no_route);
     let app = limit_body(app, limits.max_body_bytes);
     let app = limit_concurrency(app, limits.max_concurrent_requests);
-    with_request_ids(app)
+    with_request_ids(name_service(app, "model"))
 }
 
 async fn metrics(State(service): State<Service>) -> impl IntoResponse {

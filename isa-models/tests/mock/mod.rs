@@ -16,6 +16,10 @@
 //! | `hang` | nothing, ever |
 //! | `stall` | "Hel", then nothing |
 //! | `endless` | a piece every 20 ms until the client goes away (then `cancelled` is set) |
+//! | `agent` | `get_weather` and `get_time` at once, then an answer once the conversation holds results |
+//! | `files-agent` | `file_upload` (if offered) of a note, then `file_list` and `file_download_url` at once, then the names listed |
+//! | `fetch-agent` | `web_fetch` of the URL the user sent, then what the tool said |
+//! | `bad-calls` | `file_download_url` of a file that is not there and `get_weather` at once, then what the tools said |
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -393,6 +397,34 @@ async fn openai_chat(
                         .filter_map(|f| f["name"].as_str())
                         .collect();
                     frames.push(text(&format!("Saved. Your files: {}.", names.join(", "))));
+                    frames.push(openai_chunk(json!({}), Some("stop")));
+                }
+            }
+            frames.extend([usage, done]);
+            sse(frames)
+        }
+        // A model that fetches the page the user names (the last user message is the URL), then
+        // answers with what the tool said.
+        "fetch-agent" => {
+            let messages = body["messages"].as_array().cloned().unwrap_or_default();
+            let mut frames = vec![role];
+            match messages.iter().rev().find(|m| m["role"] == "tool") {
+                None => {
+                    let url = messages
+                        .iter()
+                        .rev()
+                        .find(|m| m["role"] == "user")
+                        .and_then(|m| m["content"].as_str())
+                        .unwrap_or_default();
+                    let (start, rest) =
+                        openai_call_frames(0, "call_f", "web_fetch", &json!({"url": url}));
+                    frames.push(start);
+                    frames.extend(rest);
+                    frames.push(openai_chunk(json!({}), Some("tool_calls")));
+                }
+                Some(result) => {
+                    let said = result["content"].as_str().unwrap_or_default();
+                    frames.push(text(&format!("The page: {said}")));
                     frames.push(openai_chunk(json!({}), Some("stop")));
                 }
             }

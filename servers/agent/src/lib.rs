@@ -10,7 +10,7 @@ use isa_agent::{
     Limits, McpConnector,
     service::{AgentProfile, Components, ModelForCaller, router},
 };
-use isa_auth::{ApiKeys, Authenticator, IssuerSettings};
+use isa_auth::{ApiKeys, IssuerSettings};
 use isa_core::{
     ACT_FOR_HEADER, Error, EventSink, HealthCheck, ModelProvider, Result, UserId,
     http::{Health, listen, serve},
@@ -180,17 +180,11 @@ impl App {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}/api", settings.bind));
-        let issuers = settings.issuers.issuers(&resource)?;
-        let auth = Authenticator::new(
-            resource,
-            issuers.verifier,
-            Some(
-                ApiKeys::new(Arc::new(db.clone()))
-                    .with_cache(Duration::from_secs(settings.key_cache_seconds)),
-            ),
-        )
-        .with_authorization_servers(issuers.authorization_servers)
-        .with_events(events.clone());
+        let keys = ApiKeys::new(Arc::new(db.clone()))
+            .with_cache(Duration::from_secs(settings.key_cache_seconds));
+        let auth = settings
+            .issuers
+            .authenticator(&resource, keys, events.clone())?;
 
         let model_service = OpenAi::compatible("model service", &settings.model_url, None)?;
         let model_for: ModelForCaller = Arc::new(move |credential: &str, user: Option<&UserId>| {
@@ -252,5 +246,3 @@ impl App {
         Ok(())
     }
 }
-
-pub use isa_core::http::shutdown_signal;

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Caller, House};
-use isa_core::{EventQuery, EventStore, FileIndex};
+use isa_core::{EventQuery, EventStore};
 use serde_json::{Value, json};
 
 const ASK: &str = "Save a note to my files, then list my files";
@@ -210,17 +210,9 @@ async fn files_chat(house: &House) {
         ]
     );
     assert_eq!(stored["session"]["title"], ASK);
-    let files = house
-        .db
-        .list(&house.alice.user, &Default::default())
-        .await
-        .unwrap();
+    let files = house.files_of(&house.alice.user).await;
     assert_eq!(
-        files
-            .files
-            .iter()
-            .map(|f| f.name.as_str())
-            .collect::<Vec<_>>(),
+        files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
         ["notes.txt"]
     );
 
@@ -341,18 +333,10 @@ async fn bob_cannot_reach_alices_files_through_the_agent() {
         items[items.len() - 2]["content"],
         "Saved. Your files: notes.txt."
     );
-    let alices = house
-        .db
-        .list(&house.alice.user, &Default::default())
-        .await
-        .unwrap();
-    let bobs = house
-        .db
-        .list(&house.bob.user, &Default::default())
-        .await
-        .unwrap();
-    assert_eq!((alices.files.len(), bobs.files.len()), (1, 1));
-    assert_ne!(alices.files[0].id, bobs.files[0].id);
+    let alices = house.files_of(&house.alice.user).await;
+    let bobs = house.files_of(&house.bob.user).await;
+    assert_eq!((alices.len(), bobs.len()), (1, 1));
+    assert_ne!(alices[0].id, bobs[0].id);
     // The URL the model asked for was of Bob's file: a download URL names its owner's key.
     let url_result = items
         .iter()
@@ -361,14 +345,8 @@ async fn bob_cannot_reach_alices_files_through_the_agent() {
         .find(|c| c.contains("url"))
         .unwrap()
         .to_owned();
-    assert!(
-        url_result.contains(bobs.files[0].id.as_str()),
-        "{url_result}"
-    );
-    assert!(
-        !url_result.contains(alices.files[0].id.as_str()),
-        "{url_result}"
-    );
+    assert!(url_result.contains(bobs[0].id.as_str()), "{url_result}");
+    assert!(!url_result.contains(alices[0].id.as_str()), "{url_result}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -459,15 +437,14 @@ async fn the_agents_route_test_mcp_and_health_answer() {
     assert!(tested["tools"].as_u64().unwrap() >= 1, "{tested}");
 
     for path in ["/health", "/api/agent/health"] {
-        let health: Value = house
+        let answer = house
             .http
             .get(format!("{}{path}", house.agent))
             .send()
             .await
-            .unwrap()
-            .json()
-            .await
             .unwrap();
+        assert_eq!(answer.headers()[isa_core::http::SERVICE_HEADER], "agent");
+        let health: Value = answer.json().await.unwrap();
         assert_eq!(health["status"], "ok", "{health}");
         for check in ["database", "model_service", "mcp_server"] {
             assert_eq!(health["checks"][check]["ready"], true, "{check}: {health}");
@@ -681,17 +658,9 @@ async fn an_administrator_runs_a_chat_as_the_user_it_names() {
         "Saved. Your files: notes.txt."
     );
     // The note is Alice's, and Alice paid: the model service and the MCP server saw Alice.
-    let alices = house
-        .db
-        .list(&house.alice.user, &Default::default())
-        .await
-        .unwrap();
-    let admins = house
-        .db
-        .list(&house.admin.user, &Default::default())
-        .await
-        .unwrap();
-    assert_eq!((alices.files.len(), admins.files.len()), (1, 0));
+    let alices = house.files_of(&house.alice.user).await;
+    let admins = house.files_of(&house.admin.user).await;
+    assert_eq!((alices.len(), admins.len()), (1, 0));
     let run_id = items[0]["data"]["run_id"].as_str().unwrap();
     assert_eq!(house.charged(&house.alice.user, run_id).await, 366);
     assert_eq!(house.balance(&house.alice.user).await, before - 366);

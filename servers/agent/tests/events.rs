@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::House;
-use isa_core::{EventQuery, EventStore, FileIndex};
+use isa_core::{EventQuery, EventStore};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -93,12 +93,8 @@ async fn an_event_of_a_handed_kind_becomes_a_run_for_its_user() {
             .unwrap()
             .contains("page.changed")
     );
-    let files = house
-        .db
-        .list(&house.alice.user, &Default::default())
-        .await
-        .unwrap();
-    assert_eq!(files.files.len(), 1);
+    let files = house.files_of(&house.alice.user).await;
+    assert_eq!(files.len(), 1);
     assert_eq!(
         house
             .charged(&house.alice.user, &format!("event-{event_id}"))

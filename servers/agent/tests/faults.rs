@@ -165,13 +165,8 @@ async fn a_model_service_that_is_down_ends_the_run_with_an_error_and_charges_not
 async fn a_client_that_goes_away_stops_the_run_and_its_model_request() {
     let house = House::start(&["--model", "endless"]).await;
     let response = house
-        .http
-        .post(format!("{}/api/chat", house.agent))
-        .bearer_auth(&house.alice.key)
-        .json(&json!({"message": "talk"}))
-        .send()
-        .await
-        .unwrap();
+        .start_chat(&house.alice, "", json!({"message": "talk"}))
+        .await;
     assert_eq!(response.status(), 200);
     let mut body = response.bytes_stream();
     let mut seen = String::new();
@@ -217,22 +212,12 @@ async fn a_client_that_goes_away_stops_the_run_and_its_model_request() {
 async fn runs_beyond_the_services_capacity_are_refused_at_once() {
     let house = House::start(&["--model", "endless", "--max-concurrent-runs", "1"]).await;
     let first = house
-        .http
-        .post(format!("{}/api/chat", house.agent))
-        .bearer_auth(&house.alice.key)
-        .json(&json!({"message": "talk"}))
-        .send()
-        .await
-        .unwrap();
+        .start_chat(&house.alice, "", json!({"message": "talk"}))
+        .await;
     assert_eq!(first.status(), 200);
     let second = house
-        .http
-        .post(format!("{}/api/chat", house.agent))
-        .bearer_auth(&house.bob.key)
-        .json(&json!({"message": "talk too"}))
-        .send()
-        .await
-        .unwrap();
+        .start_chat(&house.bob, "", json!({"message": "talk too"}))
+        .await;
     assert_eq!(second.status(), 503);
     assert!(second.headers().contains_key("retry-after"));
     let answer: Value = second.json().await.unwrap();
@@ -243,17 +228,71 @@ async fn runs_beyond_the_services_capacity_are_refused_at_once() {
         let (status, _) = house.get(&house.bob, "/api/agents").await;
         assert_eq!(status, 200);
         let third = house
-            .http
-            .post(format!("{}/api/chat?protocol=ai-sdk", house.agent))
-            .bearer_auth(&house.bob.key)
-            .json(&json!({"message": "talk"}))
-            .send()
-            .await
-            .unwrap();
+            .start_chat(&house.bob, "?protocol=ai-sdk", json!({"message": "talk"}))
+            .await;
         if third.status() == 200 {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("the run's place was not freed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tool_past_its_deadline_is_a_result_the_model_reads() {
+    let house = House::start(&[]).await;
+    // isa-mcp allowed to fetch from this machine, and a page here that never answers.
+    let dir = tempfile::tempdir().unwrap();
+    let app = common::mcp_app(&house.db_url, dir.path(), &["--net-allow", "127.0.0.1/32"]).await;
+    let mcp = format!("{}/mcp", common::mock::serve(app.mcp_router).await);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let page = format!("http://{}/slow", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let model_url = format!("{}/api/v1", house.model.base);
+    let flags = [
+        "--model",
+        "fetch-agent",
+        "--tool-seconds",
+        "1",
+        "--tools-offered",
+        "10",
+    ];
+    let agent = House::agent_on(&model_url, &mcp, &house.db_url, &flags).await;
+    let started = std::time::Instant::now();
+    let (status, items) = house
+        .chat_at(&agent, &house.alice, "", json!({"message": page}))
+        .await;
+    assert_eq!(status, 200, "{items:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let lines: Vec<&str> = of_type(&items, "custom_stream")
+        .iter()
+        .filter_map(|i| i["content"]["data"].as_str())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l.starts_with("[web_fetch] Failed")),
+        "{lines:?}"
+    );
+    let end = of_type(&items, "end")[0]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(end.contains("web_fetch did not answer within 1s"), "{end}");
+    let billing = &of_type(&items, "billing")[0]["data"];
+    assert_eq!(
+        (
+            billing["success"].as_bool(),
+            billing["total_credits"].as_i64()
+        ),
+        (Some(true), Some(0)),
+        "{billing}"
+    );
 }

@@ -14,7 +14,7 @@ use isa_auth::{ApiKeys, Authenticator, Issuers, require_auth};
 use isa_core::{
     Embedder, Error, EventSink, EventStore, FileStore, HealthCheck, Result, TextKind, ToolSelector,
     UserStore,
-    http::{ServiceSet, listen, no_route},
+    http::{ServiceSet, listen, name_service, no_route},
     mcp::{McpConfig, McpServer, ServerMode, ToolLimits},
 };
 use isa_files::{FilesConfig, Swept, UserFiles, tools::file_tools};
@@ -169,31 +169,40 @@ impl App {
             None => server.router(),
         }
         .fallback(no_route);
-        let users = settings.users_bind.0.map(|_| {
-            UsersService {
-                users: Arc::new(db.clone()),
-                ledger: Arc::new(db.clone()),
-                checks: vec![Arc::new(db.clone())],
-                files: user_files.clone(),
-                store: files,
-                signer,
-                keys,
-                initial_credits: settings.initial_credits,
-                events: event_sink.clone(),
-                concurrency: settings.api_concurrency,
-            }
-            .router(auth.clone())
-        });
-        let events = settings.events_bind.0.map(|_| {
-            EventsService {
-                store: Arc::new(db.clone()),
-                sink: event_sink.clone(),
-                checks: vec![Arc::new(db.clone())],
-                concurrency: settings.api_concurrency,
-                handoff: AgentHandoff::spawn(&settings.agent, event_sink.clone()),
-            }
-            .router(auth)
-        });
+        let mcp_router = name_service(mcp_router, "mcp");
+        let users = settings
+            .users_bind
+            .0
+            .map(|_| {
+                UsersService {
+                    users: Arc::new(db.clone()),
+                    ledger: Arc::new(db.clone()),
+                    checks: vec![Arc::new(db.clone())],
+                    files: user_files.clone(),
+                    store: files,
+                    signer,
+                    keys,
+                    initial_credits: settings.initial_credits,
+                    events: event_sink.clone(),
+                    concurrency: settings.api_concurrency,
+                }
+                .router(auth.clone())
+            })
+            .map(|router| name_service(router, "users"));
+        let events = settings
+            .events_bind
+            .0
+            .map(|_| {
+                EventsService {
+                    store: Arc::new(db.clone()),
+                    sink: event_sink.clone(),
+                    checks: vec![Arc::new(db.clone())],
+                    concurrency: settings.api_concurrency,
+                    handoff: AgentHandoff::spawn(&settings.agent, event_sink.clone()),
+                }
+                .router(auth)
+            })
+            .map(|router| name_service(router, "events"));
         Ok(App {
             settings,
             mcp: server,

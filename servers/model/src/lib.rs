@@ -6,7 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::Router;
-use isa_auth::{ApiKeys, Authenticator, IssuerSettings};
+use isa_auth::{ApiKeys, IssuerSettings};
 use isa_core::{
     Embedder, EventSink, HealthCheck, Result,
     http::{Health, listen, serve},
@@ -137,17 +137,11 @@ impl App {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}/api/v1", settings.bind));
-        let issuers = settings.issuers.issuers(&resource)?;
-        let auth = Authenticator::new(
-            resource,
-            issuers.verifier,
-            Some(
-                ApiKeys::new(Arc::new(db.clone()))
-                    .with_cache(Duration::from_secs(settings.key_cache_seconds)),
-            ),
-        )
-        .with_authorization_servers(issuers.authorization_servers)
-        .with_events(events.clone());
+        let keys = ApiKeys::new(Arc::new(db.clone()))
+            .with_cache(Duration::from_secs(settings.key_cache_seconds));
+        let auth = settings
+            .issuers
+            .authenticator(&resource, keys, events.clone())?;
         let metering = Metering {
             credits: Some((Arc::new(db.clone()), Arc::new(db.clone()))),
             initial_credits: settings.initial_credits,
@@ -184,5 +178,3 @@ impl App {
         Ok(())
     }
 }
-
-pub use isa_core::http::shutdown_signal;

@@ -2,7 +2,6 @@
 
 use clap::Parser;
 use isa_model_server::{App, Settings};
-use tokio_util::sync::CancellationToken;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -28,11 +27,5 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let app = App::build(Cli::parse().settings).await?;
-    let stop = CancellationToken::new();
-    let on_signal = stop.clone();
-    tokio::spawn(async move {
-        isa_model_server::shutdown_signal().await;
-        on_signal.cancel();
-    });
-    app.serve(stop).await
+    app.serve(isa_core::http::stop_on_signal()).await
 }

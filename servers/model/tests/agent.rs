@@ -102,7 +102,21 @@ async fn an_agent_reaches_its_model_through_the_model_service() {
     );
     assert!(results[1].contains("Asia/Tokyo"), "{results:?}");
 
-    // Both model calls went through the service's metering, each charged once.
+    // Both model calls went through the service's metering, each charged once. A streamed
+    // answer is charged just after its end, so the last charge may land a moment later.
+    for _ in 0..100 {
+        let history = s.db.history(&s.user, None, 100).await.unwrap();
+        if history
+            .iter()
+            .filter(|t| t.operation == "model.chat")
+            .count()
+            >= 2
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let history = s.db.history(&s.user, None, 100).await.unwrap();
     let charges = history
         .iter()

@@ -135,6 +135,23 @@ impl House {
             .send()
             .await
             .unwrap();
+        House::read_chat(response).await
+    }
+
+    /// Starts `POST /api/chat{query}` as `caller` and answers as soon as the headers arrive:
+    /// the body streams on.
+    pub async fn start_chat(&self, caller: &Caller, query: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/api/chat{query}", self.agent))
+            .bearer_auth(&caller.key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A chat's status and SSE items (or its error envelope).
+    pub async fn read_chat(response: reqwest::Response) -> (u16, Vec<Value>) {
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
         if status != 200 {
@@ -167,6 +184,12 @@ impl House {
             .unwrap()
             .status()
             .as_u16()
+    }
+
+    /// `user`'s files, oldest first.
+    pub async fn files_of(&self, user: &UserId) -> Vec<isa_core::FileRecord> {
+        use isa_core::FileIndex;
+        self.db.list(user, &Default::default()).await.unwrap().files
     }
 
     pub async fn balance(&self, user: &UserId) -> i64 {

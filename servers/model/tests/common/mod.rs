@@ -82,6 +82,11 @@ kind = "chat"
 deployments = [{{ provider = "openai", model = "bad-calls", price = {{ input_per_million = 1.0, output_per_million = 2.0 }} }}]
 
 [[models]]
+name = "fetch-agent"
+kind = "chat"
+deployments = [{{ provider = "openai", model = "fetch-agent" }}]
+
+[[models]]
 name = "endless"
 kind = "chat"
 deployments = [{{ provider = "openai", model = "endless" }}]
