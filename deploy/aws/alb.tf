@@ -55,7 +55,7 @@ resource "aws_lb_target_group" "service" {
 resource "aws_lb_target_group_attachment" "service" {
   for_each         = local.services
   target_group_arn = aws_lb_target_group.service[each.key].arn
-  target_id        = local.instance_ids[each.value.host]
+  target_id        = aws_instance.host[each.value.host].id
   port             = each.value.port
 }
 

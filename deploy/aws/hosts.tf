@@ -2,17 +2,27 @@ data "aws_caller_identity" "current" {}
 
 locals {
   # The unit each host runs, and the settings it is given (secrets come from SSM at start).
-  units       = { mcp = "isa-mcp", model = "isa-model", agent = "isa-agent" }
+  units = { mcp = "isa-mcp", model = "isa-model", agent = "isa-agent" }
+  # Each host's zone (the model host in the second) and fixed private address, so the agent can
+  # be told where the others are before they exist.
+  host_zone = { mcp = 0, agent = 0, model = 1 }
+  host_ip = {
+    for host, zone in local.host_zone : host => cidrhost(
+      cidrsubnet(var.vpc_cidr, 8, (var.private_hosts ? 10 : 0) + zone),
+      host == "agent" ? 11 : 10
+    )
+  }
   public_host = replace(replace(var.public_url, "https://", ""), "/", "")
   settings = {
     mcp = {
-      ISA_MCP_BIND          = "0.0.0.0:8081"
-      ISA_USERS_BIND        = "0.0.0.0:8100"
-      ISA_EVENTS_BIND       = "0.0.0.0:8101"
-      ISA_MCP_REQUIRE_AUTH  = "always"
-      ISA_MCP_STATELESS     = "true"
-      ISA_MCP_PUBLIC_URL    = "${var.public_url}/mcp"
-      ISA_MCP_ALLOWED_HOSTS = local.public_host
+      ISA_MCP_BIND         = "0.0.0.0:8081"
+      ISA_USERS_BIND       = "0.0.0.0:8100"
+      ISA_EVENTS_BIND      = "0.0.0.0:8101"
+      ISA_MCP_REQUIRE_AUTH = "always"
+      ISA_MCP_STATELESS    = "true"
+      ISA_MCP_PUBLIC_URL   = "${var.public_url}/mcp"
+      # The balancer's health checks and the agent reach the server by its private address.
+      ISA_MCP_ALLOWED_HOSTS = "${local.public_host},${local.host_ip.mcp}"
       AWS_S3_BUCKET         = aws_s3_bucket.files.bucket
       AWS_S3_REGION         = var.region
     }
@@ -20,13 +30,12 @@ locals {
       ISA_MODEL_BIND       = "0.0.0.0:8082"
       ISA_MODEL_PUBLIC_URL = "${var.public_url}/api/v1"
     }
-  }
-  # The agent is told where the other two hosts are.
-  agent_settings = {
-    ISA_AGENT_BIND       = "0.0.0.0:8080"
-    ISA_AGENT_PUBLIC_URL = "${var.public_url}/api"
-    ISA_MODEL_URL        = "http://${aws_instance.host["model"].private_ip}:8082/api/v1"
-    ISA_MCP_URL          = "http://${aws_instance.host["mcp"].private_ip}:8081/mcp"
+    agent = {
+      ISA_AGENT_BIND       = "0.0.0.0:8080"
+      ISA_AGENT_PUBLIC_URL = "${var.public_url}/api"
+      ISA_MODEL_URL        = "http://${local.host_ip.model}:8082/api/v1"
+      ISA_MCP_URL          = "http://${local.host_ip.mcp}:8081/mcp"
+    }
   }
   ssm_prefix = "/isa/${var.environment}"
 }
@@ -165,12 +174,12 @@ resource "aws_iam_role_policy" "files" {
   policy = data.aws_iam_policy_document.files.json
 }
 
-# The MCP and model hosts; the agent host, which is told their addresses, after them.
 resource "aws_instance" "host" {
-  for_each               = toset(["mcp", "model"])
+  for_each               = local.hosts
   ami                    = var.ami_id
   instance_type          = var.instance_types[each.key]
-  subnet_id              = local.host_subnets[each.key == "model" ? 1 : 0]
+  subnet_id              = local.host_subnets[local.host_zone[each.key]]
+  private_ip             = local.host_ip[each.key]
   vpc_security_group_ids = [aws_security_group.hosts.id]
   iam_instance_profile   = aws_iam_instance_profile.host[each.key].name
   monitoring             = true
@@ -183,7 +192,6 @@ resource "aws_instance" "host" {
     artifact_key    = var.artifact_key
     ssm_prefix      = local.ssm_prefix
     settings        = local.settings[each.key]
-    allow_own_ip    = each.key == "mcp"
   })
   metadata_options {
     http_tokens   = "required"
@@ -194,36 +202,4 @@ resource "aws_instance" "host" {
     volume_size = 30
   }
   tags = { Name = "${local.name}-${each.key}" }
-}
-
-resource "aws_instance" "agent" {
-  ami                         = var.ami_id
-  instance_type               = var.instance_types.agent
-  subnet_id                   = local.host_subnets[0]
-  vpc_security_group_ids      = [aws_security_group.hosts.id]
-  iam_instance_profile        = aws_iam_instance_profile.host["agent"].name
-  monitoring                  = true
-  ebs_optimized               = true
-  user_data_replace_on_change = true
-  user_data = templatefile("${path.module}/user-data.sh.tftpl", {
-    unit            = local.units.agent
-    artifact_bucket = var.artifact_bucket
-    artifact_key    = var.artifact_key
-    ssm_prefix      = local.ssm_prefix
-    settings        = local.agent_settings
-    allow_own_ip    = false
-  })
-  metadata_options {
-    http_tokens   = "required"
-    http_endpoint = "enabled"
-  }
-  root_block_device {
-    encrypted   = true
-    volume_size = 30
-  }
-  tags = { Name = "${local.name}-agent" }
-}
-
-locals {
-  instance_ids = merge({ for host, instance in aws_instance.host : host => instance.id }, { agent = aws_instance.agent.id })
 }
