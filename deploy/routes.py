@@ -33,10 +33,11 @@ SERVED = [
     ("/api/users/alice/files/f-1/complete", "users"), ("/api/users/alice/credits", "users"),
     ("/api/users/alice/credits/consume", "users"), ("/api/users/alice/credits/grant", "users"),
     ("/api/users/alice/credits/history", "users"), ("/api/users/alice/usage", "users"),
-    ("/api/auth/verify", "users"),
+    ("/api/auth/verify", "users"), ("/api/users/openapi.json", "users"),
     ("/files/users/alice/files/2026/12/f-1-notes.txt", "users"),
     # the event service (8101)
     ("/api/events", "events"), ("/api/events/recent", "events"), ("/api/events/counts", "events"),
+    ("/api/events/openapi.json", "events"),
     # the model service (8082)
     ("/api/v1/chat/completions", "model"), ("/api/v1/messages", "model"),
     ("/api/v1/embeddings", "model"), ("/api/v1/images/generations", "model"),

@@ -360,6 +360,19 @@ async fn openai_chat(
                     .and_then(|m| serde_json::from_str::<Value>(m["content"].as_str()?).ok())
             };
             let mut frames = vec![role];
+            // A tool that failed ends the script, saying what the tool said.
+            let failed = messages.iter().find(|m| {
+                m["role"] == "tool"
+                    && m["content"]
+                        .as_str()
+                        .is_some_and(|c| c.starts_with("Error"))
+            });
+            if let Some(failed) = failed {
+                let said = failed["content"].as_str().unwrap_or_default();
+                frames.push(text(&format!("A tool failed: {said}")));
+                frames.extend([openai_chunk(json!({}), Some("stop")), usage, done]);
+                return sse(frames);
+            }
             match (result_of("call_u"), result_of("call_l")) {
                 (None, _) => {
                     if !offered.contains(&"file_upload") {

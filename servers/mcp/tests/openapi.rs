@@ -15,7 +15,7 @@ async fn every_documented_operation_is_served() {
     let users = user_service(&db, dir.path()).await;
     let events = event_service(&db, BatchingConfig::default()).await;
     let http = Client::new();
-    for base in [&users.base, &events.base] {
+    for (base, prefix) in [(&users.base, "/api/users"), (&events.base, "/api/events")] {
         let doc: Value = http
             .get(format!("{base}/openapi.json"))
             .send()
@@ -25,6 +25,16 @@ async fn every_documented_operation_is_served() {
             .await
             .unwrap();
         assert_eq!(doc["openapi"], "3.1.0");
+        // The same document under the service's prefix, where the load balancer sends it.
+        let through_balancer: Value = http
+            .get(format!("{base}{prefix}/openapi.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(through_balancer, doc);
         let paths = doc["paths"].as_object().unwrap();
         assert!(paths.len() >= 4);
         for (path, operations) in paths {

@@ -57,8 +57,13 @@ impl EventsService {
             .layer(from_fn_with_state(auth, require_auth));
         let app = Router::new()
             .merge(protected)
+            // Also under the service's own prefix, where a load balancer sends it.
             .route(
                 "/openapi.json",
+                get(|| async { Json(super::openapi::events()) }),
+            )
+            .route(
+                "/api/events/openapi.json",
                 get(|| async { Json(super::openapi::events()) }),
             )
             .route("/metrics", get(metrics))

@@ -106,8 +106,13 @@ impl UsersService {
         });
         let app = Router::new()
             .merge(protected)
+            // Also under the service's own prefix, where a load balancer sends it.
             .route(
                 "/openapi.json",
+                get(|| async { Json(crate::api::openapi::users()) }),
+            )
+            .route(
+                "/api/users/openapi.json",
                 get(|| async { Json(crate::api::openapi::users()) }),
             )
             .with_state(Arc::new(Service { inner: self, auth }))
