@@ -16,6 +16,9 @@
 //! [`Agent::run`] answers at once with an [`AgentRun`], a stream of [`AgentEvent`]s. Dropping
 //! it stops the run where it is: the model's stream and the tool calls in flight are dropped
 //! with it.
+//!
+//! With feature `service`, the module `service` is the agent service's router
+//! (`POST /api/chat` and the routes beside it), which `servers/agent` serves.
 
 #[cfg(feature = "service")]
 pub mod service;
