@@ -19,6 +19,26 @@ use crate::{ApiKeys, JwtVerifier, apikey::is_api_key};
 /// Path of the protected-resource metadata.
 pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 
+/// The credential a request was authenticated with (a JWT or an API key, however it was sent),
+/// put into the request's extensions by [`require_auth`] beside the [`Identity`], so a service
+/// that calls another on the caller's behalf forwards it as a bearer token without reading the
+/// headers again. Its `Debug` does not show it.
+#[derive(Clone)]
+pub struct Credential(String);
+
+impl Credential {
+    /// The JWT or API key, to be sent as `Authorization: Bearer …`.
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credential(…)")
+    }
+}
+
 /// Checks credentials: bearer JWTs, and API keys (as a bearer token or `X-API-Key`).
 #[derive(Clone)]
 pub struct Authenticator {
@@ -74,6 +94,14 @@ impl Authenticator {
 
     /// Verifies the credential of a request.
     pub async fn authenticate(&self, headers: &axum::http::HeaderMap) -> Result<Identity, Error> {
+        self.verify(headers).await.map(|(identity, _)| identity)
+    }
+
+    /// Verifies the credential of a request and returns it with the identity it proves.
+    async fn verify(
+        &self,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<(Identity, Credential), Error> {
         let bearer = headers
             .get(header::AUTHORIZATION)
             .map(|v| v.to_str().map_err(|_| Error::Unauthenticated))
@@ -86,17 +114,18 @@ impl Authenticator {
             })
             .transpose()?;
         let api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
-        let identity = match (bearer, api_key) {
-            (Some(token), _) if is_api_key(token) => self.verify_key(token).await,
+        let (identity, secret) = match (bearer, api_key) {
+            (Some(token), _) if is_api_key(token) => (self.verify_key(token).await?, token),
             (Some(token), _) => match &self.jwt {
-                Some(jwt) => jwt.verify(token).await,
-                None => Err(Error::Unauthenticated),
+                Some(jwt) => (jwt.verify(token).await?, token),
+                None => return Err(Error::Unauthenticated),
             },
-            (None, Some(key)) => self.verify_key(key).await,
-            (None, None) => Err(Error::Unauthenticated),
-        }?;
+            (None, Some(key)) => (self.verify_key(key).await?, key),
+            (None, None) => return Err(Error::Unauthenticated),
+        };
+        let credential = Credential(secret.to_owned());
         let Some(named) = headers.get(ACT_FOR_HEADER) else {
-            return Ok(identity);
+            return Ok((identity, credential));
         };
         let user = named
             .to_str()
@@ -108,7 +137,7 @@ impl Authenticator {
             let event = Event::now("auth.acted_for", Some(acting.user_id.clone()), payload);
             events.emit(event).await;
         }
-        Ok(acting)
+        Ok((acting, credential))
     }
 
     async fn verify_key(&self, key: &str) -> Result<Identity, Error> {
@@ -151,17 +180,18 @@ impl Authenticator {
     }
 }
 
-/// Middleware requiring a valid credential; puts the caller's [`Identity`] into the request's
-/// extensions, where handlers and the MCP service find it. Use with
+/// Middleware requiring a valid credential; puts the caller's [`Identity`] and its [`Credential`]
+/// into the request's extensions, where handlers and the MCP service find them. Use with
 /// `axum::middleware::from_fn_with_state(authenticator, require_auth)`.
 pub async fn require_auth(
     State(auth): State<Authenticator>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    match auth.authenticate(request.headers()).await {
-        Ok(identity) => {
+    match auth.verify(request.headers()).await {
+        Ok((identity, credential)) => {
             request.extensions_mut().insert(identity);
+            request.extensions_mut().insert(credential);
             next.run(request).await
         }
         Err(Error::Unauthenticated) => auth.challenge(),

@@ -21,4 +21,4 @@ pub use apikey::{ApiKeyRecord, ApiKeys, KEY_PREFIX, KeyStore, MemoryKeyStore};
 pub use issuers::{IssuerSettings, Issuers};
 pub use jsonwebtoken::Algorithm;
 pub use jwt::{IssuerConfig, JwksOptions, JwtVerifier, KeySource, MAX_TOKEN_BYTES};
-pub use layer::{Authenticator, METADATA_PATH, require_auth};
+pub use layer::{Authenticator, Credential, METADATA_PATH, require_auth};

@@ -26,13 +26,13 @@ use axum::{
     Extension, Json, Router,
     body::Body,
     extract::{Path, State},
-    http::{HeaderMap, StatusCode, header},
+    http::{StatusCode, header},
     response::Response,
     routing::{get, post},
 };
 use bytes::Bytes;
 use futures::StreamExt;
-use isa_auth::{Authenticator, require_auth};
+use isa_auth::{Authenticator, Credential, require_auth};
 use isa_core::{
     ChatMessage, CreditLedger, Error, Event, EventSink, Identity, JsonObject, ModelProvider,
     Result, Role, SessionStore, UserId, UserStore,
@@ -210,25 +210,12 @@ fn acting_user(identity: &Identity, named: Option<&str>) -> Result<UserId> {
     }
 }
 
-/// The caller's bearer credential, passed on to the model service and the MCP server.
-fn credential(headers: &HeaderMap) -> Result<String> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::to_owned)
-        .ok_or(Error::Unauthenticated)
-}
-
 async fn chat(
     State(service): State<Service>,
     Extension(identity): Extension<Identity>,
     RequestId(request_id): RequestId,
     ApiQuery(query): ApiQuery<ChatQuery>,
-    headers: HeaderMap,
+    Extension(credential): Extension<Credential>,
     ApiJson(body): ApiJson<ChatBody>,
 ) -> ApiResult<Response> {
     let ai_sdk = match query.protocol.as_deref() {
@@ -248,7 +235,6 @@ async fn chat(
         None => uuid::Uuid::now_v7().to_string(),
     };
     isa_core::check_session_id(&session_id)?;
-    let credential = credential(&headers)?;
     let permit = service
         .runs
         .clone()
@@ -275,7 +261,7 @@ async fn chat(
     let acting_as = (user != identity.user_id).then_some(&user);
     let tools = c
         .mcp
-        .connect(Some(&credential), acting_as)
+        .connect(Some(credential.secret()), acting_as)
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "the MCP server could not be reached for a run");
@@ -313,7 +299,7 @@ async fn chat(
         uuid::Uuid::now_v7().to_string()
     };
     let mut agent = Agent::new(
-        (c.model_for)(&credential, acting_as)?,
+        (c.model_for)(credential.secret(), acting_as)?,
         c.profile.model.clone(),
     )
     .with_limits(c.profile.limits);
@@ -645,13 +631,15 @@ async fn agents(State(service): State<Service>) -> Json<Value> {
     }]}))
 }
 
-async fn test_mcp(State(service): State<Service>, headers: HeaderMap) -> ApiResult<Json<Value>> {
-    let credential = credential(&headers)?;
+async fn test_mcp(
+    State(service): State<Service>,
+    Extension(credential): Extension<Credential>,
+) -> ApiResult<Json<Value>> {
     let mcp = &service.components.mcp;
     let url = mcp.url();
     let started = Instant::now();
     let listed = async {
-        mcp.connect(Some(&credential), None)
+        mcp.connect(Some(credential.secret()), None)
             .await?
             .count_tools()
             .await

@@ -349,6 +349,40 @@ async fn bob_cannot_reach_alices_files_through_the_agent() {
     assert!(!url_result.contains(alices[0].id.as_str()), "{url_result}");
 }
 
+/// A key sent as `X-API-Key` rather than `Authorization: Bearer` is passed on to the model
+/// service and the MCP server like any credential the auth layer accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_sent_as_x_api_key_is_passed_on_like_a_bearer_token() {
+    let house = House::start(&[]).await;
+    let response = house
+        .http
+        .post(format!("{}/api/chat", house.agent))
+        .header("x-api-key", &house.alice.key)
+        .json(&json!({"message": ASK}))
+        .send()
+        .await
+        .unwrap();
+    let (status, items) = House::read_chat(response).await;
+    assert_eq!(status, 200, "{items:?}");
+    assert_eq!(
+        items[items.len() - 2]["content"],
+        "Saved. Your files: notes.txt."
+    );
+    assert_eq!(house.files_of(&house.alice.user).await.len(), 1);
+
+    let tested: Value = house
+        .http
+        .post(format!("{}/api/agent/test-mcp", house.agent))
+        .header("x-api-key", &house.alice.key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tested["reachable"], true, "{tested}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_requests_are_refused_before_a_run_starts() {
     let house = House::start(&[]).await;
