@@ -23,6 +23,19 @@ pub enum Role {
     Tool,
 }
 
+impl Role {
+    /// The role's name as OpenAI's chat format and isa's stores spell it (`system`, `user`,
+    /// `assistant`, `tool`), the same as its serde form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        }
+    }
+}
+
 /// A part of a message's content.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -49,15 +49,6 @@ const SESSION_COLUMNS: &str = "s.id, s.user_id, s.title, \
     (select count(*) from agent_messages m where m.session_id = s.id) as messages, \
     s.created_at, s.updated_at";
 
-fn role_name(message: &ChatMessage) -> &'static str {
-    match message.role {
-        isa_core::Role::System => "system",
-        isa_core::Role::User => "user",
-        isa_core::Role::Assistant => "assistant",
-        isa_core::Role::Tool => "tool",
-    }
-}
-
 impl Database {
     /// The session `id` whoever owns it.
     async fn any_session(&self, id: &str) -> Result<Option<AgentSession>> {
@@ -136,7 +127,7 @@ impl SessionStore for Database {
                 // UUIDv7s made in one process increase, so ids keep the messages' order.
                 .bind(Uuid::now_v7().to_string())
                 .bind(id)
-                .bind(role_name(message))
+                .bind(message.role.as_str())
                 .bind(Json(message))
                 .bind(now)
                 .execute(&mut *tx)

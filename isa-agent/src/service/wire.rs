@@ -61,12 +61,7 @@ pub(crate) const DONE: &str = "data: [DONE]\n\n";
 
 /// A message as both protocols show it.
 pub(crate) fn message_json(message: &ChatMessage) -> Value {
-    let role = match message.role {
-        Role::System => "system",
-        Role::User => "user",
-        Role::Assistant => "assistant",
-        Role::Tool => "tool",
-    };
+    let role = message.role.as_str();
     let calls: Vec<Value> = message
         .tool_calls
         .iter()

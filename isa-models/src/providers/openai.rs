@@ -8,7 +8,7 @@ use base64::Engine;
 use isa_core::{
     Capabilities, ChatEvent, ChatMessage, ChatRequest, ChatStream, ContentPart, EmbeddingRequest,
     EmbeddingResponse, Error, FinishReason, GeneratedImage, ImageRequest, ModelProvider,
-    ResponseFormat, Result, Role, ToolChoice, Usage,
+    ResponseFormat, Result, ToolChoice, Usage,
 };
 use serde_json::{Map, Value, json};
 
@@ -134,12 +134,7 @@ impl OpenAi {
 
 /// A message in OpenAI's shape.
 pub(crate) fn message_to_wire(message: &ChatMessage) -> Value {
-    let role = match message.role {
-        Role::System => "system",
-        Role::User => "user",
-        Role::Assistant => "assistant",
-        Role::Tool => "tool",
-    };
+    let role = message.role.as_str();
     let only_text = message
         .content
         .iter()
