@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Checks the deployment's files offline: the routing table against every route of every
 # service (deploy/routes.py), the systemd units (systemd-analyze verify, and an exposure level
-# of OK or better from systemd-analyze security), and the Terraform (fmt, validate against the
-# AWS provider from the machine's local plugin mirror; skipped with a line saying so where
-# Terraform or the mirror is missing).
+# of OK or better from systemd-analyze security), and the Terraform: fmt and validate against the
+# AWS provider from the machine's local plugin mirror (skipped with a line saying so where
+# Terraform or the mirror is missing), checkov's static checks (each check skipped in deploy/aws
+# says why beside the resource), then apply, read back and destroy against moto
+# (deploy/moto/apply.sh).
 set -euo pipefail
 DEPLOY="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$DEPLOY/dev/lib.sh"
@@ -56,3 +58,12 @@ else
   terraform -chdir="$work/aws" validate -no-color || die "terraform validate failed"
   rm -rf "$work"
 fi
+
+step "checkov over deploy/aws (skipped checks carry their reasons in the Terraform)"
+CHECKOV="$ISA_CACHE/checkov/bin/checkov"
+[ -x "$CHECKOV" ] || die "checkov is missing: run deploy/dev/setup-services.sh"
+found=$("$CHECKOV" --directory "$DEPLOY/aws" --framework terraform --compact --skip-download 2>&1) \
+  || { printf '%s\n' "$found" >&2; die "checkov found problems in deploy/aws"; }
+note "$(grep -m1 'Passed checks' <<<"$found")"
+
+"$DEPLOY/moto/apply.sh"

@@ -5,6 +5,7 @@ resource "aws_security_group" "alb" {
 }
 
 resource "aws_vpc_security_group_ingress_rule" "alb" {
+  #checkov:skip=CKV_AWS_260:Port 80 is open to everyone only to answer with a redirect to HTTPS
   for_each          = toset(["80", "443"])
   security_group_id = aws_security_group.alb.id
   description       = "HTTP${each.key == "443" ? "S" : ""} from anywhere"
@@ -25,6 +26,8 @@ resource "aws_vpc_security_group_egress_rule" "alb_to_services" {
 }
 
 resource "aws_lb" "main" {
+  #checkov:skip=CKV_AWS_91:Access logs are on when the operator names their bucket (access_logs_bucket), which needs a policy for the region's ELB account
+  #checkov:skip=CKV2_AWS_28:A WAF web ACL is the account's choice and cost; deploy/README.md says how to attach one
   name                       = local.name
   load_balancer_type         = "application"
   security_groups            = [aws_security_group.alb.id]
@@ -33,6 +36,11 @@ resource "aws_lb" "main" {
   enable_deletion_protection = var.environment == "prod"
   # Streams (chat, MCP) stay open while they have something to say.
   idle_timeout = 300
+  access_logs {
+    bucket  = var.access_logs_bucket
+    prefix  = local.name
+    enabled = var.access_logs_bucket != ""
+  }
 }
 
 resource "aws_lb_target_group" "service" {

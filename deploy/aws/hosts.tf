@@ -182,7 +182,7 @@ resource "aws_instance" "host" {
   private_ip             = local.host_ip[each.key]
   vpc_security_group_ids = [aws_security_group.hosts.id]
   iam_instance_profile   = aws_iam_instance_profile.host[each.key].name
-  monitoring             = true
+  monitoring             = var.detailed_monitoring
   ebs_optimized          = true
   # A new tarball (artifact_key) replaces the host: deploy/README.md says how to roll it out.
   user_data_replace_on_change = true

@@ -1,16 +1,27 @@
+# The two zones, named, so the set never grows by itself when AWS adds one.
 data "aws_availability_zones" "available" {
   state = "available"
+  filter {
+    name   = "zone-name"
+    values = [for suffix in var.zone_suffixes : "${var.region}${suffix}"]
+  }
 }
 
 locals {
-  zones = slice(data.aws_availability_zones.available.names, 0, 2)
+  zones = slice(sort(data.aws_availability_zones.available.names), 0, 2)
 }
 
 resource "aws_vpc" "main" {
+  #checkov:skip=CKV2_AWS_11:Flow logs are the account's choice (an organisation-wide log destination); the balancer's access logs record every request that reaches the services
   cidr_block           = var.vpc_cidr
   enable_dns_support   = true
   enable_dns_hostnames = true
   tags                 = { Name = local.name }
+}
+
+# The VPC's default security group, which nothing here uses, lets nothing in or out.
+resource "aws_default_security_group" "default" {
+  vpc_id = aws_vpc.main.id
 }
 
 resource "aws_internet_gateway" "main" {

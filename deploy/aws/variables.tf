@@ -10,6 +10,16 @@ variable "environment" {
   default     = "prod"
 }
 
+variable "zone_suffixes" {
+  description = "The two availability zones of the region, by their letter."
+  type        = list(string)
+  default     = ["a", "b"]
+  validation {
+    condition     = length(var.zone_suffixes) == 2
+    error_message = "Name exactly two zones."
+  }
+}
+
 variable "vpc_cidr" {
   description = "The VPC's address range; subnets are carved from it."
   type        = string
@@ -36,6 +46,12 @@ variable "instance_types" {
   description = "Instance type of each host."
   type        = object({ mcp = string, model = string, agent = string })
   default     = { mcp = "t3.large", model = "t3.medium", agent = "t3.medium" }
+}
+
+variable "detailed_monitoring" {
+  description = "One-minute CloudWatch metrics for the hosts (EC2 detailed monitoring)."
+  type        = bool
+  default     = true
 }
 
 variable "artifact_bucket" {
@@ -74,4 +90,10 @@ variable "deregistration_delay" {
   description = "Seconds a deregistering target keeps its requests; the units stop within this plus the servers' grace."
   type        = number
   default     = 30
+}
+
+variable "access_logs_bucket" {
+  description = "Bucket the load balancer writes its access logs to (its policy must let the region's ELB account write); empty for none."
+  type        = string
+  default     = ""
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs (when missing) everything the test suite talks to: PostgreSQL with pgvector, Garage (S3),
-# Debian's Chromium, Node 22 with the MCP conformance suite, Inspector and the Vercel AI SDK, and
-# the Python clients (MCP, OpenAI, Anthropic).
+# Debian's Chromium, Node 22 with the MCP conformance suite, Inspector and the Vercel AI SDK, the
+# Python clients (MCP, OpenAI, Anthropic), and schemathesis, checkov and moto.
 # Idempotent: each step checks first and skips what is already there.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -88,6 +88,20 @@ else
   "$ISA_CACHE/schemathesis/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION" \
     || die "pip install schemathesis==$SCHEMATHESIS_VERSION failed"
 fi
+
+# Each Python tool in a venv of its own, so their pins never meet: checkov scans deploy/aws,
+# moto is the local AWS deploy/moto/apply.sh applies it to.
+for tool in checkov==3.3.30 "moto[server]==5.2.6"; do
+  name=${tool%%[[=]*} version=${tool##*==}
+  step "$name $version (in $ISA_CACHE/$name)"
+  if [ "$("$ISA_CACHE/$name/bin/python" -c "import importlib.metadata as m; print(m.version('$name'))" 2>/dev/null)" = "$version" ]; then
+    note "already installed"
+  else
+    rm -rf "${ISA_CACHE:?}/$name"
+    python3 -m venv "$ISA_CACHE/$name" || die "cannot make a venv for $name"
+    "$ISA_CACHE/$name/bin/pip" install -q "$tool" || die "pip install $tool failed"
+  fi
+done
 
 step "Node 22 with the MCP conformance suite and Inspector (npm, in $NODE_TOOLS_DIR)"
 if [ -x "$NODE_TOOLS_DIR/node_modules/.bin/conformance" ] && [ -x "$NODE_TOOLS_DIR/node_modules/.bin/mcp-inspector" ] \
