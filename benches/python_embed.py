@@ -4,8 +4,10 @@ Hugging Face tokenizers, for a side-by-side comparison on one machine.
     python3 -m pip install onnxruntime==1.31.1 tokenizers numpy
     python3 benches/python_embed.py            # uses $ISA_CACHE/models/all-MiniLM-L6-v2
 
-Prints descriptions per second (one at a time, and in batches of 64 padded to the longest) and
-the p50 latency of one short query, with 2 intra-op threads like the Rust side.
+Prints descriptions per second (one at a time, and in batches of 64 padded to the longest), the
+p50 latency of one short query, and the p50 of the first 256 single-tool and multi-tool MetaTool
+requests each embedded alone (the requests benches/selection.rs's `discovery` group selects
+for), with 2 intra-op threads like the Rust side.
 """
 
 import json
@@ -21,7 +23,8 @@ from tokenizers import Tokenizer
 cache = os.environ.get("ISA_CACHE", os.path.expanduser("~/.cache/isa"))
 model_dir = os.environ.get("ISA_EMBEDDING_MODEL_DIR", os.path.join(cache, "models", "all-MiniLM-L6-v2"))
 here = os.path.dirname(os.path.abspath(__file__))
-catalog = json.load(open(os.path.join(here, "..", "..", "shared", "bench", "metatool", "catalog.json")))
+metatool = os.path.join(here, "data", "metatool")
+catalog = json.load(open(os.path.join(metatool, "catalog.json")))
 
 
 def readable(name):
@@ -79,4 +82,16 @@ for _ in range(500):
     embed(["what's the weather in Paris tomorrow?"])
     latencies.append((time.perf_counter() - started) * 1000)
 print(f"one short query: p50 {statistics.median(latencies):.2f} ms")
+
+# The requests benches/selection.rs's discovery group selects for, each embedded alone.
+for label, name in [("single-tool", "queries-single.jsonl"), ("multi-tool", "queries-multi.jsonl")]:
+    with open(os.path.join(metatool, name)) as f:
+        queries = [json.loads(line)["query"] for _, line in zip(range(256), f)]
+    latencies = []
+    for _ in range(4):
+        for query in queries:
+            started = time.perf_counter()
+            embed([query])
+            latencies.append((time.perf_counter() - started) * 1000)
+    print(f"MetaTool {label} queries, each embedded alone: p50 {statistics.median(latencies):.2f} ms")
 sys.exit(0)

@@ -85,18 +85,31 @@ fn selection(c: &mut Criterion) {
     runtime
         .block_on(selector.upsert(metatool_catalog().expect("MetaTool catalog")))
         .expect("index");
-    let queries = metatool_queries(256).expect("MetaTool queries");
-    let mut next = 0usize;
+    // The same requests benches/python_embed.py embeds: single-tool ones, and multi-tool ones,
+    // whose clauses are embedded with them in one batch.
     let mut group = c.benchmark_group("discovery");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("metatool_hybrid_embed_and_select_top5", |b| {
-        b.to_async(&runtime).iter(|| {
-            next = (next + 1) % queries.len();
-            let query = SelectionQuery::new(queries[next].clone(), 5);
-            let selector = &selector;
-            async move { selector.select(&query).await }
+    for (name, file) in [
+        (
+            "metatool_hybrid_embed_and_select_top5",
+            "queries-single.jsonl",
+        ),
+        (
+            "metatool_multi_hybrid_embed_and_select_top5",
+            "queries-multi.jsonl",
+        ),
+    ] {
+        let queries = metatool_queries(file, 256).expect("MetaTool queries");
+        let mut next = 0usize;
+        group.bench_function(name, |b| {
+            b.to_async(&runtime).iter(|| {
+                next = (next + 1) % queries.len();
+                let query = SelectionQuery::new(queries[next].clone(), 5);
+                let selector = &selector;
+                async move { selector.select(&query).await }
+            });
         });
-    });
+    }
     group.finish();
 }
 

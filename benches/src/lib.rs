@@ -15,9 +15,9 @@ pub fn metatool_catalog() -> Result<Vec<IndexItem>> {
     isa_tools::catalog::load_catalog(&metatool_dir().join("catalog.json"))
 }
 
-/// The first `n` single-tool MetaTool queries.
-pub fn metatool_queries(n: usize) -> Result<Vec<String>> {
-    let path = metatool_dir().join("queries-single.jsonl");
+/// The first `n` MetaTool queries of `file` (`queries-single.jsonl` or `queries-multi.jsonl`).
+pub fn metatool_queries(file: &str, n: usize) -> Result<Vec<String>> {
+    let path = metatool_dir().join(file);
     let text = std::fs::read_to_string(&path)
         .map_err(|e| isa_core::Error::invalid(format!("{}: {e}", path.display())))?;
     Ok(text

@@ -125,6 +125,117 @@ impl QueryMetrics {
     }
 }
 
+/// The plain hybrid every selector here is compared with (`isa-mcp tools eval --selector
+/// baseline`): BM25 (k1 1.5, b 0.75) over the lower-cased words of a tool's name and description,
+/// without stemming or stop words, and the cosine of the whole request's embedding with the
+/// tool's document ([`IndexItem::document_text`]), each min-max scaled over the catalog per
+/// request, fused as `0.3 × BM25 + 0.7 × cosine`. No clause splitting, no parameters.
+pub struct Baseline {
+    ids: Vec<String>,
+    vectors: Vec<Vec<f32>>,
+    embedder: std::sync::Arc<dyn isa_core::Embedder>,
+    /// term -> (document, term frequency)
+    postings: std::collections::HashMap<String, Vec<(usize, f32)>>,
+    lengths: Vec<f32>,
+}
+
+/// The baseline's words: lower case, split at anything not a letter or digit.
+fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+}
+
+fn min_max(scores: &mut [f32]) {
+    let lo = scores.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let span = hi - lo;
+    for s in scores.iter_mut() {
+        *s = if span > 0.0 { (*s - lo) / span } else { 0.0 };
+    }
+}
+
+impl Baseline {
+    const K1: f32 = 1.5;
+    const B: f32 = 0.75;
+    const DENSE_WEIGHT: f32 = 0.7;
+
+    /// Indexes `catalog`, embedding every tool's document.
+    pub async fn new(
+        catalog: &[IndexItem],
+        embedder: std::sync::Arc<dyn isa_core::Embedder>,
+    ) -> Result<Self> {
+        let documents: Vec<String> = catalog.iter().map(IndexItem::document_text).collect();
+        let vectors = embedder
+            .embed(&documents, isa_core::TextKind::Document)
+            .await?;
+        let mut postings: std::collections::HashMap<String, Vec<(usize, f32)>> =
+            std::collections::HashMap::new();
+        let mut lengths = Vec::with_capacity(catalog.len());
+        for (doc, item) in catalog.iter().enumerate() {
+            let mut counts: std::collections::HashMap<String, f32> =
+                std::collections::HashMap::new();
+            let mut length = 0.0;
+            for word in words(&item.name).chain(words(&item.description)) {
+                *counts.entry(word).or_default() += 1.0;
+                length += 1.0;
+            }
+            lengths.push(length);
+            for (word, count) in counts {
+                postings.entry(word).or_default().push((doc, count));
+            }
+        }
+        Ok(Baseline {
+            ids: catalog.iter().map(|i| i.id.clone()).collect(),
+            vectors,
+            embedder,
+            postings,
+            lengths,
+        })
+    }
+
+    /// The `top_k` tool ids for `query`, best first.
+    pub async fn rank(&self, query: &str, top_k: usize) -> Result<Vec<String>> {
+        let n = self.ids.len();
+        let average = self.lengths.iter().sum::<f32>() / n.max(1) as f32;
+        let mut lexical = vec![0f32; n];
+        let mut seen = HashSet::new();
+        for word in words(query).filter(|w| seen.insert(w.clone())) {
+            let Some(posting) = self.postings.get(&word) else {
+                continue;
+            };
+            let df = posting.len() as f32;
+            let idf = ((n as f32 - df + 0.5) / (df + 0.5) + 1.0).ln();
+            for &(doc, tf) in posting {
+                let norm = 1.0 - Self::B + Self::B * self.lengths[doc] / average.max(1.0);
+                lexical[doc] += idf * tf * (Self::K1 + 1.0) / (tf + Self::K1 * norm);
+            }
+        }
+        let question = self
+            .embedder
+            .embed(&[query.to_owned()], isa_core::TextKind::Query)
+            .await?
+            .pop()
+            .unwrap_or_default();
+        let mut dense: Vec<f32> = self
+            .vectors
+            .iter()
+            .map(|v| v.iter().zip(&question).map(|(a, b)| a * b).sum())
+            .collect();
+        min_max(&mut lexical);
+        min_max(&mut dense);
+        let mut order: Vec<usize> = (0..n).collect();
+        let fused =
+            |i: usize| Self::DENSE_WEIGHT * dense[i] + (1.0 - Self::DENSE_WEIGHT) * lexical[i];
+        order.sort_by(|&a, &b| fused(b).total_cmp(&fused(a)));
+        Ok(order
+            .into_iter()
+            .take(top_k)
+            .map(|i| self.ids[i].clone())
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +318,40 @@ mod tests {
                 .contains("tool #1 is malformed")
         );
         Ok(())
+    }
+
+    /// Every text the same vector: dense scores tie, so the baseline's BM25 decides.
+    struct SameVector;
+
+    #[async_trait::async_trait]
+    impl isa_core::Embedder for SameVector {
+        fn dimensions(&self) -> usize {
+            2
+        }
+        async fn embed(&self, texts: &[String], _: isa_core::TextKind) -> Result<Vec<Vec<f32>>> {
+            Ok(texts.iter().map(|_| vec![1.0, 0.0]).collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_baseline_ranks_by_words_when_embeddings_tie() {
+        let catalog: Vec<IndexItem> = [
+            ("get_weather", "Current weather for a city"),
+            ("book_flight", "Book a flight between two airports"),
+            ("send_email", "Send an email message"),
+        ]
+        .into_iter()
+        .map(|(name, description)| {
+            IndexItem::from_tool(&isa_core::ToolSpec::new(name, description))
+        })
+        .collect();
+        let baseline = Baseline::new(&catalog, std::sync::Arc::new(SameVector))
+            .await
+            .unwrap();
+        let ranked = baseline.rank("book me a flight to Oslo", 2).await.unwrap();
+        assert_eq!(ranked.len(), 2);
+        assert_eq!(ranked[0], "book_flight");
+        let ranked = baseline.rank("what is the weather", 3).await.unwrap();
+        assert_eq!(ranked[0], "get_weather");
     }
 }

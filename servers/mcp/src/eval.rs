@@ -12,7 +12,7 @@ use isa_tools::{
     catalog::load_catalog,
     select::{
         DEFAULT_DENSE_WEIGHT, LocalSelector, Strategy,
-        eval::{EvalQuery, QueryMetrics, load_queries},
+        eval::{Baseline, EvalQuery, QueryMetrics, load_queries},
     },
 };
 use serde_json::json;
@@ -61,6 +61,28 @@ enum SelectorKind {
     Hybrid,
     Dense,
     Lexical,
+    /// The plain reference every selector is compared with: 0.3 × BM25 + 0.7 × cosine, min-max
+    /// scaled, no stemming, no clause splitting (`isa_tools::select::eval::Baseline`).
+    Baseline,
+}
+
+/// What ranks the queries: one of the library's selectors, or the baseline.
+enum Ranker {
+    Selector(LocalSelector),
+    Baseline(Baseline),
+}
+
+impl Ranker {
+    /// The dense weight to report, for hybrid selectors.
+    fn dense_weight(&self) -> Option<f32> {
+        match self {
+            Ranker::Selector(s) => match s.strategy() {
+                Strategy::Hybrid { dense_weight } => Some(dense_weight),
+                _ => None,
+            },
+            Ranker::Baseline(_) => None,
+        }
+    }
 }
 
 /// Which half of the queries to use: weights are tuned on one half and reported on the other.
@@ -118,8 +140,8 @@ pub async fn run(command: ToolsCommand) -> anyhow::Result<()> {
                 args.common.dense_weight.len() == 1,
                 "rank takes one --dense-weight"
             );
-            let (mut selectors, queries) = prepare(&args.common).await?;
-            let selector = selectors.remove(0);
+            let (mut rankers, queries) = prepare(&args.common).await?;
+            let selector = rankers.remove(0);
             let progress = progress_bar(queries.len());
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             for q in &queries {
@@ -132,14 +154,10 @@ pub async fn run(command: ToolsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ToolsCommand::Eval(args) => {
-            let (selectors, queries) = prepare(&args.common).await?;
-            for (selector, weight) in selectors.iter().zip(&args.common.dense_weight) {
-                let report = evaluate(selector, &queries).await?;
-                print_report(
-                    &report,
-                    matches!(selector.strategy(), Strategy::Hybrid { .. }).then_some(*weight),
-                    args.json,
-                );
+            let (rankers, queries) = prepare(&args.common).await?;
+            for ranker in &rankers {
+                let report = evaluate(ranker, &queries).await?;
+                print_report(&report, ranker.dense_weight(), args.json);
             }
             Ok(())
         }
@@ -147,10 +165,7 @@ pub async fn run(command: ToolsCommand) -> anyhow::Result<()> {
 }
 
 /// Ranks every query, timing each selection including the query embedding.
-async fn evaluate(
-    selector: &LocalSelector,
-    queries: &[EvalQuery],
-) -> anyhow::Result<serde_json::Value> {
+async fn evaluate(selector: &Ranker, queries: &[EvalQuery]) -> anyhow::Result<serde_json::Value> {
     let progress = progress_bar(queries.len());
     let mut sum = QueryMetrics::default();
     let mut latencies = Vec::with_capacity(queries.len());
@@ -211,11 +226,11 @@ fn print_report(report: &serde_json::Value, dense_weight: Option<f32>, as_json: 
     }
 }
 
-async fn rank(
-    selector: &LocalSelector,
-    q: &EvalQuery,
-    top_k: usize,
-) -> anyhow::Result<Vec<String>> {
+async fn rank(ranker: &Ranker, q: &EvalQuery, top_k: usize) -> anyhow::Result<Vec<String>> {
+    let selector = match ranker {
+        Ranker::Selector(selector) => selector,
+        Ranker::Baseline(baseline) => return Ok(baseline.rank(&q.query, top_k).await?),
+    };
     let query = SelectionQuery::new(q.query.clone(), top_k).kinds([ItemKind::Tool]);
     Ok(selector
         .select(&query)
@@ -225,7 +240,7 @@ async fn rank(
         .collect())
 }
 
-async fn prepare(common: &Common) -> anyhow::Result<(Vec<LocalSelector>, Vec<EvalQuery>)> {
+async fn prepare(common: &Common) -> anyhow::Result<(Vec<Ranker>, Vec<EvalQuery>)> {
     let catalog = load_catalog(&common.catalog)?;
     let mut queries = load_queries(&common.queries, &catalog)?;
     if let Some(half) = common.half {
@@ -249,6 +264,12 @@ async fn prepare(common: &Common) -> anyhow::Result<(Vec<LocalSelector>, Vec<Eva
         ))
     };
     let selectors = match common.selector {
+        SelectorKind::Baseline => {
+            let started = Instant::now();
+            let baseline = Baseline::new(&catalog, embedder()?).await?;
+            tracing::info!(ms = started.elapsed().as_millis() as u64, "catalog indexed");
+            return Ok((vec![Ranker::Baseline(baseline)], queries));
+        }
         SelectorKind::Lexical => vec![LocalSelector::lexical()],
         SelectorKind::Dense => vec![LocalSelector::dense(embedder()?)],
         SelectorKind::Hybrid => {
@@ -274,7 +295,10 @@ async fn prepare(common: &Common) -> anyhow::Result<(Vec<LocalSelector>, Vec<Eva
             "catalog indexed"
         );
     }
-    Ok((selectors, queries))
+    Ok((
+        selectors.into_iter().map(Ranker::Selector).collect(),
+        queries,
+    ))
 }
 
 /// A progress bar on stderr, hidden when stderr is not a terminal.
