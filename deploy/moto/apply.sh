@@ -83,16 +83,19 @@ vars=(-var "environment=$environment" -var "certificate_arn=$certificate" -var "
 
 terraform -chdir="$work/aws" init -backend=false -input=false -plugin-dir="${mirror%/registry.terraform.io/hashicorp/aws}" >/dev/null \
   || die "terraform init failed"
-started=$(date +%s)
-timeout 900 terraform -chdir="$work/aws" apply -auto-approve -input=false -no-color "${vars[@]}" > "$work/apply.log" 2>&1 \
-  || die "terraform apply failed: $(tail -n 30 "$work/apply.log")"
-note "$(grep -E '^Apply complete' "$work/apply.log") in $(( $(date +%s) - started )) s"
-"$MOTO/python" "$DEPLOY/moto/readback.py" "$endpoint" "$environment" "$bucket" "$DEPLOY/routes.json" applied \
-  || die "what terraform made is not what deploy/aws says"
+# terraform apply|destroy, within a time limit, and how long it took.
+terraform_run() {
+  local action=$1 limit=$2 started
+  started=$(date +%s)
+  timeout "$limit" terraform -chdir="$work/aws" "$action" -auto-approve -input=false -no-color "${vars[@]}" \
+    > "$work/$action.log" 2>&1 || die "terraform $action failed: $(tail -n 30 "$work/$action.log")"
+  note "$(grep -E '^(Apply|Destroy) complete' "$work/$action.log") in $(( $(date +%s) - started )) s"
+}
+readback() {
+  "$MOTO/python" "$DEPLOY/moto/readback.py" "$endpoint" "$environment" "$bucket" "$DEPLOY/routes.json" "$1"
+}
 
-started=$(date +%s)
-timeout 600 terraform -chdir="$work/aws" destroy -auto-approve -input=false -no-color "${vars[@]}" > "$work/destroy.log" 2>&1 \
-  || die "terraform destroy failed: $(tail -n 30 "$work/destroy.log")"
-note "$(grep -E '^Destroy complete' "$work/destroy.log") in $(( $(date +%s) - started )) s"
-"$MOTO/python" "$DEPLOY/moto/readback.py" "$endpoint" "$environment" "$bucket" "$DEPLOY/routes.json" destroyed \
-  || die "terraform destroy left something behind"
+terraform_run apply 900
+readback applied || die "what terraform made is not what deploy/aws says"
+terraform_run destroy 600
+readback destroyed || die "terraform destroy left something behind"
