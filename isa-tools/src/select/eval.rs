@@ -146,15 +146,6 @@ fn words(text: &str) -> impl Iterator<Item = String> + '_ {
         .map(str::to_lowercase)
 }
 
-fn min_max(scores: &mut [f32]) {
-    let lo = scores.iter().copied().fold(f32::INFINITY, f32::min);
-    let hi = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let span = hi - lo;
-    for s in scores.iter_mut() {
-        *s = if span > 0.0 { (*s - lo) / span } else { 0.0 };
-    }
-}
-
 impl Baseline {
     const K1: f32 = 1.5;
     const B: f32 = 0.75;
@@ -217,13 +208,14 @@ impl Baseline {
             .await?
             .pop()
             .unwrap_or_default();
-        let mut dense: Vec<f32> = self
+        let dense: Vec<f32> = self
             .vectors
             .iter()
             .map(|v| v.iter().zip(&question).map(|(a, b)| a * b).sum())
             .collect();
-        min_max(&mut lexical);
-        min_max(&mut dense);
+        let every = vec![true; n];
+        let lexical = super::index::min_max(lexical, &every);
+        let dense = super::index::min_max(dense, &every);
         let mut order: Vec<usize> = (0..n).collect();
         let fused =
             |i: usize| Self::DENSE_WEIGHT * dense[i] + (1.0 - Self::DENSE_WEIGHT) * lexical[i];

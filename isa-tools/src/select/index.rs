@@ -259,7 +259,7 @@ fn dense_rank(
 }
 
 /// Rescales scores of admitted items to `[0, 1]` by the query's lowest and highest.
-fn min_max(mut scores: Vec<f32>, admitted: &[bool]) -> Vec<f32> {
+pub(super) fn min_max(mut scores: Vec<f32>, admitted: &[bool]) -> Vec<f32> {
     let (mut lo, mut hi) = (f32::MAX, f32::MIN);
     for (&s, &admitted) in scores.iter().zip(admitted) {
         if admitted {
