@@ -161,6 +161,12 @@ pub struct SelectionQuery {
     /// Drop matches scoring below this (scores are in `[0, 1]` for every selector); returns fewer
     /// items, even none, rather than padding with poor matches.
     pub min_score: Option<f32>,
+    /// Return nothing when no admitted item is relevant to the request by at least this much:
+    /// the request matches nothing offered. Scores are relative to one request (the hybrid
+    /// selector scales them per request, so its best is near 1 whatever the request), so
+    /// `min_score` cannot tell such a request; relevance is absolute. Each selector documents
+    /// what it measures (the in-memory ones: `isa_tools::select::Ranking::relevance`).
+    pub min_relevance: Option<f32>,
     /// Only these kinds; empty means all kinds.
     pub kinds: Vec<ItemKind>,
     /// Only items carrying at least one of these tags; empty means no tag filter.
@@ -182,6 +188,7 @@ impl SelectionQuery {
             text: text.into(),
             top_k,
             min_score: None,
+            min_relevance: None,
             kinds: Vec::new(),
             tags: Vec::new(),
             exclude: Vec::new(),
@@ -197,6 +204,12 @@ impl SelectionQuery {
     /// Sets the minimum score.
     pub fn min_score(mut self, min: f32) -> Self {
         self.min_score = Some(min);
+        self
+    }
+
+    /// Sets the minimum relevance below which nothing is returned.
+    pub fn min_relevance(mut self, min: f32) -> Self {
+        self.min_relevance = Some(min);
         self
     }
 

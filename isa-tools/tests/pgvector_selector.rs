@@ -86,6 +86,16 @@ async fn a_minimum_score_above_every_match_returns_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_request_no_item_fits_gets_nothing_under_a_minimum_relevance() {
+    let Some(f) = fixture().await else { return };
+    behaviour::a_request_no_item_fits_gets_nothing_under_a_minimum_relevance(
+        "pgvector",
+        &f.selector().await,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_empty_index_and_top_k_zero_return_nothing_and_duplicate_ids_are_refused() {
     let Some(f) = fixture().await else { return };
     behaviour::an_empty_index_and_top_k_zero_return_nothing_and_duplicate_ids_are_refused(

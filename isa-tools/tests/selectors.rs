@@ -65,6 +65,14 @@ async fn a_minimum_score_above_every_match_returns_nothing() {
 }
 
 #[tokio::test]
+async fn a_request_no_item_fits_gets_nothing_under_a_minimum_relevance() {
+    for (name, selector) in selectors() {
+        behaviour::a_request_no_item_fits_gets_nothing_under_a_minimum_relevance(name, &selector)
+            .await;
+    }
+}
+
+#[tokio::test]
 async fn an_empty_index_and_top_k_zero_return_nothing_and_duplicate_ids_are_refused() {
     for (name, selector) in selectors() {
         behaviour::an_empty_index_and_top_k_zero_return_nothing_and_duplicate_ids_are_refused(

@@ -8,10 +8,14 @@ reads (benches/data/README.md):
   most often is kept, so the catalog holds each name once.
 - `queries.jsonl`: each live_multiple request (its last user message) with its gold function, the
   one its `possible_answer` calls.
-- `queries-irrelevant.jsonl`: the requests of `BFCL_v4_irrelevance.json` and
-  `BFCL_v4_live_irrelevance.json`, which none of the functions offered with them fits, with no
-  gold, for measuring abstention. They are judged against the pooled catalog, which they were not
-  written for: a few may fit a function of it.
+- `queries-irrelevant.jsonl`: the requests of `BFCL_v4_irrelevance.json`, with no gold, for
+  measuring abstention: questions of mathematics, science and general knowledge that none of the
+  functions offered with them fits. The pooled catalog's functions are real users' APIs (travel,
+  weather, files, security lookups), so few of these fit any of it.
+- `queries-irrelevant-live.jsonl`: the requests of `BFCL_v4_live_irrelevance.json`, real users'
+  requests that none of the functions offered *with them* fits. Many do fit another function of
+  the pooled catalog (a flight search, an IP lookup), so the share refused here is a lower bound
+  of what abstention should refuse.
 
     python3 benches/data/bfcl/build.py [OUT_DIR]     # default $ISA_CACHE/bench/bfcl
 
@@ -104,22 +108,23 @@ def main():
     for entry in entries:
         gold = [name for call in answers[entry["id"]]["ground_truth"] for name in call]
         queries.append({"id": entry["id"], "query": request(entry), "gold": gold})
-    irrelevant = [
-        {"id": entry["id"], "query": request(entry), "gold": []}
-        for name in ("BFCL_v4_irrelevance.json", "BFCL_v4_live_irrelevance.json")
-        for entry in lines(wheel, name)
-    ]
+    def irrelevant(name):
+        return [{"id": entry["id"], "query": request(entry), "gold": []} for entry in lines(wheel, name)]
+
+    outputs = {
+        "queries.jsonl": queries,
+        "queries-irrelevant.jsonl": irrelevant("BFCL_v4_irrelevance.json"),
+        "queries-irrelevant-live.jsonl": irrelevant("BFCL_v4_live_irrelevance.json"),
+    }
 
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "catalog.json"), "w") as f:
         json.dump({"tools": tools}, f, indent=1)
-    for name, rows in (("queries.jsonl", queries), ("queries-irrelevant.jsonl", irrelevant)):
+    for name, rows in outputs.items():
         with open(os.path.join(out, name), "w") as f:
             f.writelines(json.dumps(row) + "\n" for row in rows)
-    print(
-        f"{out}: {len(tools)} tools, {len(queries)} queries, {len(irrelevant)} irrelevant queries",
-        file=sys.stderr,
-    )
+    counts = ", ".join(f"{name} {len(rows)}" for name, rows in outputs.items())
+    print(f"{out}: catalog.json {len(tools)} tools, {counts}", file=sys.stderr)
 
 
 main()

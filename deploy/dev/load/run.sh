@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Load run of isa-mcp serve with wrk, 50 concurrent clients: tools/call of a trivial tool
 # (current_time) statelessly in 2026-07-28, the same as a 2025-11-25 client without a session
-# (answered as SSE), then discover_tools over the MetaTool catalog. Prints requests/s, p50/p99
+# (answered as SSE), then discover_tools over the MetaTool catalog, for one request repeated and
+# for MetaTool's requests in turn (each embedded anew: the cache holds far fewer than there
+# are, and each is met again only after all the others). Prints requests/s, p50/p99
 # latency, answers and bad answers, and the server's resident memory after each run. First it
 # checks that bad answers are counted: a run calling a tool that does not exist must count
 # every answer as bad. ISA_MCP_BIN names another isa-mcp binary to load (an earlier build, to
@@ -46,6 +48,9 @@ note "$(rss)"
 step "tools/call current_time, 2025-11-25 without a session (SSE answers), 50 connections, $DURATION"
 load "$DURATION" TOOL=current_time PROTOCOL=2025-11-25
 note "$(rss)"
-step "discover_tools over the MetaTool catalog (199 tools), 50 connections, $DURATION"
+step "discover_tools over the MetaTool catalog (199 tools), one request repeated, 50 connections, $DURATION"
 load "$DURATION" TOOL=discover_tools ARGS='{"query":"find a restaurant and book a table for tonight","top_k":5}'
+note "$(rss)"
+step "discover_tools, MetaTool's 20,614 single-tool requests in turn, 50 connections, $DURATION"
+load "$DURATION" TOOL=discover_tools QUERIES=benches/data/metatool/queries-single.jsonl
 note "$(rss)"

@@ -72,6 +72,11 @@ pub struct McpConfig {
     pub default_limits: ToolLimits,
     /// Largest `top_k` discovery returns.
     pub max_discover: usize,
+    /// Discovery answers nothing for a request whose relevance to every tool is below this
+    /// ([`crate::SelectionQuery::min_relevance`]): an agent told that no tool fits does better
+    /// than one handed the least bad. Its scale is the selector's (and the embedding model's),
+    /// so it is off by default; `isa-mcp serve` sets one calibrated for its default model.
+    pub min_relevance: Option<f32>,
     /// Largest request body accepted on `/mcp`, in bytes.
     pub max_request_bytes: usize,
     /// Requests worked on at once (MCP and the endpoints beside it, until each answer starts);
@@ -92,6 +97,7 @@ impl Default for McpConfig {
             sse_keep_alive: Duration::from_secs(15),
             default_limits: ToolLimits::default(),
             max_discover: 50,
+            min_relevance: None,
             max_request_bytes: 4 * 1024 * 1024,
             max_concurrent_requests: crate::http::DEFAULT_CONCURRENCY,
         }

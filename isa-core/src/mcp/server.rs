@@ -465,6 +465,12 @@ impl McpServer {
                         spec
                     })
                     .collect();
+                if tools.is_empty() {
+                    return ToolOutput::json(json!({
+                        "tools": [],
+                        "note": "no tool fits this request; rephrase it, or answer without a tool",
+                    }));
+                }
                 ToolOutput::json(json!({ "tools": tools }))
             }
             Err(error) => tool_error_output(DISCOVER_TOOLS, error),
@@ -491,9 +497,10 @@ impl McpServer {
         }
         let top_k = top_k.clamp(1, self.inner.config.max_discover);
         let hidden = self.tools_hidden_from(ctx);
-        let query = SelectionQuery::new(request, top_k)
+        let mut query = SelectionQuery::new(request, top_k)
             .kinds(kinds.iter().copied())
             .exclude(hidden);
+        query.min_relevance = self.inner.config.min_relevance;
         let started = Instant::now();
         let scored = selector.select(&query).await?;
         let registry = &self.inner.registry;
@@ -700,7 +707,8 @@ fn discover_tools_spec(max: usize) -> ToolSpec {
     ToolSpec::new(
         DISCOVER_TOOLS,
         "Find the tools that fit a task. Describe what you want to do; returns the best matching \
-         tools with their full input schemas and a relevance score, best first.",
+         tools with their full input schemas and a relevance score, best first, or none when no \
+         tool fits the task.",
     )
     .with_input_schema(json!({
         "type": "object",

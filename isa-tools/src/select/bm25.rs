@@ -66,25 +66,49 @@ impl Bm25Index {
         }
     }
 
-    /// BM25 score of every document for `query` (zero where no term matches).
-    pub fn scores(&self, query: &str) -> Vec<f32> {
-        let mut scores = vec![0f32; self.doc_len.len()];
-        let n = self.doc_len.len() as f32;
+    /// The distinct terms of a query.
+    fn query_terms(query: &str) -> Vec<String> {
         let mut query_terms = terms(query);
         query_terms.sort();
         query_terms.dedup();
-        for term in query_terms {
+        query_terms
+    }
+
+    /// BM25's inverse document frequency of a term found in `df` of the documents.
+    fn idf(&self, df: usize) -> f32 {
+        let (n, df) = (self.doc_len.len() as f32, df as f32);
+        ((n - df + 0.5) / (df + 0.5) + 1.0).ln()
+    }
+
+    /// BM25 score of every document for `query` (zero where no term matches).
+    pub fn scores(&self, query: &str) -> Vec<f32> {
+        let mut scores = vec![0f32; self.doc_len.len()];
+        for term in Self::query_terms(query) {
             let Some(posting) = self.postings.get(&term) else {
                 continue;
             };
-            let df = posting.len() as f32;
-            let idf = ((n - df + 0.5) / (df + 0.5) + 1.0).ln();
+            let idf = self.idf(posting.len());
             for &(doc, tf) in posting {
                 let len_norm = 1.0 - B + B * self.doc_len[doc as usize] / self.avg_len.max(1.0);
                 scores[doc as usize] += idf * tf * (K1 + 1.0) / (tf + K1 * len_norm);
             }
         }
         scores
+    }
+
+    /// The share of the query's term weight (idf, a term no document has weighing most) that
+    /// document `doc` contains, in `[0, 1]`: how much of the request the document speaks of.
+    pub fn coverage(&self, query: &str, doc: usize) -> f32 {
+        let (mut matched, mut total) = (0f32, 0f32);
+        for term in Self::query_terms(query) {
+            let posting = self.postings.get(&term);
+            let idf = self.idf(posting.map_or(0, Vec::len));
+            total += idf;
+            if posting.is_some_and(|p| p.iter().any(|&(d, _)| d as usize == doc)) {
+                matched += idf;
+            }
+        }
+        if total > 0.0 { matched / total } else { 0.0 }
     }
 }
 
@@ -109,5 +133,10 @@ mod tests {
         let s = index.scores("cheap flights");
         assert!(s[1] > 0.0 && s[0] == 0.0 && s[2] == 0.0, "{s:?}");
         assert!(index.scores("zzz").iter().all(|&x| x == 0.0));
+        let partly = index.coverage("cheap flights", 1);
+        assert!(partly > 0.0 && partly < 1.0, "{partly}");
+        assert_eq!(index.coverage("flights", 1), 1.0);
+        assert!(index.coverage("flights to Zzyzx", 1) < 0.5);
+        assert_eq!(index.coverage("flights", 0), 0.0);
     }
 }

@@ -1,7 +1,8 @@
 //! Evaluation of selectors: the query file format and retrieval metrics. Catalogs are read by
 //! [`crate::catalog`], as the server reads them.
 //!
-//! Queries: JSON lines `{"id", "query", "gold": [tool ids]}`.
+//! Queries: JSON lines `{"id", "query", "gold": [tool ids]}`; requests no tool fits (to measure
+//! abstention) have an empty `gold`.
 
 use std::{collections::HashSet, path::Path};
 
@@ -22,9 +23,33 @@ pub struct EvalQuery {
 
 /// Reads a queries file, checking each gold id against the catalog; errors name the line.
 pub fn load_queries(path: &Path, catalog: &[IndexItem]) -> Result<Vec<EvalQuery>> {
+    let known: HashSet<&str> = catalog.iter().map(|i| i.id.as_str()).collect();
+    read_queries(path, |query| {
+        if query.gold.is_empty() {
+            return Err("the query has no gold tools".into());
+        }
+        match query.gold.iter().find(|g| !known.contains(g.as_str())) {
+            Some(missing) => Err(format!("gold tool {missing:?} is not in the catalog")),
+            None => Ok(()),
+        }
+    })
+}
+
+/// Reads a file of requests that no tool fits: query lines whose `gold` is empty.
+pub fn load_irrelevant(path: &Path) -> Result<Vec<EvalQuery>> {
+    read_queries(path, |query| match query.gold.is_empty() {
+        true => Ok(()),
+        false => Err("the request has gold tools; one that no tool fits has none".into()),
+    })
+}
+
+/// The query lines of a file, each passing `check`; errors name the line.
+fn read_queries(
+    path: &Path,
+    check: impl Fn(&EvalQuery) -> std::result::Result<(), String>,
+) -> Result<Vec<EvalQuery>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::invalid(format!("cannot read queries {}: {e}", path.display())))?;
-    let known: HashSet<&str> = catalog.iter().map(|i| i.id.as_str()).collect();
     let mut queries = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -37,18 +62,7 @@ pub fn load_queries(path: &Path, catalog: &[IndexItem]) -> Result<Vec<EvalQuery>
                 at()
             ))
         })?;
-        if query.gold.is_empty() {
-            return Err(Error::invalid(format!(
-                "{}: the query has no gold tools",
-                at()
-            )));
-        }
-        if let Some(missing) = query.gold.iter().find(|g| !known.contains(g.as_str())) {
-            return Err(Error::invalid(format!(
-                "{}: gold tool {missing:?} is not in the catalog",
-                at()
-            )));
-        }
+        check(&query).map_err(|problem| Error::invalid(format!("{}: {problem}", at())))?;
         queries.push(query);
     }
     if queries.is_empty() {
@@ -294,6 +308,23 @@ mod tests {
             err.contains("q.jsonl:2") && err.contains("not a query line"),
             "{err}"
         );
+
+        std::fs::write(
+            &queries,
+            "{\"id\": 1, \"query\": \"q\", \"gold\": []}\n{\"id\": 2, \"query\": \"q\", \"gold\": [\"a\"]}\n",
+        )?;
+        let err = load_queries(&queries, &items).unwrap_err().to_string();
+        assert!(
+            err.contains("q.jsonl:1") && err.contains("no gold"),
+            "{err}"
+        );
+        let err = load_irrelevant(&queries).unwrap_err().to_string();
+        assert!(
+            err.contains("q.jsonl:2") && err.contains("has gold"),
+            "{err}"
+        );
+        std::fs::write(&queries, "{\"id\": 1, \"query\": \"q\", \"gold\": []}\n")?;
+        assert_eq!(load_irrelevant(&queries)?.len(), 1);
 
         std::fs::write(&catalog, r#"{"tools": []}"#)?;
         assert!(

@@ -95,20 +95,43 @@ pub enum Strategy {
     },
 }
 
-/// Scores every item for one query text (zero for items the query does not admit).
+/// Scores every item for one query text (zero for items the query does not admit), with the
+/// text's relevance as [`Ranking::relevance`] defines it.
 fn score_all(
     snapshot: &Snapshot,
     strategy: Strategy,
     query: &SelectionQuery,
     text: &str,
     query_vector: Option<&[f32]>,
-) -> Result<Vec<f32>> {
+) -> Result<(Vec<f32>, f32)> {
     let n = snapshot.items.len();
     let dense = query_vector.map(|q| {
         let mut scores = vec![0f32; n];
         dot_rows(&snapshot.vectors, q, &mut scores);
         scores
     });
+    let admitted: Vec<bool> = snapshot
+        .items
+        .iter()
+        .map(|item| query.admits(item))
+        .collect();
+    let best_admitted = |scores: &[f32]| {
+        scores
+            .iter()
+            .zip(&admitted)
+            .enumerate()
+            .filter(|(_, (_, admitted))| **admitted)
+            .map(|(i, (&s, _))| (i, s))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    };
+    let relevance = match (&dense, &snapshot.bm25) {
+        (Some(d), _) => best_admitted(d).map_or(0.0, |(_, s)| s.clamp(0.0, 1.0)),
+        (None, Some(bm25)) => match best_admitted(&bm25.scores(text)) {
+            Some((best, s)) if s > 0.0 => bm25.coverage(text, best),
+            _ => 0.0,
+        },
+        (None, None) => 0.0,
+    };
     let lexical = snapshot.bm25.as_ref().map(|bm25| {
         let mut scores = bm25.scores(text);
         let max = scores.iter().copied().fold(0f32, f32::max);
@@ -117,11 +140,6 @@ fn score_all(
         }
         scores
     });
-    let admitted: Vec<bool> = snapshot
-        .items
-        .iter()
-        .map(|item| query.admits(item))
-        .collect();
     let mut scores: Vec<f32> = match (strategy, dense, lexical) {
         (Strategy::Dense, Some(d), _) => d.into_iter().map(|s| s.clamp(0.0, 1.0)).collect(),
         (Strategy::Lexical, _, Some(l)) => l,
@@ -144,7 +162,7 @@ fn score_all(
             *s = 0.0;
         }
     }
-    Ok(scores)
+    Ok((scores, relevance))
 }
 
 /// The best `top_k` items with a positive score at or above the query's `min_score`.
@@ -170,6 +188,20 @@ fn best(snapshot: &Snapshot, query: &SelectionQuery, scores: &[f32]) -> Vec<Scor
 /// below a strong match for the whole request instead of displacing it.
 pub const CLAUSE_DISCOUNT: f32 = 0.8;
 
+/// The items a selection returns, and how relevant its request is to the index at all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranking {
+    /// The selected items, best first; none when `relevance` is below the query's
+    /// `min_relevance`.
+    pub items: Vec<Scored>,
+    /// How well the request matches the best admitted item, in `[0, 1]`, whatever the other
+    /// items score: with an embedder, the cosine similarity of the request's embedding with the
+    /// closest item's document (a clause's counts [`CLAUSE_DISCOUNT`] times its own); lexical
+    /// selection, the share of the request's term weight (idf) that the best BM25 match
+    /// contains.
+    pub relevance: f32,
+}
+
 /// Scores the whole request and each of its clauses, and keeps each item's best (clauses
 /// discounted), so a request that asks for two things finds tools for both. `texts[0]` is the
 /// whole request.
@@ -179,22 +211,46 @@ pub(crate) fn rank(
     query: &SelectionQuery,
     texts: &[String],
     vectors: &[Vec<f32>],
-) -> Result<Vec<Scored>> {
+) -> Result<Ranking> {
     if snapshot.items.is_empty() || query.top_k == 0 {
-        return Ok(Vec::new());
+        return Ok(Ranking {
+            items: Vec::new(),
+            relevance: 0.0,
+        });
     }
-    if let (Strategy::Dense, Some(quantized)) = (strategy, &snapshot.quantized) {
-        return Ok(dense_rank(snapshot, quantized, query, vectors));
+    let mut ranking = match (strategy, &snapshot.quantized) {
+        (Strategy::Dense, Some(quantized)) => dense_rank(snapshot, quantized, query, vectors),
+        _ => fused_rank(snapshot, strategy, query, texts, vectors)?,
+    };
+    if query
+        .min_relevance
+        .is_some_and(|min| ranking.relevance < min)
+    {
+        ranking.items.clear();
     }
+    Ok(ranking)
+}
+
+/// [`rank`] for strategies that score every item in full precision.
+fn fused_rank(
+    snapshot: &Snapshot,
+    strategy: Strategy,
+    query: &SelectionQuery,
+    texts: &[String],
+    vectors: &[Vec<f32>],
+) -> Result<Ranking> {
     let mut combined: Option<Vec<f32>> = None;
+    let mut relevance = 0f32;
     for (i, text) in texts.iter().enumerate() {
-        let scores = score_all(
+        let (scores, text_relevance) = score_all(
             snapshot,
             strategy,
             query,
             text,
             vectors.get(i).map(Vec::as_slice),
         )?;
+        let discount = if i == 0 { 1.0 } else { CLAUSE_DISCOUNT };
+        relevance = relevance.max(discount * text_relevance);
         combined = Some(match combined {
             None => scores,
             Some(mut c) => {
@@ -205,9 +261,12 @@ pub(crate) fn rank(
             }
         });
     }
-    Ok(combined
-        .map(|c| best(snapshot, query, &c))
-        .unwrap_or_default())
+    Ok(Ranking {
+        items: combined
+            .map(|c| best(snapshot, query, &c))
+            .unwrap_or_default(),
+        relevance,
+    })
 }
 
 /// Dense selection as [`rank`] defines it (each text's cosine clamped to `[0, 1]`, clauses
@@ -218,7 +277,7 @@ fn dense_rank(
     quantized: &QuantizedRows,
     query: &SelectionQuery,
     vectors: &[Vec<f32>],
-) -> Vec<Scored> {
+) -> Ranking {
     let discount = |t: usize| if t == 0 { 1.0 } else { CLAUSE_DISCOUNT };
     let weighted: Vec<(&[f32], f32)> = vectors
         .iter()
@@ -241,8 +300,10 @@ fn dense_rank(
             (i, best)
         })
         .collect();
+    // The best row is always a candidate, so the best exact score is the request's relevance.
+    let relevance = exact_scores.iter().map(|(_, s)| *s).fold(0f32, f32::max);
     let min_score = query.min_score.unwrap_or(f32::MIN);
-    top_k(
+    let items = top_k(
         exact_scores
             .iter()
             .map(|(i, s)| (*i, s))
@@ -255,7 +316,8 @@ fn dense_rank(
         kind: snapshot.items[i].kind,
         score,
     })
-    .collect()
+    .collect();
+    Ranking { items, relevance }
 }
 
 /// Rescales scores of admitted items to `[0, 1]` by the query's lowest and highest.
@@ -379,7 +441,8 @@ mod tests {
                 for vectors in [&q[..1], q] {
                     let texts = vec![String::new(); vectors.len()];
                     let slow = rank(&full, Strategy::Dense, &query, &texts, vectors).unwrap();
-                    assert!(!slow.is_empty() || query.min_score.is_some());
+                    assert!(slow.relevance > 0.0);
+                    assert!(!slow.items.is_empty() || query.min_score.is_some());
                     for codes in [&quantized, &narrow] {
                         let fast = rank(codes, Strategy::Dense, &query, &texts, vectors).unwrap();
                         assert_eq!(fast, slow, "k {k}, {} texts", vectors.len());

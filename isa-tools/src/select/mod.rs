@@ -20,13 +20,17 @@ use isa_core::{
 use parking_lot::RwLock;
 
 pub use analyze::{clauses, terms};
-pub use index::CLAUSE_DISCOUNT;
-pub use index::Strategy;
+pub use index::{CLAUSE_DISCOUNT, Ranking, Strategy};
 use index::{Snapshot, rank};
 
 /// The dense weight of [`Strategy::Hybrid`] by default, chosen on the tuning half of MetaTool's
 /// single-tool queries (see `docs/selection.md`).
 pub const DEFAULT_DENSE_WEIGHT: f32 = 0.8;
+
+/// The [`Ranking::relevance`] below which `isa-mcp serve` answers that no tool fits, for the
+/// default embedding model (all-MiniLM-L6-v2): chosen on the tuning halves of MetaTool and BFCL
+/// against BFCL's irrelevance requests (see `docs/selection.md`). Another model needs its own.
+pub const DEFAULT_MIN_RELEVANCE: f32 = 0.225;
 
 /// Indexes whose scoring reads more than this many bytes are scored on rayon's threads, not the
 /// async runtime's (an int8 scan of this size takes tens of microseconds).
@@ -176,6 +180,14 @@ impl ToolSelector for LocalSelector {
     }
 
     async fn select(&self, query: &SelectionQuery) -> Result<Vec<Scored>> {
+        Ok(self.assess(query).await?.items)
+    }
+}
+
+impl LocalSelector {
+    /// Selects as [`ToolSelector::select`] does, and says how relevant the request is to the
+    /// index ([`Ranking::relevance`]), so a caller can measure or choose a `min_relevance`.
+    pub async fn assess(&self, query: &SelectionQuery) -> Result<Ranking> {
         let mut texts = vec![query.text.clone()];
         // Clauses help embeddings, which average a request's meaning; BM25 already sums over every
         // term of the whole request, so lexical selection scores it once.
@@ -264,7 +276,9 @@ mod tests {
             .embed(std::slice::from_ref(&wanted), TextKind::Query)
             .await
             .unwrap();
-        let inline = rank(&snapshot, Strategy::Dense, &query, &[wanted], &vectors).unwrap();
+        let inline = rank(&snapshot, Strategy::Dense, &query, &[wanted], &vectors)
+            .unwrap()
+            .items;
         assert_eq!(hits, inline);
     }
 }

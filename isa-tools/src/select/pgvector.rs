@@ -285,6 +285,12 @@ impl ToolSelector for PgVectorSelector {
                 }
             }
         }
+        // Scores are (discounted) cosines, as the in-memory dense selector's, so the best is
+        // the request's relevance.
+        let relevance = best.values().map(|s| s.score).fold(0f32, f32::max);
+        if query.min_relevance.is_some_and(|min| relevance < min) {
+            return Ok(Vec::new());
+        }
         let mut ranked: Vec<Scored> = best
             .into_values()
             .filter(|s| query.min_score.is_none_or(|min| s.score >= min))

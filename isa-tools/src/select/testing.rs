@@ -193,6 +193,35 @@ pub async fn a_minimum_score_above_every_match_returns_nothing(
     }
 }
 
+/// `min_relevance` answers nothing for a request the catalog does not speak of, and still
+/// answers one it does.
+pub async fn a_request_no_item_fits_gets_nothing_under_a_minimum_relevance(
+    name: &str,
+    selector: &dyn ToolSelector,
+) {
+    selector.upsert(catalog()).await.unwrap();
+    let ask = |text: &str| SelectionQuery::new(text, 3).min_relevance(0.3);
+    let fits = selector
+        .select(&ask("weather forecast for Paris"))
+        .await
+        .unwrap();
+    assert_eq!(
+        fits.first().map(|s| s.id.as_str()),
+        Some("get_weather"),
+        "{name}"
+    );
+    let unfit = selector
+        .select(&ask("a recipe for chocolate cake"))
+        .await
+        .unwrap();
+    assert!(unfit.is_empty(), "{name}: {unfit:?}");
+    let query = SelectionQuery::new("a recipe for chocolate cake", 3);
+    assert!(!selector.select(&query).await.unwrap().is_empty() || name == "lexical");
+    // Relevance is at most 1.
+    let above = ask("weather forecast for Paris").min_relevance(1.01);
+    assert!(selector.select(&above).await.unwrap().is_empty(), "{name}");
+}
+
 /// An empty index and `top_k` 0 return nothing; an upsert naming an id twice is refused.
 pub async fn an_empty_index_and_top_k_zero_return_nothing_and_duplicate_ids_are_refused(
     name: &str,

@@ -140,7 +140,7 @@ impl App {
             },
         )?
         .with_events(event_sink.clone());
-        let mut builder = McpServer::builder(mcp_config(&settings))
+        let mut builder = McpServer::builder(mcp_config(&settings, embedder.is_some()))
             .events(event_sink.clone())
             .health_check(Arc::new(FileStoreHealth(files.clone())))
             .health_check(Arc::new(db.clone()))
@@ -322,7 +322,9 @@ async fn tool_index(
     })
 }
 
-fn mcp_config(settings: &Settings) -> McpConfig {
+/// The MCP server's configuration; `dense` says whether selection has the embedding model, the
+/// scale `--min-relevance` is given in.
+fn mcp_config(settings: &Settings, dense: bool) -> McpConfig {
     let mut allowed_hosts = McpConfig::default().allowed_hosts;
     if settings.allowed_hosts.iter().any(|h| h == "*") {
         allowed_hosts.clear();
@@ -341,6 +343,7 @@ fn mcp_config(settings: &Settings) -> McpConfig {
             timeout: Duration::from_secs(settings.tool_timeout),
             max_concurrent: settings.tool_concurrency,
         },
+        min_relevance: (dense && settings.min_relevance > 0.0).then_some(settings.min_relevance),
         ..McpConfig::default()
     }
 }

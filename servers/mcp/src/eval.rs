@@ -12,7 +12,7 @@ use isa_tools::{
     catalog::load_catalog,
     select::{
         DEFAULT_DENSE_WEIGHT, LocalSelector, Strategy,
-        eval::{Baseline, EvalQuery, QueryMetrics, load_queries},
+        eval::{Baseline, EvalQuery, QueryMetrics, load_irrelevant, load_queries},
     },
 };
 use serde_json::json;
@@ -112,6 +112,10 @@ struct Common {
     /// Use only half of the queries.
     #[arg(long, value_enum)]
     half: Option<Half>,
+    /// Answer nothing for a request whose relevance (`isa_tools::select::Ranking::relevance`)
+    /// is below this, as `isa-mcp serve` does; by default every query is ranked in full.
+    #[arg(long)]
+    min_relevance: Option<f32>,
 }
 
 #[derive(Args)]
@@ -130,6 +134,11 @@ pub struct EvalArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Requests no tool fits (query lines with an empty `gold`): reports, for a range of
+    /// `--min-relevance` values, the share of them answered with nothing beside the share of
+    /// the queries that lose their tools.
+    #[arg(long)]
+    irrelevant: Option<PathBuf>,
 }
 
 pub async fn run(command: ToolsCommand) -> anyhow::Result<()> {
@@ -145,8 +154,15 @@ pub async fn run(command: ToolsCommand) -> anyhow::Result<()> {
             let progress = progress_bar(queries.len());
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             for q in &queries {
-                let ranked = rank(&selector, q, args.top_k).await?;
-                writeln!(out, "{}", json!({ "id": q.id, "ranked": ranked }))?;
+                let (mut ranked, relevance) = rank(&selector, q, args.top_k).await?;
+                if refused(args.common.min_relevance, relevance) {
+                    ranked.clear();
+                }
+                writeln!(
+                    out,
+                    "{}",
+                    json!({ "id": q.id, "ranked": ranked, "relevance": relevance })
+                )?;
                 progress.inc(1);
             }
             progress.finish_and_clear();
@@ -155,8 +171,16 @@ pub async fn run(command: ToolsCommand) -> anyhow::Result<()> {
         }
         ToolsCommand::Eval(args) => {
             let (rankers, queries) = prepare(&args.common).await?;
+            let irrelevant = match &args.irrelevant {
+                Some(path) => load_irrelevant(path)?,
+                None => Vec::new(),
+            };
             for ranker in &rankers {
-                let report = evaluate(ranker, &queries).await?;
+                let mut report = evaluate(ranker, &queries, args.common.min_relevance).await?;
+                if !irrelevant.is_empty() {
+                    let relevance = rank_all(ranker, &irrelevant).await?;
+                    add_abstention(&mut report, &relevance, args.common.min_relevance);
+                }
                 print_report(&report, ranker.dense_weight(), args.json);
             }
             Ok(())
@@ -164,16 +188,33 @@ pub async fn run(command: ToolsCommand) -> anyhow::Result<()> {
     }
 }
 
-/// Ranks every query, timing each selection including the query embedding.
-async fn evaluate(selector: &Ranker, queries: &[EvalQuery]) -> anyhow::Result<serde_json::Value> {
+/// Whether a request of this relevance is answered with nothing under `min_relevance`.
+fn refused(min_relevance: Option<f32>, relevance: Option<f32>) -> bool {
+    matches!((min_relevance, relevance), (Some(min), Some(r)) if r < min)
+}
+
+/// Ranks every query, timing each selection including the query embedding. With
+/// `min_relevance`, a refused query scores zero on every metric.
+async fn evaluate(
+    selector: &Ranker,
+    queries: &[EvalQuery],
+    min_relevance: Option<f32>,
+) -> anyhow::Result<serde_json::Value> {
     let progress = progress_bar(queries.len());
     let mut sum = QueryMetrics::default();
     let mut latencies = Vec::with_capacity(queries.len());
+    // Each query's relevance and Recall@5 in full, for the abstention curve.
+    let mut answered = Vec::with_capacity(queries.len());
     for q in queries {
         let started = Instant::now();
-        let ranked = rank(selector, q, 10).await?;
+        let (ranked, relevance) = rank(selector, q, 10).await?;
         latencies.push(started.elapsed().as_secs_f64() * 1000.0);
-        let m = QueryMetrics::of(&ranked, &q.gold);
+        let full = QueryMetrics::of(&ranked, &q.gold);
+        answered.push((relevance.unwrap_or(1.0), full.recall5));
+        let m = match refused(min_relevance, relevance) {
+            true => QueryMetrics::default(),
+            false => full,
+        };
         sum.ndcg5 += m.ndcg5;
         sum.ndcg10 += m.ndcg10;
         sum.recall5 += m.recall5;
@@ -187,6 +228,7 @@ async fn evaluate(selector: &Ranker, queries: &[EvalQuery]) -> anyhow::Result<se
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
     let n = queries.len() as f64;
     Ok(json!({
+        "answered": answered,
         "queries": queries.len(),
         "ndcg@5": 100.0 * sum.ndcg5 / n,
         "ndcg@10": 100.0 * sum.ndcg10 / n,
@@ -199,10 +241,55 @@ async fn evaluate(selector: &Ranker, queries: &[EvalQuery]) -> anyhow::Result<se
     }))
 }
 
+/// The relevance of each request, for requests no tool fits.
+async fn rank_all(ranker: &Ranker, requests: &[EvalQuery]) -> anyhow::Result<Vec<f32>> {
+    let progress = progress_bar(requests.len());
+    let mut relevance = Vec::with_capacity(requests.len());
+    for q in requests {
+        let (_, r) = rank(ranker, q, 1).await?;
+        relevance.push(r.context("the baseline does not measure relevance")?);
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    Ok(relevance)
+}
+
+/// Adds to `report` (which holds each query's relevance and Recall@5 as `answered`), for
+/// thresholds from 0.100 to 0.600 by 0.025: the share of irrelevant requests answered with nothing, the
+/// share of queries answered with nothing, and the points of Recall@5 they lose; and the same
+/// at `min_relevance` when one is given.
+fn add_abstention(report: &mut serde_json::Value, irrelevant: &[f32], min_relevance: Option<f32>) {
+    let answered: Vec<(f32, f64)> =
+        serde_json::from_value(report["answered"].clone()).unwrap_or_default();
+    let at = |min: f32| {
+        let share = |n: usize, of: usize| 100.0 * n as f64 / of.max(1) as f64;
+        let lost: f64 = answered
+            .iter()
+            .filter(|(r, _)| *r < min)
+            .map(|(_, recall)| recall)
+            .sum();
+        json!({
+            "min_relevance": min,
+            "irrelevant_refused": share(irrelevant.iter().filter(|&&r| r < min).count(), irrelevant.len()),
+            "refused": share(answered.iter().filter(|(r, _)| *r < min).count(), answered.len()),
+            // + 0.0 turns a sum of nothing (-0.0) into 0.
+            "recall@5_lost": 100.0 * lost / answered.len().max(1) as f64 + 0.0,
+        })
+    };
+    report["irrelevant"] = json!(irrelevant.len());
+    report["abstention"] = (4..=24).map(|step| at(step as f32 * 0.025)).collect();
+    if let Some(min) = min_relevance {
+        report["at_min_relevance"] = at(min);
+    }
+}
+
 fn print_report(report: &serde_json::Value, dense_weight: Option<f32>, as_json: bool) {
     let mut report = report.clone();
     if let Some(w) = dense_weight {
         report["dense_weight"] = json!(w);
+    }
+    if let Some(map) = report.as_object_mut() {
+        map.remove("answered");
     }
     if as_json {
         println!("{report}");
@@ -224,23 +311,47 @@ fn print_report(report: &serde_json::Value, dense_weight: Option<f32>, as_json: 
     ] {
         println!("{key:<11} {:.3}", report[key].as_f64().unwrap_or_default());
     }
+    if let Some(curve) = report["abstention"].as_array() {
+        println!(
+            "abstention over {} irrelevant requests (percent):",
+            report["irrelevant"]
+        );
+        println!("min_relevance  irrelevant_refused  refused  recall@5_lost");
+        for point in curve.iter().chain(report.get("at_min_relevance")) {
+            let f = |key: &str| point[key].as_f64().unwrap_or_default();
+            println!(
+                "{:>13.3}  {:>18.2}  {:>7.2}  {:>13.2}",
+                f("min_relevance"),
+                f("irrelevant_refused"),
+                f("refused"),
+                f("recall@5_lost")
+            );
+        }
+    }
 }
 
-async fn rank(ranker: &Ranker, q: &EvalQuery, top_k: usize) -> anyhow::Result<Vec<String>> {
+/// The query's `top_k` tool ids, best first, ranked in full, and its relevance (`None` from the
+/// baseline, which does not measure it).
+async fn rank(
+    ranker: &Ranker,
+    q: &EvalQuery,
+    top_k: usize,
+) -> anyhow::Result<(Vec<String>, Option<f32>)> {
     let selector = match ranker {
         Ranker::Selector(selector) => selector,
-        Ranker::Baseline(baseline) => return Ok(baseline.rank(&q.query, top_k).await?),
+        Ranker::Baseline(baseline) => return Ok((baseline.rank(&q.query, top_k).await?, None)),
     };
     let query = SelectionQuery::new(q.query.clone(), top_k).kinds([ItemKind::Tool]);
-    Ok(selector
-        .select(&query)
-        .await?
-        .into_iter()
-        .map(|s| s.id)
-        .collect())
+    let ranking = selector.assess(&query).await?;
+    let ids = ranking.items.into_iter().map(|s| s.id).collect();
+    Ok((ids, Some(ranking.relevance)))
 }
 
 async fn prepare(common: &Common) -> anyhow::Result<(Vec<Ranker>, Vec<EvalQuery>)> {
+    anyhow::ensure!(
+        !matches!(common.selector, SelectorKind::Baseline) || common.min_relevance.is_none(),
+        "the baseline does not measure relevance: --min-relevance needs another selector"
+    );
     let catalog = load_catalog(&common.catalog)?;
     let mut queries = load_queries(&common.queries, &catalog)?;
     if let Some(half) = common.half {

@@ -5,7 +5,10 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, ValueEnum};
 use isa_core::http::DEFAULT_CONCURRENCY;
-use isa_tools::{gateway::UpstreamConfig, select::DEFAULT_DENSE_WEIGHT};
+use isa_tools::{
+    gateway::UpstreamConfig,
+    select::{DEFAULT_DENSE_WEIGHT, DEFAULT_MIN_RELEVANCE},
+};
 
 /// What `tools/list` shows.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -88,6 +91,12 @@ pub struct Settings {
     /// Weight of the dense score in hybrid selection.
     #[arg(long, env = "ISA_MCP_DENSE_WEIGHT", default_value_t = DEFAULT_DENSE_WEIGHT)]
     pub dense_weight: f32,
+    /// Discovery answers that no tool fits a request whose cosine similarity with every tool
+    /// is below this; 0 turns it off. The default is calibrated for the default embedding
+    /// model: with another (`ISA_EMBEDDING_MODEL_DIR`), choose one with `isa-mcp tools eval
+    /// --irrelevant`. Not applied when the model did not load (selection is then lexical).
+    #[arg(long, env = "ISA_MCP_MIN_RELEVANCE", default_value_t = DEFAULT_MIN_RELEVANCE)]
+    pub min_relevance: f32,
     /// Seconds a tool call may run before it is answered with a timeout error.
     #[arg(long, env = "ISA_MCP_TOOL_TIMEOUT", default_value_t = 60)]
     pub tool_timeout: u64,

@@ -567,6 +567,83 @@ async fn discovered(port: u16, request: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// `discover_tools` called over MCP (2026-07-28): the tool's structured answer.
+async fn discover_tools(port: u16, query: &str) -> Value {
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"},
+    });
+    let body = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/mcp"))
+        .header("Accept", "application/json, text/event-stream")
+        .header("MCP-Protocol-Version", "2026-07-28")
+        .header("Mcp-Method", "tools/call")
+        .header("Mcp-Name", "discover_tools")
+        .json(&json!({
+            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "discover_tools", "arguments": {"query": query}, "_meta": meta},
+        }))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // A server with sessions answers as one SSE event.
+    let message = body.lines().find_map(|l| l.strip_prefix("data: "));
+    let answer: Value = serde_json::from_str(message.unwrap_or(&body)).unwrap();
+    assert_eq!(answer["result"]["isError"], false, "{answer}");
+    answer["result"]["structuredContent"].clone()
+}
+
+/// Requests MetaTool's tools fit, each with the tool that does.
+const RELEVANT: [(&str, &str); 3] = [
+    ("what is the weather in Paris tomorrow", "WeatherTool"),
+    (
+        "find a restaurant and book a table for tonight",
+        "RestaurantBookingTool",
+    ),
+    ("convert 100 dollars to euros", "ExchangeTool"),
+];
+
+/// Requests from BFCL's irrelevance set that none of MetaTool's tools fits (their relevance,
+/// 0.15 to 0.18, is below the default 0.225).
+const IRRELEVANT: [&str; 3] = [
+    "Solve the quadratic equation with coefficients a = 1, b = 2, and c = 3.",
+    "Who initiate Protestant Reformation?",
+    "What is the slope of the line which is perpendicular to the line with the equation y = 3x + 2?",
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn discovery_answers_nothing_when_no_tool_fits() {
+    if embedder().is_none() {
+        return;
+    }
+    // `isa-mcp serve` on its defaults, over MetaTool's 199 tools.
+    let (_server, port, _data) = serve_binary(&[]).await;
+    for (request, tool) in RELEVANT {
+        let found = discover_tools(port, request).await;
+        let names: Vec<&str> = found["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert!(names.contains(&tool), "{request}: {found}");
+        assert!(!discovered(port, request).await.is_empty(), "{request}");
+    }
+    for request in IRRELEVANT {
+        let found = discover_tools(port, request).await;
+        assert_eq!(found["tools"], json!([]), "{request}: {found}");
+        assert!(
+            found["note"].as_str().unwrap().contains("no tool fits"),
+            "{found}"
+        );
+        assert_eq!(discovered(port, request).await, [], "{request}");
+    }
+}
+
 async fn index_stats(port: u16) -> Value {
     let stats: Value = reqwest::get(format!("http://127.0.0.1:{port}/stats"))
         .await
