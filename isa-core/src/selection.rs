@@ -61,6 +61,23 @@ pub trait Embedder: Send + Sync {
     /// Embeds a batch of texts; the result has one L2-normalised vector per text, in order.
     async fn embed(&self, texts: &[String], kind: TextKind) -> Result<Vec<Vec<f32>>>;
 
+    /// Embeds `text` and each part of it named by a byte range in `parts`: `1 + parts.len()`
+    /// vectors, the whole text's first. A request that asks for several things is scored by
+    /// its clauses too. The default embeds each part as a text of its own, in one batch with
+    /// the whole; an embedder that pools token states can pool each part's tokens from one
+    /// run over the whole text instead, at the cost of one text. A range that is not within
+    /// the text, on character boundaries, is refused.
+    async fn embed_with_parts(
+        &self,
+        text: &str,
+        parts: &[std::ops::Range<usize>],
+        kind: TextKind,
+    ) -> Result<Vec<Vec<f32>>> {
+        let mut texts = vec![text.to_string()];
+        texts.extend(part_texts(text, parts)?);
+        self.embed(&texts, kind).await
+    }
+
     /// Embeds one text.
     async fn embed_one(&self, text: &str, kind: TextKind) -> Result<Vec<f32>> {
         let mut vectors = self.embed(&[text.to_string()], kind).await?;
@@ -73,6 +90,19 @@ pub trait Embedder: Send + Sync {
     fn stats(&self) -> Option<EmbedderStats> {
         None
     }
+}
+
+/// The parts of `text` that `parts` names, refusing a range that is not within it on character
+/// boundaries.
+pub fn part_texts(text: &str, parts: &[std::ops::Range<usize>]) -> Result<Vec<String>> {
+    parts
+        .iter()
+        .map(|range| {
+            text.get(range.clone())
+                .map(str::to_string)
+                .ok_or_else(|| Error::invalid(format!("{range:?} is not a part of the text")))
+        })
+        .collect()
 }
 
 /// The three kinds of things an MCP server offers, all of which are selected.

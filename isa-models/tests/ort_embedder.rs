@@ -309,6 +309,61 @@ async fn repeated_queries_come_from_the_cache() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[tokio::test]
+async fn a_texts_parts_are_pooled_from_one_run_over_it() -> anyhow::Result<()> {
+    let Some(embedder) = embedder() else {
+        return Ok(());
+    };
+    let text = "book a flight to Lisbon, then find me a quiet hotel near the beach";
+    let (flight, hotel) = (0..23, 30..66);
+    let before = embedder.stats();
+    let vectors = embedder
+        .embed_with_parts(text, &[flight.clone(), hotel.clone()], TextKind::Query)
+        .await?;
+    let after = embedder.stats();
+    // One text through the model, not three.
+    assert_eq!(after.texts_embedded - before.texts_embedded, 1);
+    assert_eq!(vectors.len(), 3);
+    // The whole text's vector is the one it gets alone.
+    let alone = embedder.embed_one(text, TextKind::Document).await?;
+    assert!(cosine(&vectors[0], &alone) > 0.9999);
+    // Each part's vector stands for that part: nearer its own words than the other part's.
+    let own = embedder
+        .embed(
+            &[text[flight].to_string(), text[hotel].to_string()],
+            TextKind::Document,
+        )
+        .await?;
+    for (part, (mine, other)) in [(1, (0, 1)), (2, (1, 0))] {
+        let (near, far) = (
+            cosine(&vectors[part], &own[mine]),
+            cosine(&vectors[part], &own[other]),
+        );
+        assert!(
+            near > 0.7 && near > far + 0.1,
+            "part {part}: {near} vs {far}"
+        );
+    }
+    // Asked again, the whole answer comes from the cache.
+    let again = embedder
+        .embed_with_parts(text, &[0..23, 30..66], TextKind::Query)
+        .await?;
+    assert_eq!(again, vectors);
+    assert_eq!(embedder.stats().cache_hits - after.cache_hits, 1);
+    // A range outside the text, or inside a character, is refused.
+    let err = embedder
+        .embed_with_parts(text, &[0..3, 60..90], TextKind::Query)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+    let err = embedder
+        .embed_with_parts("café au lait", &[0..4, 6..8], TextKind::Query)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_queue_answers_overloaded_at_once() -> anyhow::Result<()> {
     let Some(mut config) = common::installed_model() else {

@@ -8,6 +8,7 @@ mod worker;
 
 use std::{
     num::NonZeroUsize,
+    ops::Range,
     path::{Path, PathBuf},
     sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
@@ -58,6 +59,9 @@ pub struct OrtEmbedder {
     cache: Option<Mutex<LruCache<String, Arc<[f32]>>>>,
     counters: Arc<Counters>,
     fusion: Option<FusionReport>,
+    /// Whether parts of a text are mean-pooled from the run over the whole text: the model
+    /// outputs token states and the configuration pools by mean.
+    pools_parts: bool,
 }
 
 impl std::fmt::Debug for OrtEmbedder {
@@ -299,13 +303,16 @@ impl OrtEmbedder {
                 tokenizer: tokenizer.clone(),
                 config: config.clone(),
                 counters: counters.clone(),
+                token_states: false,
             })
         };
         let (model, fusion) = choose_model(read_model(&config)?, &config, encoder)?;
+        let mut pools_parts = false;
         for n in 0..config.workers.max(1) {
             let mut encoder = encoder(&model, fusion.map(|report| report.products))?;
             // Warm-up: the first run allocates; this also proves the output shape matches.
             encoder.encode(&["warm up"])?;
+            pools_parts = encoder.token_states && config.pooling == Pooling::Mean;
             let jobs = jobs.clone();
             std::thread::Builder::new()
                 .name(format!("isa-embed-{n}"))
@@ -320,6 +327,7 @@ impl OrtEmbedder {
             cache,
             counters,
             fusion,
+            pools_parts,
         })
     }
 
@@ -353,7 +361,8 @@ impl OrtEmbedder {
         self.counters.snapshot(self.queue.len())
     }
 
-    async fn compute(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
+    /// Embeds texts, each with the parts to pool from it (see [`Job`]).
+    async fn compute(&self, texts: Vec<(String, Vec<Range<usize>>)>) -> Result<Vec<Vec<f32>>> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
@@ -394,17 +403,7 @@ impl Embedder for OrtEmbedder {
     }
 
     async fn embed(&self, texts: &[String], kind: TextKind) -> Result<Vec<Vec<f32>>> {
-        let prefix = match kind {
-            TextKind::Query => &self.config.query_prefix,
-            TextKind::Document => &self.config.document_prefix,
-        };
-        let prefixed = |t: &String| {
-            if prefix.is_empty() {
-                t.clone()
-            } else {
-                format!("{prefix}{t}")
-            }
-        };
+        let prefixed = |t: &String| (self.prefixed(t, kind), Vec::new());
         let cache = match (&self.cache, kind) {
             (Some(cache), TextKind::Query) => cache,
             _ => return self.compute(texts.iter().map(prefixed).collect()).await,
@@ -436,5 +435,58 @@ impl Embedder for OrtEmbedder {
             .into_iter()
             .map(|v| v.map(|v| v.to_vec()).unwrap_or_default())
             .collect())
+    }
+
+    /// Pools each part from the one run over the whole text when the model gives token states
+    /// and pools by mean; else embeds each part as a text of its own.
+    async fn embed_with_parts(
+        &self,
+        text: &str,
+        parts: &[Range<usize>],
+        kind: TextKind,
+    ) -> Result<Vec<Vec<f32>>> {
+        let part_texts = isa_core::part_texts(text, parts)?;
+        if parts.is_empty() || !self.pools_parts {
+            let mut texts = vec![text.to_string()];
+            texts.extend(part_texts);
+            return self.embed(&texts, kind).await;
+        }
+        // One cache entry holds the whole text's vector and its parts', end to end.
+        let key = format!("{text}\u{0}{parts:?}");
+        let cached = match (&self.cache, kind) {
+            (Some(cache), TextKind::Query) => cache.lock().get(&key).cloned(),
+            _ => None,
+        };
+        if let Some(vectors) = cached {
+            self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(vectors
+                .chunks_exact(self.config.dimensions.max(1))
+                .map(<[f32]>::to_vec)
+                .collect());
+        }
+        self.counters.cache_misses.fetch_add(1, Ordering::Relaxed);
+        let prefixed = self.prefixed(text, kind);
+        // The prefix moves every part along.
+        let shift = prefixed.len() - text.len();
+        let shifted = parts
+            .iter()
+            .map(|p| p.start + shift..p.end + shift)
+            .collect();
+        let vectors = self.compute(vec![(prefixed, shifted)]).await?;
+        if let (Some(cache), TextKind::Query) = (&self.cache, kind) {
+            cache.lock().put(key, vectors.concat().into());
+        }
+        Ok(vectors)
+    }
+}
+
+impl OrtEmbedder {
+    /// `text` with the configured prefix of its kind.
+    fn prefixed(&self, text: &str, kind: TextKind) -> String {
+        let prefix = match kind {
+            TextKind::Query => &self.config.query_prefix,
+            TextKind::Document => &self.config.document_prefix,
+        };
+        format!("{prefix}{text}")
     }
 }

@@ -7,6 +7,7 @@
 
 use std::{
     borrow::Cow,
+    ops::Range,
     sync::{Arc, atomic::Ordering},
     time::Instant,
 };
@@ -26,11 +27,19 @@ use crate::error::ort_error;
 /// Most texts one worker gathers from the queue for one round of batches.
 const MAX_TEXTS_PER_ROUND: usize = 512;
 
-/// A request waiting for a worker.
+/// A request waiting for a worker: texts, each with the byte ranges of its parts to pool too
+/// (none for most). The reply holds, for each text in order, its vector then its parts'.
 pub(super) struct Job {
-    pub texts: Vec<String>,
+    pub texts: Vec<(String, Vec<Range<usize>>)>,
     pub reply: oneshot::Sender<Result<Vec<Vec<f32>>>>,
     pub enqueued: Instant,
+}
+
+impl Job {
+    /// How many vectors the reply holds.
+    fn vectors(&self) -> usize {
+        self.texts.iter().map(|(_, parts)| 1 + parts.len()).sum()
+    }
 }
 
 /// Which optional inputs the model takes.
@@ -63,11 +72,16 @@ pub(super) struct Encoder {
     pub inputs: ModelInputs,
     pub config: Arc<EmbedderConfig>,
     pub counters: Arc<Counters>,
+    /// Whether the model's output is token states (pooled here), as the last run showed; a
+    /// model that pools itself cannot pool parts.
+    pub token_states: bool,
 }
 
 struct Tokenized {
     ids: Vec<u32>,
     type_ids: Vec<u32>,
+    /// One attention mask per part: its tokens only.
+    parts: Vec<Vec<i64>>,
 }
 
 impl Encoder {
@@ -75,11 +89,11 @@ impl Encoder {
     pub fn serve(mut self, queue: Receiver<Job>) {
         while let Ok(first) = queue.recv() {
             let mut jobs = vec![first];
-            let mut count = jobs[0].texts.len();
+            let mut count = jobs[0].vectors();
             while count < MAX_TEXTS_PER_ROUND {
                 match queue.try_recv() {
                     Ok(job) => {
-                        count += job.texts.len();
+                        count += job.vectors();
                         jobs.push(job);
                     }
                     Err(_) => break,
@@ -90,15 +104,15 @@ impl Encoder {
                 let waited = started.duration_since(job.enqueued).as_nanos() as u64;
                 self.counters.queue_ns.fetch_add(waited, Ordering::Relaxed);
             }
-            let texts: Vec<&str> = jobs
+            let texts: Vec<(&str, &[Range<usize>])> = jobs
                 .iter()
-                .flat_map(|j| j.texts.iter().map(String::as_str))
+                .flat_map(|j| j.texts.iter().map(|(t, p)| (t.as_str(), p.as_slice())))
                 .collect();
-            match self.encode(&texts) {
+            match self.encode_with_parts(&texts) {
                 Ok(mut vectors) => {
                     // Hand each job its share, in order.
                     for job in jobs {
-                        let rest = vectors.split_off(job.texts.len());
+                        let rest = vectors.split_off(job.vectors());
                         let mine = std::mem::replace(&mut vectors, rest);
                         let _ = job.reply.send(Ok(mine));
                     }
@@ -115,17 +129,47 @@ impl Encoder {
 
     /// Embeds texts, batching them by length under the token budget.
     pub fn encode(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let whole: Vec<(&str, &[Range<usize>])> = texts.iter().map(|t| (*t, &[][..])).collect();
+        self.encode_with_parts(&whole)
+    }
+
+    /// Embeds texts and their parts: for each text, its vector then one per part, each part
+    /// pooled from the tokens within its byte range in the same run (a part the tokenizer's
+    /// truncation cut off entirely pools to a zero vector).
+    pub fn encode_with_parts(
+        &mut self,
+        texts: &[(&str, &[Range<usize>])],
+    ) -> Result<Vec<Vec<f32>>> {
         let started = Instant::now();
         let tokenized = texts
             .iter()
-            .map(|t| {
-                let encoding = self
-                    .tokenizer
-                    .encode_fast(*t, true)
-                    .map_err(|e| ort_error("tokenization failed", e))?;
+            .map(|&(text, parts)| {
+                // Offsets are only tracked when parts need them.
+                let encoding = if parts.is_empty() {
+                    self.tokenizer.encode_fast(text, true)
+                } else {
+                    self.tokenizer.encode(text, true)
+                }
+                .map_err(|e| ort_error("tokenization failed", e))?;
+                let special = encoding.get_special_tokens_mask();
+                let parts = parts
+                    .iter()
+                    .map(|part| {
+                        encoding
+                            .get_offsets()
+                            .iter()
+                            .zip(special)
+                            .map(|(&(start, end), &special)| {
+                                let inside = start >= part.start && end <= part.end;
+                                i64::from(special == 0 && inside)
+                            })
+                            .collect()
+                    })
+                    .collect();
                 Ok(Tokenized {
                     ids: encoding.get_ids().to_vec(),
                     type_ids: encoding.get_type_ids().to_vec(),
+                    parts,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -137,7 +181,7 @@ impl Encoder {
         order.sort_by_key(|&i| tokenized[i].ids.len());
 
         let started = Instant::now();
-        let mut vectors = vec![Vec::new(); texts.len()];
+        let mut vectors: Vec<Vec<Vec<f32>>> = vec![Vec::new(); texts.len()];
         let budget = self.config.batch_token_budget.max(1);
         let mut start = 0;
         while start < order.len() {
@@ -158,11 +202,12 @@ impl Encoder {
         self.counters
             .texts
             .fetch_add(texts.len() as u64, Ordering::Relaxed);
-        Ok(vectors)
+        Ok(vectors.into_iter().flatten().collect())
     }
 
-    /// One inference call over texts padded to the longest among them.
-    fn run_batch(&mut self, batch: &[&Tokenized]) -> Result<Vec<Vec<f32>>> {
+    /// One inference call over texts padded to the longest among them: for each text, its
+    /// vector then its parts'.
+    fn run_batch(&mut self, batch: &[&Tokenized]) -> Result<Vec<Vec<Vec<f32>>>> {
         let rows = batch.len();
         let width = batch.iter().map(|t| t.ids.len()).max().unwrap_or(0).max(1);
         let mut ids = vec![0i64; rows * width];
@@ -197,22 +242,30 @@ impl Encoder {
             .try_extract_tensor::<f32>()
             .map_err(|e| ort_error("reading the model output", e))?;
         let dims = self.config.dimensions;
-        let pooled: Vec<Vec<f32>> = match **out_shape {
+        let pooled: Vec<Vec<Vec<f32>>> = match **out_shape {
             // Token states: pool them.
-            [r, w, d] if r as usize == rows && w as usize == width && d as usize == dims => (0
-                ..rows)
-                .map(|r| {
-                    pool(
-                        &data[r * width * dims..(r + 1) * width * dims],
-                        &mask[r * width..(r + 1) * width],
-                        dims,
-                        self.config.pooling,
-                    )
-                })
-                .collect(),
+            [r, w, d] if r as usize == rows && w as usize == width && d as usize == dims => {
+                self.token_states = true;
+                (0..rows)
+                    .map(|r| {
+                        let states = &data[r * width * dims..(r + 1) * width * dims];
+                        let masks = std::iter::once(&mask[r * width..(r + 1) * width])
+                            .chain(batch[r].parts.iter().map(Vec::as_slice));
+                        masks
+                            .map(|mask| pool(states, mask, dims, self.config.pooling))
+                            .collect()
+                    })
+                    .collect()
+            }
             // Already one vector per text.
             [r, d] if r as usize == rows && d as usize == dims => {
-                data.chunks_exact(dims).map(<[f32]>::to_vec).collect()
+                self.token_states = false;
+                if batch.iter().any(|t| !t.parts.is_empty()) {
+                    return Err(Error::internal(
+                        "the embedding model pools its own output: parts cannot be pooled",
+                    ));
+                }
+                data.chunks_exact(dims).map(|v| vec![v.to_vec()]).collect()
             }
             ref other => {
                 return Err(Error::Config(format!(
@@ -222,7 +275,10 @@ impl Encoder {
             }
         };
         Ok(if self.config.normalize {
-            pooled.into_iter().map(normalize).collect()
+            pooled
+                .into_iter()
+                .map(|vectors| vectors.into_iter().map(normalize).collect())
+                .collect()
         } else {
             pooled
         })

@@ -44,37 +44,52 @@ pub fn terms(text: &str) -> Vec<String> {
 /// assert!(clauses("salt and pepper").is_empty());
 /// ```
 pub fn clauses(text: &str) -> Vec<String> {
+    clause_spans(text)
+        .into_iter()
+        .map(|span| text[span].to_string())
+        .collect()
+}
+
+/// [`clauses`] as byte ranges of `text`, each from its first word to its last (a trailing `,`
+/// or `;` left out).
+pub fn clause_spans(text: &str) -> Vec<std::ops::Range<usize>> {
     const JOINERS: &[&str] = &["and", "also", "then", "plus"];
-    let words: Vec<&str> = text.split_whitespace().collect();
+    // Each word with its byte range in `text`.
+    let words: Vec<(&str, usize)> = text
+        .split_whitespace()
+        .map(|w| (w, w.as_ptr() as usize - text.as_ptr() as usize))
+        .collect();
     let bare = |w: &str| {
         w.trim_matches(|c: char| !c.is_alphanumeric())
             .to_lowercase()
     };
-    let mut pieces: Vec<Vec<&str>> = vec![Vec::new()];
+    let mut pieces: Vec<Option<std::ops::Range<usize>>> = vec![None];
     let mut i = 0;
     while i < words.len() {
         let as_well_as = i + 2 < words.len()
-            && bare(words[i]) == "as"
-            && bare(words[i + 1]) == "well"
-            && bare(words[i + 2]) == "as";
-        if as_well_as || JOINERS.contains(&bare(words[i]).as_str()) {
-            pieces.push(Vec::new());
+            && bare(words[i].0) == "as"
+            && bare(words[i + 1].0) == "well"
+            && bare(words[i + 2].0) == "as";
+        if as_well_as || JOINERS.contains(&bare(words[i].0).as_str()) {
+            pieces.push(None);
             i += if as_well_as { 3 } else { 1 };
             continue;
         }
-        let word = words[i].trim_end_matches([',', ';']);
+        let (word, start) = words[i];
+        let kept = word.trim_end_matches([',', ';']);
         if let Some(piece) = pieces.last_mut() {
-            piece.push(word);
+            let end = start + kept.len();
+            *piece = Some(piece.as_ref().map_or(start, |p| p.start)..end);
         }
-        if word.len() < words[i].len() {
-            pieces.push(Vec::new());
+        if kept.len() < word.len() {
+            pieces.push(None);
         }
         i += 1;
     }
-    let pieces: Vec<String> = pieces
+    let pieces: Vec<std::ops::Range<usize>> = pieces
         .into_iter()
-        .map(|p| p.join(" "))
-        .filter(|p| terms(p).len() >= 2)
+        .flatten()
+        .filter(|p| terms(&text[p.clone()]).len() >= 2)
         .collect();
     if pieces.len() < 2 { Vec::new() } else { pieces }
 }
@@ -126,6 +141,11 @@ mod tests {
         // One intent, or a conjunction inside a short phrase: scored once.
         assert!(clauses("What is the weather in Paris?").is_empty());
         assert!(clauses("rock and roll concerts").is_empty());
+        // Spans cover the clause as written, spaces and all.
+        let text = "book  a flight,   then find a hotel";
+        let spans = clause_spans(text);
+        assert_eq!(spans, vec![0..14, 23..35]);
+        assert_eq!(&text[spans[0].clone()], "book  a flight");
         assert!(clauses("").is_empty());
     }
 

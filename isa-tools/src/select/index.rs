@@ -186,7 +186,7 @@ fn best(snapshot: &Snapshot, query: &SelectionQuery, scores: &[f32]) -> Vec<Scor
 
 /// A clause's score counts this much against the whole request's, so clauses fill the ranks
 /// below a strong match for the whole request instead of displacing it.
-pub const CLAUSE_DISCOUNT: f32 = 0.8;
+pub const CLAUSE_DISCOUNT: f32 = 0.85;
 
 /// The items a selection returns, and how relevant its request is to the index at all.
 #[derive(Debug, Clone, PartialEq)]

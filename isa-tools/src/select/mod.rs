@@ -19,7 +19,7 @@ use isa_core::{
 };
 use parking_lot::RwLock;
 
-pub use analyze::{clauses, terms};
+pub use analyze::{clause_spans, clauses, terms};
 pub use index::{CLAUSE_DISCOUNT, Ranking, Strategy};
 use index::{Snapshot, rank};
 
@@ -192,8 +192,15 @@ impl LocalSelector {
         // Clauses help embeddings, which average a request's meaning; BM25 already sums over every
         // term of the whole request, so lexical selection scores it once.
         let vectors = if self.uses_dense() {
-            texts.extend(clauses(&query.text));
-            self.embedder()?.embed(&texts, TextKind::Query).await?
+            let spans = clause_spans(&query.text);
+            texts.extend(
+                spans
+                    .iter()
+                    .map(|span| query.text[span.clone()].to_string()),
+            );
+            self.embedder()?
+                .embed_with_parts(&query.text, &spans, TextKind::Query)
+                .await?
         } else {
             Vec::new()
         };

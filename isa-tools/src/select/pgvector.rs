@@ -22,7 +22,7 @@ use isa_core::{
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
 
-use super::{CLAUSE_DISCOUNT, clauses};
+use super::{CLAUSE_DISCOUNT, clause_spans};
 
 /// Tool index in a PostgreSQL table.
 pub struct PgVectorSelector {
@@ -267,9 +267,11 @@ impl ToolSelector for PgVectorSelector {
         if query.top_k == 0 {
             return Ok(Vec::new());
         }
-        let mut texts = vec![query.text.clone()];
-        texts.extend(clauses(&query.text));
-        let vectors = self.embedder.embed(&texts, TextKind::Query).await?;
+        let spans = clause_spans(&query.text);
+        let vectors = self
+            .embedder
+            .embed_with_parts(&query.text, &spans, TextKind::Query)
+            .await?;
         // Every item of the true top k is in the top k of the text it scores best on, so the
         // union of the per-text lists holds the answer.
         let mut best: std::collections::HashMap<String, Scored> = std::collections::HashMap::new();
