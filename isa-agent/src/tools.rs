@@ -176,7 +176,10 @@ fn reply_text(result: &CallToolResult) -> String {
 #[async_trait]
 impl ToolSource for McpTools {
     async fn discover(&self, task: &str, limit: usize) -> Result<Vec<ToolSpec>> {
-        let arguments = match json!({"query": task, "top_k": limit}) {
+        // The task is the last user message alone, which in a conversation often lacks what it
+        // is about ("yes, do that", a bare URL): relevance judged on it would withhold tools the
+        // conversation needs, so the model is offered the best and chooses.
+        let arguments = match json!({"query": task, "top_k": limit, "min_relevance": 0}) {
             Value::Object(arguments) => arguments,
             _ => unreachable!("an object literal"),
         };

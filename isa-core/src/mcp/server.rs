@@ -453,7 +453,21 @@ impl McpServer {
                 }
             },
         };
-        match self.discover(query, top_k, &[ItemKind::Tool], ctx).await {
+        let min_relevance = match args.get("min_relevance") {
+            None | Some(Value::Null) => self.inner.config.min_relevance,
+            Some(v) => match v.as_f64() {
+                Some(min) if (0.0..=1.0).contains(&min) => Some(min as f32),
+                _ => {
+                    return ToolOutput::error(
+                        "discover_tools: `min_relevance` must be a number from 0 to 1",
+                    );
+                }
+            },
+        };
+        let found = self
+            .discover_at(query, top_k, &[ItemKind::Tool], min_relevance, ctx)
+            .await;
+        match found {
             Ok(found) => {
                 let tools: Vec<Value> = found
                     .into_iter()
@@ -487,6 +501,20 @@ impl McpServer {
         kinds: &[ItemKind],
         ctx: &CallContext,
     ) -> Result<Vec<Discovered>> {
+        let min_relevance = self.inner.config.min_relevance;
+        self.discover_at(request, top_k, kinds, min_relevance, ctx)
+            .await
+    }
+
+    /// [`Self::discover`] with the caller's own minimum relevance (`None`: rank in full).
+    async fn discover_at(
+        &self,
+        request: &str,
+        top_k: usize,
+        kinds: &[ItemKind],
+        min_relevance: Option<f32>,
+        ctx: &CallContext,
+    ) -> Result<Vec<Discovered>> {
         let Some(selector) = &self.inner.selector else {
             return Err(Error::Unsupported(
                 "this server has no tool selector configured".into(),
@@ -500,7 +528,7 @@ impl McpServer {
         let mut query = SelectionQuery::new(request, top_k)
             .kinds(kinds.iter().copied())
             .exclude(hidden);
-        query.min_relevance = self.inner.config.min_relevance;
+        query.min_relevance = min_relevance.filter(|&min| min > 0.0);
         let started = Instant::now();
         let scored = selector.select(&query).await?;
         let registry = &self.inner.registry;
@@ -714,7 +742,8 @@ fn discover_tools_spec(max: usize) -> ToolSpec {
         "type": "object",
         "properties": {
             "query": {"type": "string", "description": "The task, in natural language", "minLength": 1},
-            "top_k": {"type": "integer", "description": "How many tools to return", "minimum": 1, "maximum": max, "default": 5}
+            "top_k": {"type": "integer", "description": "How many tools to return", "minimum": 1, "maximum": max, "default": 5},
+            "min_relevance": {"type": "number", "description": "Return no tool when none is at least this relevant (0 to 1; 0 always returns the best); the server's own setting by default", "minimum": 0, "maximum": 1}
         },
         "required": ["query"]
     }))

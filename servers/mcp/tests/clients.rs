@@ -567,8 +567,8 @@ async fn discovered(port: u16, request: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
-/// `discover_tools` called over MCP (2026-07-28): the tool's structured answer.
-async fn discover_tools(port: u16, query: &str) -> Value {
+/// `discover_tools` called over MCP (2026-07-28) with these arguments: its result.
+async fn discover_tools_with(port: u16, arguments: Value) -> Value {
     let meta = json!({
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
         "io.modelcontextprotocol/clientCapabilities": {},
@@ -582,7 +582,7 @@ async fn discover_tools(port: u16, query: &str) -> Value {
         .header("Mcp-Name", "discover_tools")
         .json(&json!({
             "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": "discover_tools", "arguments": {"query": query}, "_meta": meta},
+            "params": {"name": "discover_tools", "arguments": arguments, "_meta": meta},
         }))
         .send()
         .await
@@ -593,8 +593,14 @@ async fn discover_tools(port: u16, query: &str) -> Value {
     // A server with sessions answers as one SSE event.
     let message = body.lines().find_map(|l| l.strip_prefix("data: "));
     let answer: Value = serde_json::from_str(message.unwrap_or(&body)).unwrap();
-    assert_eq!(answer["result"]["isError"], false, "{answer}");
-    answer["result"]["structuredContent"].clone()
+    answer["result"].clone()
+}
+
+/// `discover_tools` for `query`: the tool's structured answer.
+async fn discover_tools(port: u16, query: &str) -> Value {
+    let result = discover_tools_with(port, json!({ "query": query })).await;
+    assert_eq!(result["isError"], false, "{result}");
+    result["structuredContent"].clone()
 }
 
 /// Requests MetaTool's tools fit, each with the tool that does.
@@ -641,7 +647,16 @@ async fn discovery_answers_nothing_when_no_tool_fits() {
             "{found}"
         );
         assert_eq!(discovered(port, request).await, [], "{request}");
+        // A caller that judges for itself asks for the best whatever their relevance.
+        let full = discover_tools_with(port, json!({"query": request, "min_relevance": 0})).await;
+        assert_eq!(
+            full["structuredContent"]["tools"].as_array().unwrap().len(),
+            5,
+            "{full}"
+        );
     }
+    let bad = discover_tools_with(port, json!({"query": "weather", "min_relevance": 2})).await;
+    assert_eq!(bad["isError"], true, "{bad}");
 }
 
 async fn index_stats(port: u16) -> Value {
