@@ -361,6 +361,15 @@ impl OrtEmbedder {
         self.counters.snapshot(self.queue.len())
     }
 
+    /// `text` with the configured prefix of its kind.
+    fn prefixed(&self, text: &str, kind: TextKind) -> String {
+        let prefix = match kind {
+            TextKind::Query => &self.config.query_prefix,
+            TextKind::Document => &self.config.document_prefix,
+        };
+        format!("{prefix}{text}")
+    }
+
     /// Embeds texts, each with the parts to pool from it (see [`Job`]).
     async fn compute(&self, texts: Vec<(String, Vec<Range<usize>>)>) -> Result<Vec<Vec<f32>>> {
         if texts.is_empty() {
@@ -477,16 +486,5 @@ impl Embedder for OrtEmbedder {
             cache.lock().put(key, vectors.concat().into());
         }
         Ok(vectors)
-    }
-}
-
-impl OrtEmbedder {
-    /// `text` with the configured prefix of its kind.
-    fn prefixed(&self, text: &str, kind: TextKind) -> String {
-        let prefix = match kind {
-            TextKind::Query => &self.config.query_prefix,
-            TextKind::Document => &self.config.document_prefix,
-        };
-        format!("{prefix}{text}")
     }
 }

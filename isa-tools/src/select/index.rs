@@ -124,16 +124,16 @@ fn score_all(
             .map(|(i, (&s, _))| (i, s))
             .max_by(|a, b| a.1.total_cmp(&b.1))
     };
-    let relevance = match (&dense, &snapshot.bm25) {
+    let bm25 = snapshot.bm25.as_ref().map(|bm25| (bm25, bm25.scores(text)));
+    let relevance = match (&dense, &bm25) {
         (Some(d), _) => best_admitted(d).map_or(0.0, |(_, s)| s.clamp(0.0, 1.0)),
-        (None, Some(bm25)) => match best_admitted(&bm25.scores(text)) {
+        (None, Some((bm25, scores))) => match best_admitted(scores) {
             Some((best, s)) if s > 0.0 => bm25.coverage(text, best),
             _ => 0.0,
         },
         (None, None) => 0.0,
     };
-    let lexical = snapshot.bm25.as_ref().map(|bm25| {
-        let mut scores = bm25.scores(text);
+    let lexical = bm25.map(|(_, mut scores)| {
         let max = scores.iter().copied().fold(0f32, f32::max);
         if max > 0.0 {
             scores.iter_mut().for_each(|s| *s /= max);
