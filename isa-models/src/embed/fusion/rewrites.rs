@@ -1,5 +1,5 @@
-//! The rewrites: attention into `MultiHeadAttention`, GELU into `BiasGelu`, and weight
-//! products over int8 codes into int8 products.
+//! The rewrites: attention into `MultiHeadAttention`, GELU into `BiasGelu`, weight products
+//! over int8 codes into int8 products, and lookups in int8 tables before their dequantisation.
 
 use std::collections::{HashMap, HashSet};
 
@@ -281,7 +281,28 @@ impl<'a> Graph<'a> {
         producers: &HashMap<String, usize>,
         tensors: &'t HashMap<String, Tensor<'a>>,
     ) -> Option<((&'t String, &'t Tensor<'a>), (&'t String, &'t Tensor<'a>))> {
-        let mul = &self.nodes[*producers.get(weight)?];
+        let (codes, scales) = self.dequantised(weight, producers, tensors)?;
+        let [k, n] = codes.1.dims[..] else {
+            return None;
+        };
+        let well_formed = codes.1.holds(TENSOR_INT8, 1)
+            && k > 0
+            && n > 0
+            && k % INT8_BLOCK as u64 == 0
+            && scales.1.holds(TENSOR_FLOAT, 4)
+            && scales.1.elements() == Some(n);
+        well_formed.then_some((codes, scales))
+    }
+
+    /// The initializers `value` is computed from as `Cast(codes) * scales`, each with its name.
+    #[allow(clippy::type_complexity)]
+    fn dequantised<'t>(
+        &self,
+        value: &str,
+        producers: &HashMap<String, usize>,
+        tensors: &'t HashMap<String, Tensor<'a>>,
+    ) -> Option<((&'t String, &'t Tensor<'a>), (&'t String, &'t Tensor<'a>))> {
+        let mul = &self.nodes[*producers.get(value)?];
         if !mul.is("Mul") || mul.inputs.len() != 2 {
             return None;
         }
@@ -294,19 +315,71 @@ impl<'a> Graph<'a> {
             (None, Some(codes)) => (codes, &mul.inputs[0]),
             _ => return None,
         };
-        let (codes, scales) = (
+        Some((
             tensors.get_key_value(codes)?,
             tensors.get_key_value(scales)?,
-        );
-        let [k, n] = codes.1.dims[..] else {
-            return None;
-        };
-        let well_formed = codes.1.holds(TENSOR_INT8, 1)
-            && k > 0
-            && n > 0
-            && k % INT8_BLOCK as u64 == 0
-            && scales.1.holds(TENSOR_FLOAT, 4)
-            && scales.1.elements() == Some(n);
-        well_formed.then_some((codes, scales))
+        ))
+    }
+
+    /// Replaces each row lookup (`Gather` on axis 0) in a table stored as int8 codes with one
+    /// scale per row or per column by a lookup in the codes, dequantised after it.
+    pub(super) fn int8_lookups(&mut self) -> usize {
+        let producers = self.producers();
+        let tensors = self.tensors();
+        let mut replacements = HashMap::new();
+        for node in &self.nodes {
+            let row_lookup = node
+                .attributes
+                .iter()
+                .all(|a| *a == int_attribute("axis", 0));
+            if !node.is("Gather") || node.inputs.len() != 2 || !row_lookup {
+                continue;
+            }
+            let Some(((codes_name, codes), (scales_name, scales))) =
+                self.dequantised(&node.inputs[0], &producers, &tensors)
+            else {
+                continue;
+            };
+            let [rows, columns] = codes.dims[..] else {
+                continue;
+            };
+            let per_row = scales.dims == [rows, 1];
+            let per_column = scales.dims == [1, columns] || scales.dims == [columns];
+            if !codes.holds(TENSOR_INT8, 1)
+                || !scales.holds(TENSOR_FLOAT, 4)
+                || !(per_row || per_column)
+            {
+                continue;
+            }
+            let (indices, output) = (&node.inputs[1], &node.outputs[0]);
+            let lookup = |table: &str, out: &str| {
+                let mut gather = node.clone();
+                gather.name = format!("{out}_lookup");
+                gather.inputs = vec![table.to_owned(), indices.clone()];
+                gather.outputs = vec![out.to_owned()];
+                gather
+            };
+            let (row_codes, row_values) = (format!("{output}_codes"), format!("{output}_values"));
+            let mut nodes = vec![
+                lookup(codes_name, &row_codes),
+                Node::new("Cast", format!("{output}_cast"), &[&row_codes], &row_values)
+                    .with(int_attribute("to", TENSOR_FLOAT)),
+            ];
+            let row_scales = if per_row {
+                let name = format!("{output}_scales");
+                nodes.push(lookup(scales_name, &name));
+                name
+            } else {
+                scales_name.clone()
+            };
+            nodes.push(Node::new(
+                "Mul",
+                format!("{output}_dequantise"),
+                &[&row_values, &row_scales],
+                output,
+            ));
+            replacements.insert(output.clone(), nodes);
+        }
+        self.replace_producers(replacements)
     }
 }
