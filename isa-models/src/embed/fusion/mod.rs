@@ -280,64 +280,61 @@ mod tests {
         graph
     }
 
-    fn operators(graph: &Graph<'_>) -> Vec<(String, Vec<String>)> {
-        let nodes = graph.nodes.iter();
+    /// The lookups rewritten in `int8_lookup_graph(axis, scale_dims)`, and the nodes left.
+    fn rewrite_lookups(axis: u64, scale_dims: &[usize]) -> (usize, Vec<Node>) {
+        let bytes = int8_lookup_graph(axis, scale_dims);
+        let mut graph = Graph::parse(&bytes).expect("well-formed");
+        let rewritten = graph.int8_lookups();
+        graph.remove_dead_nodes();
+        (rewritten, graph.nodes)
+    }
+
+    /// Each node's operator and inputs.
+    fn operators(nodes: &[Node]) -> Vec<(&str, Vec<&str>)> {
         nodes
-            .map(|n| (n.op_type.clone(), n.inputs.clone()))
+            .iter()
+            .map(|n| {
+                (
+                    n.op_type.as_str(),
+                    n.inputs.iter().map(String::as_str).collect(),
+                )
+            })
             .collect()
     }
 
     #[test]
     fn a_lookup_in_an_int8_table_reads_the_codes_and_dequantises_the_rows_it_found() {
-        let owned = |ops: &[(&str, &[&str])]| -> Vec<(String, Vec<String>)> {
-            let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
-            ops.iter()
-                .map(|(op, inputs)| (op.to_string(), strings(inputs)))
-                .collect()
-        };
         // One scale per row: the scales are looked up with the codes.
-        let bytes = int8_lookup_graph(0, &[4, 1]);
-        let mut graph = Graph::parse(&bytes).expect("well-formed");
-        assert_eq!(graph.int8_lookups(), 1);
-        graph.remove_dead_nodes();
+        let (rewritten, nodes) = rewrite_lookups(0, &[4, 1]);
+        assert_eq!(rewritten, 1);
         assert_eq!(
-            operators(&graph),
-            owned(&[
-                ("Gather", &["q", "ids"]),
-                ("Cast", &["y_codes"]),
-                ("Gather", &["s", "ids"]),
-                ("Mul", &["y_values", "y_scales"]),
-            ])
+            operators(&nodes),
+            [
+                ("Gather", vec!["q", "ids"]),
+                ("Cast", vec!["y_codes"]),
+                ("Gather", vec!["s", "ids"]),
+                ("Mul", vec!["y_values", "y_scales"]),
+            ]
         );
-        assert_eq!(graph.nodes[3].outputs, ["y"]);
-        assert_eq!(graph.nodes[0].attributes, [int_attribute("axis", 0)]);
-        assert_eq!(
-            graph.nodes[1].attributes,
-            [int_attribute("to", TENSOR_FLOAT)]
-        );
+        assert_eq!(nodes[3].outputs, ["y"]);
+        assert_eq!(nodes[0].attributes, [int_attribute("axis", 0)]);
+        assert_eq!(nodes[1].attributes, [int_attribute("to", TENSOR_FLOAT)]);
         // One scale per column: every row found is multiplied by all of them.
-        let bytes = int8_lookup_graph(0, &[1, 2]);
-        let mut graph = Graph::parse(&bytes).expect("well-formed");
-        assert_eq!(graph.int8_lookups(), 1);
-        graph.remove_dead_nodes();
+        let (rewritten, nodes) = rewrite_lookups(0, &[1, 2]);
+        assert_eq!(rewritten, 1);
         assert_eq!(
-            operators(&graph),
-            owned(&[
-                ("Gather", &["q", "ids"]),
-                ("Cast", &["y_codes"]),
-                ("Mul", &["y_values", "s"]),
-            ])
+            operators(&nodes),
+            [
+                ("Gather", vec!["q", "ids"]),
+                ("Cast", vec!["y_codes"]),
+                ("Mul", vec!["y_values", "s"]),
+            ]
         );
         // Columns looked up, and scales that are neither per row nor per column, stay as written.
         for (axis, scale_dims) in [(1, &[4usize, 1][..]), (0, &[4, 2])] {
-            let bytes = int8_lookup_graph(axis, scale_dims);
-            let mut graph = Graph::parse(&bytes).expect("well-formed");
-            assert_eq!(
-                graph.int8_lookups(),
-                0,
-                "axis {axis}, scales {scale_dims:?}"
-            );
-            assert_eq!(graph.nodes.len(), 3);
+            let (rewritten, nodes) = rewrite_lookups(axis, scale_dims);
+            assert_eq!(rewritten, 0, "axis {axis}, scales {scale_dims:?}");
+            assert_eq!(nodes.len(), 3);
         }
     }
 
