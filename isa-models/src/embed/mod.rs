@@ -148,13 +148,14 @@ fn read_model(config: &EmbedderConfig) -> Result<Vec<u8>> {
 /// What a session is loaded for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
-    /// To embed [`PROBE`] with the model as written, once, as the reference a rewrite is checked
-    /// against. Not optimised: ONNX Runtime's constant folding would dequantise every weight
-    /// stored as int8 codes at load, the largest allocation of the embedder's start; unfolded,
-    /// the dequantised weights are only a run's intermediate values.
+    /// To embed [`PROBE`] once with the model before fusion (its int8 lookups rewritten, which
+    /// computes the same values), as the reference a rewrite is checked against. Not
+    /// optimised: ONNX Runtime's constant folding would dequantise every weight stored as int8
+    /// codes at load, the largest allocation of the embedder's start; unfolded, the dequantised
+    /// weights are only a run's intermediate values.
     Reference,
-    /// To serve: the model without fused operators (`None`) or the output of [`fusion::fuse`] with these
-    /// products.
+    /// To serve: the model without fused operators (`None`) or the output of [`fusion::fuse`]
+    /// with these products.
     Serving(Option<Products>),
 }
 
