@@ -152,33 +152,49 @@ impl IndexItem {
 
     /// The text a dense embedder sees for this item: its name made readable (separators become
     /// spaces, camelCase is split, so `getFlightStatus` reads `get Flight Status`), then its
-    /// description.
+    /// description, then its parameters' names made readable the same way (measured in
+    /// `docs/selection.md`: their descriptions as well did less).
     ///
     /// ```
     /// use isa_core::{IndexItem, ToolSpec};
     /// let item = IndexItem::from_tool(&ToolSpec::new("FinanceTool", "Stock quotes"));
     /// assert_eq!(item.document_text(), "Finance Tool: Stock quotes");
+    /// let mut item = IndexItem::from_tool(&ToolSpec::new("get_quote", "A stock's price"));
+    /// item.params = vec![("ticker".into(), "The symbol".into()), ("asOfDate".into(), String::new())];
+    /// assert_eq!(item.document_text(), "get quote: A stock's price Parameters: ticker, as Of Date.");
     /// ```
     pub fn document_text(&self) -> String {
-        let mut readable_name = String::with_capacity(self.name.len() + 8);
-        let mut previous: Option<char> = None;
-        for c in self.name.chars() {
-            if matches!(c, '_' | '-' | '.' | '/') {
-                readable_name.push(' ');
-            } else {
-                if c.is_uppercase() && previous.is_some_and(char::is_lowercase) {
-                    readable_name.push(' ');
-                }
-                readable_name.push(c);
-            }
-            previous = Some(c);
+        let mut text = readable(&self.name);
+        if !self.description.is_empty() {
+            text.push_str(": ");
+            text.push_str(&self.description);
         }
-        if self.description.is_empty() {
-            readable_name
-        } else {
-            format!("{readable_name}: {}", self.description)
+        if !self.params.is_empty() {
+            let names: Vec<String> = self.params.iter().map(|(name, _)| readable(name)).collect();
+            text.push_str(" Parameters: ");
+            text.push_str(&names.join(", "));
+            text.push('.');
         }
+        text
     }
+}
+
+/// An identifier as words: `_ - . /` become spaces and camelCase is split.
+fn readable(name: &str) -> String {
+    let mut words = String::with_capacity(name.len() + 8);
+    let mut previous: Option<char> = None;
+    for c in name.chars() {
+        if matches!(c, '_' | '-' | '.' | '/') {
+            words.push(' ');
+        } else {
+            if c.is_uppercase() && previous.is_some_and(char::is_lowercase) {
+                words.push(' ');
+            }
+            words.push(c);
+        }
+        previous = Some(c);
+    }
+    words
 }
 
 /// A selection request.
@@ -276,7 +292,8 @@ pub struct Scored {
 
 /// Picks the items that matter for a request out of an index that changes at run time.
 ///
-/// Implementations: exact dense, BM25 and hybrid in `isa-tools`, pgvector in `isa-storage`.
+/// Implementations: exact dense, BM25 and hybrid in memory, and dense or hybrid on PostgreSQL
+/// with pgvector, in `isa-tools`.
 /// Updates are atomic for readers: a concurrent [`ToolSelector::select`] sees the index before or
 /// after an update, never half of it, and never returns a removed item.
 ///

@@ -1,16 +1,20 @@
 //! The pgvector selector against the real PostgreSQL + pgvector and the real embedder: the
-//! behaviour every selector must have (the suite the in-memory selectors run), recall against
-//! the exact dense selector on MetaTool, shared state between instances.
+//! behaviour every selector must have (the suite the in-memory selectors run), in both of its
+//! strategies; hybrid rankings equal to the in-memory hybrid selector's on MetaTool, dense
+//! recall against the exact dense selector, shared state between instances.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{collections::HashSet, path::PathBuf, sync::Arc};
 
-use isa_core::{Embedder, IndexItem, ItemKind, SelectionQuery, ToolSelector};
+use isa_core::{Embedder, IndexItem, ItemKind, Scored, SelectionQuery, ToolSelector};
 use isa_models::OrtEmbedder;
 use isa_tools::{
     catalog::load_catalog,
-    select::{LocalSelector, eval::load_queries, pgvector::PgVectorSelector, testing as behaviour},
+    select::{
+        DEFAULT_DENSE_WEIGHT, DEFAULT_MIN_RELEVANCE, LocalSelector, Strategy, eval::load_queries,
+        pgvector::PgVectorSelector, testing as behaviour,
+    },
 };
 
 struct Fixture {
@@ -26,6 +30,10 @@ impl Drop for Fixture {
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Runtime::new().unwrap();
             runtime.block_on(async move {
+                for suffix in STRATEGIES.map(|(name, _)| name) {
+                    let drop = format!("drop table if exists {table}_{suffix}");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&pool).await;
+                }
                 let drop = format!("drop table if exists {table}");
                 let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&pool).await;
             });
@@ -34,6 +42,13 @@ impl Drop for Fixture {
         .unwrap();
     }
 }
+
+const HYBRID: Strategy = Strategy::Hybrid {
+    dense_weight: DEFAULT_DENSE_WEIGHT,
+};
+
+/// Both strategies the pgvector selector has, each tested on a table of its own.
+const STRATEGIES: [(&str, Strategy); 2] = [("hybrid", HYBRID), ("dense", Strategy::Dense)];
 
 async fn fixture() -> Option<Fixture> {
     let required = std::env::var("ISA_REQUIRE_SERVICES").as_deref() == Ok("1");
@@ -55,8 +70,10 @@ async fn fixture() -> Option<Fixture> {
 }
 
 impl Fixture {
-    async fn selector(&self) -> PgVectorSelector {
-        PgVectorSelector::new(self.pool.clone(), self.embedder.clone(), &self.table)
+    /// A selector with this strategy on a table of its own, named after `name`.
+    async fn selector(&self, (name, strategy): (&str, Strategy)) -> PgVectorSelector {
+        let table = format!("{}_{name}", self.table);
+        PgVectorSelector::with_strategy(self.pool.clone(), self.embedder.clone(), &table, strategy)
             .await
             .unwrap()
     }
@@ -65,54 +82,71 @@ impl Fixture {
 #[tokio::test(flavor = "multi_thread")]
 async fn ranks_the_matching_tool_first_and_filters_by_kind_tag_and_exclusion() {
     let Some(f) = fixture().await else { return };
-    behaviour::ranks_the_matching_tool_first_and_filters("pgvector", &f.selector().await).await;
+    for strategy in STRATEGIES {
+        let name = format!("pgvector {}", strategy.0);
+        behaviour::ranks_the_matching_tool_first_and_filters(&name, &f.selector(strategy).await)
+            .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_removed_tool_is_never_returned_and_a_changed_one_is_reindexed() {
     let Some(f) = fixture().await else { return };
-    behaviour::a_removed_tool_is_never_returned_and_a_changed_one_is_reindexed(
-        "pgvector",
-        &f.selector().await,
-    )
-    .await;
+    for strategy in STRATEGIES {
+        behaviour::a_removed_tool_is_never_returned_and_a_changed_one_is_reindexed(
+            &format!("pgvector {}", strategy.0),
+            &f.selector(strategy).await,
+        )
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_minimum_score_above_every_match_returns_nothing() {
     let Some(f) = fixture().await else { return };
-    behaviour::a_minimum_score_above_every_match_returns_nothing("pgvector", &f.selector().await)
+    for strategy in STRATEGIES {
+        behaviour::a_minimum_score_above_every_match_returns_nothing(
+            &format!("pgvector {}", strategy.0),
+            &f.selector(strategy).await,
+        )
         .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_request_no_item_fits_gets_nothing_under_a_minimum_relevance() {
     let Some(f) = fixture().await else { return };
-    behaviour::a_request_no_item_fits_gets_nothing_under_a_minimum_relevance(
-        "pgvector",
-        &f.selector().await,
-    )
-    .await;
+    for strategy in STRATEGIES {
+        behaviour::a_request_no_item_fits_gets_nothing_under_a_minimum_relevance(
+            &format!("pgvector {}", strategy.0),
+            &f.selector(strategy).await,
+        )
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_empty_index_and_top_k_zero_return_nothing_and_duplicate_ids_are_refused() {
     let Some(f) = fixture().await else { return };
-    behaviour::an_empty_index_and_top_k_zero_return_nothing_and_duplicate_ids_are_refused(
-        "pgvector",
-        &f.selector().await,
-    )
-    .await;
+    for strategy in STRATEGIES {
+        behaviour::an_empty_index_and_top_k_zero_return_nothing_and_duplicate_ids_are_refused(
+            &format!("pgvector {}", strategy.0),
+            &f.selector(strategy).await,
+        )
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn updates_during_concurrent_selection_never_return_a_removed_tool() {
     let Some(f) = fixture().await else { return };
-    behaviour::updates_during_concurrent_selection_never_return_a_removed_tool(
-        "pgvector",
-        Arc::new(f.selector().await),
-    )
-    .await;
+    for strategy in STRATEGIES {
+        behaviour::updates_during_concurrent_selection_never_return_a_removed_tool(
+            &format!("pgvector {}", strategy.0),
+            Arc::new(f.selector(strategy).await),
+        )
+        .await;
+    }
 }
 
 fn metatool() -> PathBuf {
@@ -124,9 +158,7 @@ async fn recall_at_10_against_the_exact_dense_selector_on_metatool() {
     let Some(f) = fixture().await else { return };
     let catalog = load_catalog(&metatool().join("catalog.json")).unwrap();
     let queries = load_queries(&metatool().join("queries-single.jsonl"), &catalog).unwrap();
-    let pg = PgVectorSelector::new(f.pool.clone(), f.embedder.clone(), &f.table)
-        .await
-        .unwrap();
+    let pg = f.selector(("dense", Strategy::Dense)).await;
     pg.upsert(catalog.clone()).await.unwrap();
     let exact = LocalSelector::dense(f.embedder.clone());
     exact.upsert(catalog).await.unwrap();
@@ -157,6 +189,90 @@ async fn recall_at_10_against_the_exact_dense_selector_on_metatool() {
         sample.len()
     );
     assert!(recall >= 0.99, "recall@10 {recall}");
+}
+
+/// Whether two rankings agree: the same scores rank by rank (within what float rounding moves
+/// between PostgreSQL's dot products and ours), and the same items, except that items tied
+/// within that tolerance may trade places or, at the last rank, be one another.
+fn same_ranking(want: &[Scored], got: &[Scored]) -> Result<(), String> {
+    const TOLERANCE: f32 = 1e-4;
+    if want.len() != got.len() {
+        return Err(format!("{} items, not {}", got.len(), want.len()));
+    }
+    for (rank, (w, g)) in want.iter().zip(got).enumerate() {
+        if (w.score - g.score).abs() > TOLERANCE {
+            return Err(format!("rank {rank}: {g:?} where {w:?}"));
+        }
+        let tied = |list: &[Scored]| {
+            list.iter()
+                .any(|other| other.id == g.id && (other.score - w.score).abs() <= TOLERANCE)
+        };
+        let cut_off = want
+            .last()
+            .is_some_and(|last| (last.score - g.score).abs() <= TOLERANCE);
+        if w.id != g.id && !tied(want) && !cut_off {
+            return Err(format!("rank {rank}: {g:?} where {w:?}"));
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hybrid_selection_ranks_as_the_in_memory_hybrid_selector_does_on_metatool() {
+    let Some(f) = fixture().await else { return };
+    let catalog = load_catalog(&metatool().join("catalog.json")).unwrap();
+    let single = load_queries(&metatool().join("queries-single.jsonl"), &catalog).unwrap();
+    let multi = load_queries(&metatool().join("queries-multi.jsonl"), &catalog).unwrap();
+    let pg = f.selector(("hybrid", HYBRID)).await;
+    pg.upsert(catalog.clone()).await.unwrap();
+    let memory = LocalSelector::hybrid(f.embedder.clone());
+    memory.upsert(catalog.clone()).await.unwrap();
+    // A row indexed before terms were stored has none: the next upsert writes them without
+    // embedding its text again.
+    let forget = format!(
+        "update {}_hybrid set terms = '{{}}', frequencies = '{{}}', doc_length = 0",
+        f.table
+    );
+    sqlx::query(sqlx::AssertSqlSafe(forget))
+        .execute(&f.pool)
+        .await
+        .unwrap();
+    pg.upsert(catalog.clone()).await.unwrap();
+    assert_eq!(
+        pg.stats().unwrap().documents_embedded,
+        catalog.len() as u64,
+        "the second upsert embeds nothing"
+    );
+
+    // Multi-tool requests are split into clauses; filters and the relevance floor apply.
+    let requests = single.iter().step_by(40).chain(multi.iter().step_by(10));
+    let mut compared = 0;
+    for (n, q) in requests.enumerate() {
+        let mut query = SelectionQuery::new(q.query.clone(), 10);
+        match n % 3 {
+            1 => query = query.exclude(q.gold.iter().cloned()),
+            2 => {
+                query = query
+                    .kinds([ItemKind::Tool])
+                    .min_relevance(DEFAULT_MIN_RELEVANCE)
+            }
+            _ => {}
+        }
+        let want = memory.assess(&query).await.unwrap();
+        let got = pg.assess(&query).await.unwrap();
+        assert!(
+            (want.relevance - got.relevance).abs() < 1e-4,
+            "{:?}: relevance {} where {}",
+            q.query,
+            got.relevance,
+            want.relevance
+        );
+        if let Err(problem) = same_ranking(&want.items, &got.items) {
+            panic!("{:?}: {problem}", q.query);
+        }
+        compared += 1;
+    }
+    assert!(compared > 100, "{compared} requests compared");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -211,7 +327,11 @@ async fn instances_share_one_index_and_filters_apply() {
     );
 
     let tools_only = b.select(&ask(3).kinds([ItemKind::Tool])).await.unwrap();
-    assert!(tools_only.iter().all(|s| s.kind == ItemKind::Tool) && tools_only.len() == 2);
+    // Hybrid scores are scaled by the lowest and highest admitted item: the lowest scores 0
+    // and is not returned.
+    assert!(
+        tools_only.iter().all(|s| s.kind == ItemKind::Tool) && tools_only[0].id == "get_weather"
+    );
     let mail = b.select(&ask(3).tags(["mail"])).await.unwrap();
     assert_eq!(
         mail.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
@@ -232,5 +352,16 @@ async fn instances_share_one_index_and_filters_apply() {
         PgVectorSelector::new(f.pool.clone(), f.embedder.clone(), "x; drop table y")
             .await
             .is_err()
+    );
+    let lexical = PgVectorSelector::with_strategy(
+        f.pool.clone(),
+        f.embedder.clone(),
+        &f.table,
+        Strategy::Lexical,
+    )
+    .await;
+    assert!(
+        lexical.is_err(),
+        "lexical selection has no use for the index of embeddings"
     );
 }

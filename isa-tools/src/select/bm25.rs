@@ -39,18 +39,42 @@ fn item_terms(item: &IndexItem) -> Vec<String> {
     all
 }
 
+/// What BM25 reads of one item: its length in terms and each distinct term's frequency, sorted
+/// by term.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TermCounts {
+    pub len: f32,
+    pub frequencies: Vec<(String, f32)>,
+}
+
+impl TermCounts {
+    pub fn of(item: &IndexItem) -> Self {
+        let item_terms = item_terms(item);
+        let len = item_terms.len() as f32;
+        let mut tf: HashMap<String, f32> = HashMap::new();
+        for t in item_terms {
+            *tf.entry(t).or_default() += 1.0;
+        }
+        let mut frequencies: Vec<(String, f32)> = tf.into_iter().collect();
+        frequencies.sort_by(|a, b| a.0.cmp(&b.0));
+        TermCounts { len, frequencies }
+    }
+}
+
 impl Bm25Index {
     pub fn build(items: &[IndexItem]) -> Self {
+        Self::from_counts(items.iter().map(TermCounts::of))
+    }
+
+    /// The index of documents `0, 1, …` with these counts. An index of only some terms' postings
+    /// (every document's length still counted) scores queries of those terms as the whole index
+    /// does.
+    pub fn from_counts(documents: impl IntoIterator<Item = TermCounts>) -> Self {
         let mut postings: HashMap<String, Vec<(u32, f32)>> = HashMap::new();
-        let mut doc_len = Vec::with_capacity(items.len());
-        for (doc, item) in items.iter().enumerate() {
-            let item_terms = item_terms(item);
-            doc_len.push(item_terms.len() as f32);
-            let mut tf: HashMap<String, f32> = HashMap::new();
-            for t in item_terms {
-                *tf.entry(t).or_default() += 1.0;
-            }
-            for (t, f) in tf {
+        let mut doc_len = Vec::new();
+        for (doc, counts) in documents.into_iter().enumerate() {
+            doc_len.push(counts.len);
+            for (t, f) in counts.frequencies {
                 postings.entry(t).or_default().push((doc as u32, f));
             }
         }
@@ -67,7 +91,7 @@ impl Bm25Index {
     }
 
     /// The distinct terms of a query.
-    fn query_terms(query: &str) -> Vec<String> {
+    pub fn query_terms(query: &str) -> Vec<String> {
         let mut query_terms = terms(query);
         query_terms.sort();
         query_terms.dedup();

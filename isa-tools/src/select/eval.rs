@@ -142,8 +142,9 @@ impl QueryMetrics {
 /// The plain hybrid every selector here is compared with (`isa-mcp tools eval --selector
 /// baseline`): BM25 (k1 1.5, b 0.75) over the lower-cased words of a tool's name and description,
 /// without stemming or stop words, and the cosine of the whole request's embedding with the
-/// tool's document ([`IndexItem::document_text`]), each min-max scaled over the catalog per
-/// request, fused as `0.3 × BM25 + 0.7 × cosine`. No clause splitting, no parameters.
+/// tool's name and description ([`IndexItem::document_text`] of the tool without its
+/// parameters), each min-max scaled over the catalog per request, fused as
+/// `0.3 × BM25 + 0.7 × cosine`. No clause splitting, no parameters.
 pub struct Baseline {
     ids: Vec<String>,
     vectors: Vec<Vec<f32>>,
@@ -170,7 +171,16 @@ impl Baseline {
         catalog: &[IndexItem],
         embedder: std::sync::Arc<dyn isa_core::Embedder>,
     ) -> Result<Self> {
-        let documents: Vec<String> = catalog.iter().map(IndexItem::document_text).collect();
+        let documents: Vec<String> = catalog
+            .iter()
+            .map(|item| {
+                let without_parameters = IndexItem {
+                    params: Vec::new(),
+                    ..item.clone()
+                };
+                without_parameters.document_text()
+            })
+            .collect();
         let vectors = embedder
             .embed(&documents, isa_core::TextKind::Document)
             .await?;

@@ -96,35 +96,25 @@ pub enum Strategy {
 }
 
 /// Scores every item for one query text (zero for items the query does not admit), with the
-/// text's relevance as [`Ranking::relevance`] defines it.
+/// text's relevance as [`Ranking::relevance`] defines it. `dense` is every item's cosine with the
+/// text, when the strategy has a dense part.
 fn score_all(
-    snapshot: &Snapshot,
     strategy: Strategy,
-    query: &SelectionQuery,
     text: &str,
-    query_vector: Option<&[f32]>,
+    dense: Option<Vec<f32>>,
+    bm25: Option<&Bm25Index>,
+    admitted: &[bool],
 ) -> Result<(Vec<f32>, f32)> {
-    let n = snapshot.items.len();
-    let dense = query_vector.map(|q| {
-        let mut scores = vec![0f32; n];
-        dot_rows(&snapshot.vectors, q, &mut scores);
-        scores
-    });
-    let admitted: Vec<bool> = snapshot
-        .items
-        .iter()
-        .map(|item| query.admits(item))
-        .collect();
     let best_admitted = |scores: &[f32]| {
         scores
             .iter()
-            .zip(&admitted)
+            .zip(admitted)
             .enumerate()
             .filter(|(_, (_, admitted))| **admitted)
             .map(|(i, (&s, _))| (i, s))
             .max_by(|a, b| a.1.total_cmp(&b.1))
     };
-    let bm25 = snapshot.bm25.as_ref().map(|bm25| (bm25, bm25.scores(text)));
+    let bm25 = bm25.map(|bm25| (bm25, bm25.scores(text)));
     let relevance = match (&dense, &bm25) {
         (Some(d), _) => best_admitted(d).map_or(0.0, |(_, s)| s.clamp(0.0, 1.0)),
         (None, Some((bm25, scores))) => match best_admitted(scores) {
@@ -145,7 +135,7 @@ fn score_all(
         (Strategy::Lexical, _, Some(l)) => l,
         (Strategy::Hybrid { dense_weight }, Some(d), Some(l)) => {
             let w = dense_weight.clamp(0.0, 1.0);
-            let d = min_max(d, &admitted);
+            let d = min_max(d, admitted);
             d.iter()
                 .zip(&l)
                 .map(|(d, l)| w * d + (1.0 - w) * l)
@@ -157,7 +147,7 @@ fn score_all(
             ));
         }
     };
-    for (s, &admitted) in scores.iter_mut().zip(&admitted) {
+    for (s, &admitted) in scores.iter_mut().zip(admitted) {
         if !admitted {
             *s = 0.0;
         }
@@ -165,8 +155,9 @@ fn score_all(
     Ok((scores, relevance))
 }
 
-/// The best `top_k` items with a positive score at or above the query's `min_score`.
-fn best(snapshot: &Snapshot, query: &SelectionQuery, scores: &[f32]) -> Vec<Scored> {
+/// The best `top_k` `(item, score)` pairs with a positive score at or above the query's
+/// `min_score`.
+fn best(query: &SelectionQuery, scores: &[f32]) -> Vec<(usize, f32)> {
     let min_score = query.min_score.unwrap_or(f32::MIN);
     top_k(
         scores
@@ -175,13 +166,6 @@ fn best(snapshot: &Snapshot, query: &SelectionQuery, scores: &[f32]) -> Vec<Scor
             .filter(|&(_, &s)| s >= min_score && s > 0.0),
         query.top_k,
     )
-    .into_iter()
-    .map(|(i, score)| Scored {
-        id: snapshot.items[i].id.clone(),
-        kind: snapshot.items[i].kind,
-        score,
-    })
-    .collect()
 }
 
 /// A clause's score counts this much against the whole request's, so clauses fill the ranks
@@ -189,7 +173,7 @@ fn best(snapshot: &Snapshot, query: &SelectionQuery, scores: &[f32]) -> Vec<Scor
 pub const CLAUSE_DISCOUNT: f32 = 0.85;
 
 /// The items a selection returns, and how relevant its request is to the index at all.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Ranking {
     /// The selected items, best first; none when `relevance` is below the query's
     /// `min_relevance`.
@@ -213,10 +197,7 @@ pub(crate) fn rank(
     vectors: &[Vec<f32>],
 ) -> Result<Ranking> {
     if snapshot.items.is_empty() || query.top_k == 0 {
-        return Ok(Ranking {
-            items: Vec::new(),
-            relevance: 0.0,
-        });
+        return Ok(Ranking::default());
     }
     let mut ranking = match (strategy, &snapshot.quantized) {
         (Strategy::Dense, Some(quantized)) => dense_rank(snapshot, quantized, query, vectors),
@@ -231,6 +212,14 @@ pub(crate) fn rank(
     Ok(ranking)
 }
 
+/// The texts a request is scored by: the whole request, then each clause of `spans`.
+pub(crate) fn request_texts(text: &str, spans: &[std::ops::Range<usize>]) -> Vec<String> {
+    std::iter::once(text)
+        .chain(spans.iter().map(|span| &text[span.clone()]))
+        .map(str::to_string)
+        .collect()
+}
+
 /// [`rank`] for strategies that score every item in full precision.
 fn fused_rank(
     snapshot: &Snapshot,
@@ -239,16 +228,59 @@ fn fused_rank(
     texts: &[String],
     vectors: &[Vec<f32>],
 ) -> Result<Ranking> {
+    let dense = vectors
+        .iter()
+        .map(|q| {
+            let mut scores = vec![0f32; snapshot.items.len()];
+            dot_rows(&snapshot.vectors, q, &mut scores);
+            scores
+        })
+        .collect();
+    let admitted: Vec<bool> = snapshot
+        .items
+        .iter()
+        .map(|item| query.admits(item))
+        .collect();
+    let (best, relevance) = fuse(
+        strategy,
+        query,
+        texts,
+        dense,
+        snapshot.bm25.as_ref(),
+        &admitted,
+    )?;
+    Ok(Ranking {
+        items: best
+            .into_iter()
+            .map(|(i, score)| Scored {
+                id: snapshot.items[i].id.clone(),
+                kind: snapshot.items[i].kind,
+                score,
+            })
+            .collect(),
+        relevance,
+    })
+}
+
+/// The best `top_k` `(item, score)` pairs for a request, and its relevance, from what each of
+/// its texts scores against items `0, 1, …`, wherever they are stored: `dense[t]` is every
+/// item's cosine with `texts[t]` (none without a dense part), `bm25` indexes the items' terms
+/// (at least the texts' terms), `admitted` says which items the query's filters let through.
+/// Scores the whole request (`texts[0]`) and each of its clauses, and keeps each item's best
+/// (clauses discounted), so a request that asks for two things finds tools for both.
+pub(crate) fn fuse(
+    strategy: Strategy,
+    query: &SelectionQuery,
+    texts: &[String],
+    dense: Vec<Vec<f32>>,
+    bm25: Option<&Bm25Index>,
+    admitted: &[bool],
+) -> Result<(Vec<(usize, f32)>, f32)> {
+    let mut dense = dense.into_iter();
     let mut combined: Option<Vec<f32>> = None;
     let mut relevance = 0f32;
     for (i, text) in texts.iter().enumerate() {
-        let (scores, text_relevance) = score_all(
-            snapshot,
-            strategy,
-            query,
-            text,
-            vectors.get(i).map(Vec::as_slice),
-        )?;
+        let (scores, text_relevance) = score_all(strategy, text, dense.next(), bm25, admitted)?;
         let discount = if i == 0 { 1.0 } else { CLAUSE_DISCOUNT };
         relevance = relevance.max(discount * text_relevance);
         combined = Some(match combined {
@@ -261,12 +293,10 @@ fn fused_rank(
             }
         });
     }
-    Ok(Ranking {
-        items: combined
-            .map(|c| best(snapshot, query, &c))
-            .unwrap_or_default(),
+    Ok((
+        combined.map(|c| best(query, &c)).unwrap_or_default(),
         relevance,
-    })
+    ))
 }
 
 /// Dense selection as [`rank`] defines it (each text's cosine clamped to `[0, 1]`, clauses

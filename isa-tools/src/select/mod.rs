@@ -21,7 +21,7 @@ use parking_lot::RwLock;
 
 pub use analyze::{clause_spans, clauses, terms};
 pub use index::{CLAUSE_DISCOUNT, Ranking, Strategy};
-use index::{Snapshot, rank};
+use index::{Snapshot, rank, request_texts};
 
 /// The dense weight of [`Strategy::Hybrid`] by default, chosen on the tuning half of MetaTool's
 /// single-tool queries (see `docs/selection.md`).
@@ -188,21 +188,17 @@ impl LocalSelector {
     /// Selects as [`ToolSelector::select`] does, and says how relevant the request is to the
     /// index ([`Ranking::relevance`]), so a caller can measure or choose a `min_relevance`.
     pub async fn assess(&self, query: &SelectionQuery) -> Result<Ranking> {
-        let mut texts = vec![query.text.clone()];
         // Clauses help embeddings, which average a request's meaning; BM25 already sums over every
         // term of the whole request, so lexical selection scores it once.
-        let vectors = if self.uses_dense() {
+        let (texts, vectors) = if self.uses_dense() {
             let spans = clause_spans(&query.text);
-            texts.extend(
-                spans
-                    .iter()
-                    .map(|span| query.text[span.clone()].to_string()),
-            );
-            self.embedder()?
+            let vectors = self
+                .embedder()?
                 .embed_with_parts(&query.text, &spans, TextKind::Query)
-                .await?
+                .await?;
+            (request_texts(&query.text, &spans), vectors)
         } else {
-            Vec::new()
+            (vec![query.text.clone()], Vec::new())
         };
         let snapshot = self.current.read().clone();
         let strategy = self.strategy;

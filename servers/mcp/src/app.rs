@@ -302,19 +302,18 @@ async fn tool_index(
     embedder: Option<Arc<OrtEmbedder>>,
 ) -> anyhow::Result<Arc<dyn ToolSelector>> {
     let embedder = embedder.map(|e| e as Arc<dyn Embedder>);
+    let hybrid = Strategy::Hybrid {
+        dense_weight: settings.dense_weight,
+    };
     Ok(match (settings.index, embedder) {
-        (IndexBackend::Memory, Some(e)) => Arc::new(LocalSelector::with_strategy(
-            Strategy::Hybrid {
-                dense_weight: settings.dense_weight,
-            },
-            Some(e),
-        )),
+        (IndexBackend::Memory, Some(e)) => Arc::new(LocalSelector::with_strategy(hybrid, Some(e))),
         (IndexBackend::Memory, None) => Arc::new(LocalSelector::lexical()),
         (IndexBackend::Pgvector, Some(e)) => {
             let Database::Postgres(pool) = db else {
                 anyhow::bail!("--index pgvector needs DATABASE_URL to name a PostgreSQL database");
             };
-            Arc::new(PgVectorSelector::new(pool.clone(), e, &settings.index_table).await?)
+            let table = &settings.index_table;
+            Arc::new(PgVectorSelector::with_strategy(pool.clone(), e, table, hybrid).await?)
         }
         (IndexBackend::Pgvector, None) => {
             anyhow::bail!("--index pgvector needs the embedding model, which did not load")

@@ -11,8 +11,9 @@ use isa_models::{EmbedderConfig, OrtEmbedder};
 use isa_tools::{
     catalog::load_catalog,
     select::{
-        DEFAULT_DENSE_WEIGHT, LocalSelector, Strategy,
+        DEFAULT_DENSE_WEIGHT, LocalSelector, Ranking, Strategy,
         eval::{Baseline, EvalQuery, QueryMetrics, load_irrelevant, load_queries},
+        pgvector::PgVectorSelector,
     },
 };
 use serde_json::json;
@@ -66,24 +67,31 @@ enum SelectorKind {
     Baseline,
 }
 
-/// What ranks the queries: one of the library's selectors, or the baseline.
+/// What ranks the queries: one of the library's selectors, in memory or on PostgreSQL, or the
+/// baseline.
 enum Ranker {
     Selector(LocalSelector),
+    Shared(PgVectorSelector),
     Baseline(Baseline),
 }
 
 impl Ranker {
     /// The dense weight to report, for hybrid selectors.
     fn dense_weight(&self) -> Option<f32> {
-        match self {
-            Ranker::Selector(s) => match s.strategy() {
-                Strategy::Hybrid { dense_weight } => Some(dense_weight),
-                _ => None,
-            },
-            Ranker::Baseline(_) => None,
+        let strategy = match self {
+            Ranker::Selector(s) => s.strategy(),
+            Ranker::Shared(s) => s.strategy(),
+            Ranker::Baseline(_) => return None,
+        };
+        match strategy {
+            Strategy::Hybrid { dense_weight } => Some(dense_weight),
+            _ => None,
         }
     }
 }
+
+/// The table `tools eval --database-url` indexes the catalog in.
+const EVAL_TABLE: &str = "isa_tools_eval";
 
 /// Which half of the queries to use: weights are tuned on one half and reported on the other.
 #[derive(Clone, Copy, ValueEnum)]
@@ -116,6 +124,11 @@ struct Common {
     /// is below this, as `isa-mcp serve` does; by default every query is ranked in full.
     #[arg(long)]
     min_relevance: Option<f32>,
+    /// Rank with the pgvector selector, the index `serve --index pgvector` shares, on this
+    /// PostgreSQL database (in the table `isa_tools_eval`, replaced at each run) rather than in
+    /// memory; hybrid and dense selection only.
+    #[arg(long)]
+    database_url: Option<String>,
 }
 
 #[derive(Args)]
@@ -337,12 +350,12 @@ async fn rank(
     q: &EvalQuery,
     top_k: usize,
 ) -> anyhow::Result<(Vec<String>, Option<f32>)> {
-    let selector = match ranker {
-        Ranker::Selector(selector) => selector,
+    let query = SelectionQuery::new(q.query.clone(), top_k).kinds([ItemKind::Tool]);
+    let ranking: Ranking = match ranker {
+        Ranker::Selector(selector) => selector.assess(&query).await?,
+        Ranker::Shared(selector) => selector.assess(&query).await?,
         Ranker::Baseline(baseline) => return Ok((baseline.rank(&q.query, top_k).await?, None)),
     };
-    let query = SelectionQuery::new(q.query.clone(), top_k).kinds([ItemKind::Tool]);
-    let ranking = selector.assess(&query).await?;
     let ids = ranking.items.into_iter().map(|s| s.id).collect();
     Ok((ids, Some(ranking.relevance)))
 }
@@ -374,42 +387,73 @@ async fn prepare(common: &Common) -> anyhow::Result<(Vec<Ranker>, Vec<EvalQuery>
             OrtEmbedder::new(config).context("loading the embedding model")?,
         ))
     };
-    let selectors = match common.selector {
+    let strategies = match common.selector {
         SelectorKind::Baseline => {
+            anyhow::ensure!(
+                common.database_url.is_none(),
+                "the baseline ranks in memory only: --database-url needs another selector"
+            );
             let started = Instant::now();
             let baseline = Baseline::new(&catalog, embedder()?).await?;
             tracing::info!(ms = started.elapsed().as_millis() as u64, "catalog indexed");
             return Ok((vec![Ranker::Baseline(baseline)], queries));
         }
-        SelectorKind::Lexical => vec![LocalSelector::lexical()],
-        SelectorKind::Dense => vec![LocalSelector::dense(embedder()?)],
-        SelectorKind::Hybrid => {
-            let embedder = embedder()?;
-            common
-                .dense_weight
-                .iter()
-                .map(|&dense_weight| {
-                    LocalSelector::with_strategy(
-                        Strategy::Hybrid { dense_weight },
-                        Some(embedder.clone()),
-                    )
-                })
-                .collect()
-        }
+        SelectorKind::Lexical => vec![Strategy::Lexical],
+        SelectorKind::Dense => vec![Strategy::Dense],
+        SelectorKind::Hybrid => common
+            .dense_weight
+            .iter()
+            .map(|&dense_weight| Strategy::Hybrid { dense_weight })
+            .collect(),
     };
-    for selector in &selectors {
+    let embedder = match common.selector {
+        SelectorKind::Lexical => None,
+        _ => Some(embedder()?),
+    };
+    let pool = match &common.database_url {
+        Some(url) => {
+            let pool = sqlx::PgPool::connect(url)
+                .await
+                .context("connecting to --database-url")?;
+            let replace = format!("drop table if exists {EVAL_TABLE}");
+            sqlx::query(sqlx::AssertSqlSafe(replace))
+                .execute(&pool)
+                .await?;
+            Some(pool)
+        }
+        None => None,
+    };
+    let mut rankers = Vec::new();
+    for strategy in strategies {
         let started = Instant::now();
-        selector.upsert(catalog.clone()).await?;
+        let ranker = match (&pool, &embedder) {
+            (Some(pool), Some(embedder)) => {
+                let selector = PgVectorSelector::with_strategy(
+                    pool.clone(),
+                    embedder.clone(),
+                    EVAL_TABLE,
+                    strategy,
+                )
+                .await?;
+                // Selectors of several weights share the table: only the first embeds.
+                selector.upsert(catalog.clone()).await?;
+                Ranker::Shared(selector)
+            }
+            (Some(_), None) => anyhow::bail!("--database-url needs hybrid or dense selection"),
+            (None, embedder) => {
+                let selector = LocalSelector::with_strategy(strategy, embedder.clone());
+                selector.upsert(catalog.clone()).await?;
+                Ranker::Selector(selector)
+            }
+        };
         tracing::info!(
-            tools = selector.len(),
+            tools = catalog.len(),
             ms = started.elapsed().as_millis() as u64,
             "catalog indexed"
         );
+        rankers.push(ranker);
     }
-    Ok((
-        selectors.into_iter().map(Ranker::Selector).collect(),
-        queries,
-    ))
+    Ok((rankers, queries))
 }
 
 /// A progress bar on stderr, hidden when stderr is not a terminal.
