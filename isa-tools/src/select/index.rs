@@ -266,8 +266,8 @@ fn fused_rank(
 /// its texts scores against items `0, 1, …`, wherever they are stored: `dense[t]` is every
 /// item's cosine with `texts[t]` (none without a dense part), `bm25` indexes the items' terms
 /// (at least the texts' terms), `admitted` says which items the query's filters let through.
-/// Scores the whole request (`texts[0]`) and each of its clauses, and keeps each item's best
-/// (clauses discounted), so a request that asks for two things finds tools for both.
+/// Each item keeps its best score over the texts, clauses (`texts[1..]`) discounted, as [`rank`]
+/// says.
 pub(crate) fn fuse(
     strategy: Strategy,
     query: &SelectionQuery,
