@@ -73,6 +73,11 @@ pub enum Error {
     /// Configuration is missing or contradictory; the message names the setting.
     #[error("configuration: {0}")]
     Config(String),
+    /// The call waits for the client's answers to its questions (see [`crate::ask`]): over
+    /// MCP 2026-07-28 the client is told what to answer and calls again. Only a tool that asked
+    /// through its [`CallContext`](crate::CallContext) sees it, and should return it as it is.
+    #[error("the call needs input from the client")]
+    InputRequired,
     /// A bug or an unexpected state; details are logged, not shown to remote callers.
     #[error("internal error: {0}")]
     Internal(String),
@@ -146,6 +151,7 @@ impl Error {
             Error::Timeout(_) => "timeout",
             Error::Unavailable(_) => "unavailable",
             Error::Upstream { .. } => "upstream",
+            Error::InputRequired => "input_required",
             Error::Config(_) | Error::Internal(_) => "internal",
         }
     }

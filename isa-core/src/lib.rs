@@ -24,6 +24,7 @@
 //! [`http`], the edge every service is built on; feature `mcp` adds [`mcp`], the MCP service.
 
 mod account;
+pub mod ask;
 mod browser;
 mod error;
 mod event;
@@ -44,6 +45,10 @@ mod session;
 mod tool;
 
 pub use account::*;
+pub use ask::{
+    ClientCapability, ClientChannel, ClientRequest, ElicitAction, Elicited, Root, Sampled,
+    SamplingRequest,
+};
 pub use async_trait::async_trait;
 pub use browser::*;
 pub use error::*;

@@ -6,7 +6,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{Identity, Result, UserId};
+use crate::{
+    ClientCapability, ClientChannel, Elicited, Identity, Result, Root, Sampled, SamplingRequest,
+    UserId, ask,
+};
 
 /// JSON object, as used for tool arguments and JSON Schemas.
 pub type JsonObject = Map<String, Value>;
@@ -60,6 +63,24 @@ pub struct ToolSpec {
     /// The scope a caller needs to see and call this tool; `None` means any authenticated caller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub required_scope: Option<String>,
+    /// Whether the user must confirm each call before the tool runs (a deletion, a purchase).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmation: Option<Confirmation>,
+    /// What the client must be able to answer for the tool to run at all; a client that did
+    /// not declare one of them is refused before the tool starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_client_capabilities: Vec<ClientCapability>,
+}
+
+/// How a tool that needs the user's confirmation treats a client that cannot ask the user
+/// (one that did not declare elicitation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Confirmation {
+    /// Refuse the call: nothing runs unconfirmed.
+    Required,
+    /// Run it unconfirmed: asking is a courtesy where the client can.
+    WhenPossible,
 }
 
 fn is_default(a: &ToolAnnotations) -> bool {
@@ -95,6 +116,8 @@ impl ToolSpec {
             annotations: ToolAnnotations::default(),
             tags: Vec::new(),
             required_scope: None,
+            confirmation: None,
+            required_client_capabilities: Vec::new(),
         }
     }
 
@@ -132,6 +155,20 @@ impl ToolSpec {
     /// Requires a scope to see and call the tool.
     pub fn with_required_scope(mut self, scope: impl Into<String>) -> Self {
         self.required_scope = Some(scope.into());
+        self
+    }
+
+    /// Makes every call wait for the user's confirmation, asked through the client.
+    pub fn with_confirmation(mut self, confirmation: Confirmation) -> Self {
+        self.confirmation = Some(confirmation);
+        self
+    }
+
+    /// Refuses callers whose client does not declare `capability`.
+    pub fn requiring_client(mut self, capability: ClientCapability) -> Self {
+        if !self.required_client_capabilities.contains(&capability) {
+            self.required_client_capabilities.push(capability);
+        }
         self
     }
 
@@ -260,6 +297,9 @@ pub struct CallContext {
     pub request_id: Option<String>,
     /// Where progress and log messages go (the MCP client, when it asked for them).
     pub reporter: Option<Arc<dyn Reporter>>,
+    /// The way to ask the client for input; `None` when the call did not come from an MCP
+    /// client, and then every question is refused.
+    pub client: Option<Arc<dyn ClientChannel>>,
 }
 
 impl fmt::Debug for CallContext {
@@ -300,6 +340,34 @@ impl CallContext {
         if let Some(reporter) = &self.reporter {
             reporter.progress(progress, total, message).await;
         }
+    }
+
+    /// Whether the client that made this call can answer questions of this kind.
+    pub fn client_supports(&self, capability: ClientCapability) -> bool {
+        self.client.as_ref().is_some_and(|c| c.supports(capability))
+    }
+
+    /// Asks the user, through the client, for what `schema` (a flat object schema, as MCP's
+    /// elicitation allows) describes. `key` names the question within this call (see
+    /// [`crate::ask`]'s rules); a refusal comes back as `Ok` with the user's action.
+    pub async fn elicit(&self, key: &str, message: &str, schema: Value) -> Result<Elicited> {
+        ask::ask(
+            self.client.as_deref(),
+            key,
+            ask::elicitation(message, schema),
+        )
+        .await
+    }
+
+    /// Asks the client's model.
+    pub async fn sample(&self, key: &str, request: &SamplingRequest) -> Result<Sampled> {
+        ask::ask(self.client.as_deref(), key, ask::sampling(request)).await
+    }
+
+    /// The client's roots.
+    pub async fn roots(&self, key: &str) -> Result<Vec<Root>> {
+        let list: ask::RootList = ask::ask(self.client.as_deref(), key, ask::roots()).await?;
+        Ok(list.roots)
     }
 
     /// Sends a log message to the caller (levels as in syslog: `debug`, `info`, `warning`,

@@ -579,3 +579,146 @@ async fn a_cancelled_call_is_not_counted_and_its_tool_stops_before_another_may_r
     );
     assert_eq!(running.load(Ordering::SeqCst), 0);
 }
+
+/// The JSON-RPC answer in a response body: a JSON answer, or the answer event of an SSE one.
+fn answer_of(text: &str) -> Value {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .chain([text])
+        .filter_map(|json| serde_json::from_str::<Value>(json.trim()).ok())
+        .find(|answer| answer.get("id").is_some())
+        .unwrap_or_else(|| panic!("no JSON-RPC answer in {text}"))
+}
+
+/// A tool that asks for a name, then for a colour, in two rounds.
+fn two_questions() -> Arc<dyn isa_core::Tool> {
+    let ask = |field: &str| json!({"type": "object", "properties": {field: {"type": "string"}}});
+    tool_fn(
+        ToolSpec::new("favourite", "Asks a name, then a colour"),
+        move |_, ctx| async move {
+            let name = ctx.elicit("name", "Your name?", ask("name")).await?;
+            let colour = ctx.elicit("colour", "Your colour?", ask("colour")).await?;
+            Ok(ToolOutput::text(format!(
+                "{} likes {}",
+                name.field("name").and_then(Value::as_str).unwrap_or("?"),
+                colour
+                    .field("colour")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+            )))
+        },
+    )
+}
+
+async fn round(base: &str, arguments: Value, responses: Value, state: Option<&Value>) -> Value {
+    let mut call = stateless_call("favourite", arguments);
+    call["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] =
+        json!({"elicitation": {}});
+    call["params"]["inputResponses"] = responses;
+    if let Some(state) = state {
+        call["params"]["requestState"] = state.clone();
+    }
+    let text = post_mcp(
+        &reqwest::Client::new(),
+        &format!("{base}/mcp"),
+        "favourite",
+        &call,
+    )
+    .send()
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    answer_of(&text)
+}
+
+fn accepted(field: &str, value: &str) -> Value {
+    json!({"action": "accept", "content": {field: value}})
+}
+
+/// Over 2026-07-28 a call that asks ends with an input-required result; the answers of earlier
+/// rounds come back only in the sealed request state, which serves its own caller, arguments
+/// and time only.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_that_asks_resumes_only_with_its_own_unexpired_request_state() {
+    let server = McpServer::builder(McpConfig::default()).build();
+    server.add_tool(two_questions()).await.unwrap();
+    let alice = Identity::new(UserId::new("alice").unwrap(), AuthMethod::Trusted);
+    let bob = Identity::new(UserId::new("bob").unwrap(), AuthMethod::Trusted);
+    let (as_alice, as_bob) = (
+        serve_as(&server, Some(alice)).await,
+        serve_as(&server, Some(bob)).await,
+    );
+    let args = json!({});
+
+    let first = round(&as_alice, args.clone(), json!({}), None).await;
+    let result = &first["result"];
+    assert_eq!(result["resultType"], "input_required", "{first}");
+    assert_eq!(
+        result["inputRequests"]["name"]["method"],
+        "elicitation/create"
+    );
+    let second = round(
+        &as_alice,
+        args.clone(),
+        json!({"name": accepted("name", "Ann")}),
+        Some(&result["requestState"]),
+    )
+    .await;
+    let result = &second["result"];
+    assert_eq!(result["resultType"], "input_required", "{second}");
+    assert!(result["inputRequests"].get("name").is_none(), "{second}");
+    let state = &result["requestState"];
+    assert!(
+        !state.as_str().unwrap().contains("Ann"),
+        "the state hides its answers"
+    );
+
+    let colour = json!({"colour": accepted("colour", "red")});
+    let stolen = round(&as_bob, args.clone(), colour.clone(), Some(state)).await;
+    assert_eq!(stolen["error"]["code"], -32602, "{stolen}");
+    let changed = round(&as_alice, json!({"x": 1}), colour.clone(), Some(state)).await;
+    assert_eq!(changed["error"]["code"], -32602, "{changed}");
+    let mut tampered = state.as_str().unwrap().to_owned();
+    tampered.replace_range(..1, if tampered.starts_with('A') { "B" } else { "A" });
+    let tampered = round(
+        &as_alice,
+        args.clone(),
+        colour.clone(),
+        Some(&json!(tampered)),
+    )
+    .await;
+    assert_eq!(tampered["error"]["code"], -32602, "{tampered}");
+
+    // The name is not sent again: it comes from the state.
+    let done = round(&as_alice, args.clone(), colour.clone(), Some(state)).await;
+    assert_eq!(
+        done["result"]["content"][0]["text"], "Ann likes red",
+        "{done}"
+    );
+
+    let expiring = McpServer::builder(McpConfig {
+        input_ttl: Duration::ZERO,
+        ..McpConfig::default()
+    })
+    .build();
+    expiring.add_tool(two_questions()).await.unwrap();
+    let base = serve_as(&expiring, None).await;
+    let first = round(&base, args.clone(), json!({}), None).await;
+    let late = round(
+        &base,
+        args,
+        json!({"name": accepted("name", "Ann")}),
+        Some(&first["result"]["requestState"]),
+    )
+    .await;
+    assert_eq!(late["error"]["code"], -32602, "{late}");
+    assert!(
+        late["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{late}"
+    );
+}

@@ -392,6 +392,26 @@ impl UserFiles {
         })
     }
 
+    /// The content of a text file of the user's (`text/*` or JSON) of at most `limit` bytes.
+    pub async fn read_text(&self, user: &UserId, id: &str, limit: u64) -> Result<String> {
+        let file = self.get(user, id).await?;
+        let textual =
+            file.content_type.starts_with("text/") || file.content_type == "application/json";
+        if !textual {
+            return Err(Error::UnsupportedMediaType(format!(
+                "{} is {}, not text",
+                file.name, file.content_type
+            )));
+        }
+        if file.size > limit {
+            return Err(Error::TooLarge { limit });
+        }
+        let stream = self.store.get(&FileKey::parse(&file.key)?).await?;
+        let bytes = isa_core::collect_bytes(stream, limit).await?;
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| Error::invalid(format!("{} is not UTF-8 text", file.name)))
+    }
+
     /// Deletes a file of the user's: its bytes, then its metadata.
     pub async fn delete(&self, user: &UserId, id: &str) -> Result<()> {
         let file = self.get(user, id).await?;

@@ -1,12 +1,13 @@
 //! MCP tools over the calling user's files: upload (base64 content), list, get a download URL,
-//! delete. They act only for the authenticated caller; an anonymous call is refused.
+//! delete (after the user confirms, asked through the client), summarize (with the client's
+//! model). They act only for the authenticated caller; an anonymous call is refused.
 
 use std::sync::Arc;
 
 use base64::Engine;
 use isa_core::{
-    CallContext, Error, JsonObject, Result, Tool, ToolAnnotations, ToolOutput, ToolSpec, UserId,
-    UserStore, byte_stream, tool_fn,
+    CallContext, ClientCapability, Confirmation, Error, JsonObject, Result, SamplingRequest, Tool,
+    ToolAnnotations, ToolOutput, ToolSpec, UserId, UserStore, byte_stream, tool_fn,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -58,7 +59,7 @@ struct FileRef {
 
 const FILE_ID: &str = "The file's id, from file_list or file_upload";
 
-/// The four file tools, acting for the caller on `files`; users seen for the first time are
+/// The file tools, acting for the caller on `files`; users seen for the first time are
 /// made in `users` with `initial_credits`, as the user service makes them.
 pub fn file_tools(
     files: UserFiles,
@@ -162,7 +163,7 @@ pub fn file_tools(
         },
     );
 
-    let delete_state = state;
+    let delete_state = state.clone();
     let delete = tool_fn(
         ToolSpec::new("file_delete", "Delete one of the user's files")
             .with_input_schema(json!({
@@ -174,7 +175,8 @@ pub fn file_tools(
                 destructive_hint: Some(true),
                 ..Default::default()
             })
-            .with_tags(["files"]),
+            .with_tags(["files"])
+            .with_confirmation(Confirmation::Required),
         move |args, ctx| {
             let state = delete_state.clone();
             async move {
@@ -185,7 +187,69 @@ pub fn file_tools(
             }
         },
     );
-    vec![upload, list, download_url, delete]
+    let summarize_state = state;
+    let summarize = tool_fn(
+        ToolSpec::new(
+            "file_summarize",
+            format!(
+                "Summarize one of the user's text files (at most {SUMMARIZED_BYTES} bytes) with \
+                 the client's own model"
+            ),
+        )
+        .with_input_schema(json!({
+            "type": "object",
+            "properties": {
+                "file_id": {"type": "string", "description": FILE_ID},
+                "focus": {"type": "string", "description": "What the summary should bring out"},
+            },
+            "required": ["file_id"],
+        }))
+        .with_annotations(read_only())
+        .with_tags(["files"])
+        .requiring_client(ClientCapability::Sampling),
+        move |args, ctx| {
+            let state = summarize_state.clone();
+            async move {
+                let user = state.caller(&ctx).await?;
+                let r: Summarize = parse(args)?;
+                let file = state.files.get(&user, &r.file_id).await?;
+                let text = state
+                    .files
+                    .read_text(&user, &r.file_id, SUMMARIZED_BYTES)
+                    .await?;
+                let focus = r
+                    .focus
+                    .map(|f| format!(", bringing out {f}"))
+                    .unwrap_or_default();
+                let mut request = SamplingRequest::user(
+                    format!("Summarize the file {}{focus}:\n\n{text}", file.name),
+                    SUMMARY_TOKENS,
+                );
+                request.system_prompt = Some(
+                    "You write short, faithful summaries of files: only what the file says.".into(),
+                );
+                let summary = ctx.sample("summary", &request).await?;
+                Ok(ToolOutput::json(json!({
+                    "file_id": file.id,
+                    "name": file.name,
+                    "summary": summary.text(),
+                    "model": summary.model,
+                })))
+            }
+        },
+    );
+    vec![upload, list, download_url, delete, summarize]
+}
+
+/// The largest file `file_summarize` sends to the client's model.
+const SUMMARIZED_BYTES: u64 = 64 * 1024;
+/// The longest summary asked for, in tokens.
+const SUMMARY_TOKENS: u32 = 500;
+
+#[derive(Deserialize)]
+struct Summarize {
+    file_id: String,
+    focus: Option<String>,
 }
 
 fn read_only() -> ToolAnnotations {

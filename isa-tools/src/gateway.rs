@@ -206,20 +206,20 @@ async fn import(link: &Arc<Link>, server: &McpServer, peer: &Peer<RoleClient>) -
     let mut names = BTreeSet::new();
     let mut proxies: Vec<Arc<dyn Tool>> = Vec::new();
     for tool in tools {
-        let spec = ToolSpec {
-            name: format!("{}/{}", link.config.name, tool.name),
-            description: tool.description.as_deref().unwrap_or_default().to_owned(),
-            input_schema: (*tool.input_schema).clone(),
-            output_schema: tool.output_schema.as_deref().cloned(),
-            annotations: tool
-                .annotations
-                .as_ref()
-                .and_then(|a| serde_json::to_value(a).ok())
-                .and_then(|v| serde_json::from_value::<ToolAnnotations>(v).ok())
-                .unwrap_or_default(),
-            tags: vec!["upstream".into(), link.config.name.clone()],
-            required_scope: None,
-        };
+        let annotations = tool
+            .annotations
+            .as_ref()
+            .and_then(|a| serde_json::to_value(a).ok())
+            .and_then(|v| serde_json::from_value::<ToolAnnotations>(v).ok())
+            .unwrap_or_default();
+        let mut spec = ToolSpec::new(
+            format!("{}/{}", link.config.name, tool.name),
+            tool.description.as_deref().unwrap_or_default(),
+        )
+        .with_annotations(annotations)
+        .with_tags(["upstream".to_owned(), link.config.name.clone()]);
+        spec.input_schema = (*tool.input_schema).clone();
+        spec.output_schema = tool.output_schema.as_deref().cloned();
         names.insert(spec.name.clone());
         proxies.push(Arc::new(ProxyTool {
             spec,

@@ -9,6 +9,8 @@
 //! conformance server --url http://127.0.0.1:3001/mcp --requirements 2026-07-28
 //! ```
 
+mod asking;
+
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Result;
@@ -148,6 +150,7 @@ async fn fixtures(server: &McpServer) -> Result<()> {
         server.add_tool(tool).await?;
     }
     add_list_change_triggers(server).await?;
+    asking::add(server).await?;
 
     server
         .add_resource(resource_fn(

@@ -10,19 +10,24 @@ use rmcp::{
     model::{
         CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult,
         GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation,
-        ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
-        LoggingLevel, LoggingMessageNotificationParam, PaginatedRequestParams,
-        ProgressNotificationParam, ProgressToken, ReadResourceRequestParams, ReadResourceResponse,
-        ReadResourceResult, ServerCapabilities, ServerConfig, SetLevelRequestParams,
-        SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequestParams,
+        InputRequiredResult, InputResponses, ListPromptsResult, ListResourceTemplatesResult,
+        ListResourcesResult, ListToolsResult, LoggingLevel, LoggingMessageNotificationParam,
+        PaginatedRequestParams, ProgressNotificationParam, ProgressToken,
+        ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, ServerCapabilities,
+        ServerConfig, SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter,
+        UnsubscribeRequestParams,
     },
     service::{NotificationContext, Peer, RequestContext, SubscriptionContext},
 };
-use serde_json::json;
+use serde_json::{Map, Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{ListChanged, McpServer, ServerMode, convert, registry::page};
-use crate::{CallContext, Error, Identity, Reporter};
+use super::{
+    ListChanged, McpServer, ServerMode, convert,
+    input::{self, RoundTrip, SessionChannel},
+    registry::page,
+};
+use crate::{CallContext, ClientChannel, Error, Identity, Reporter};
 
 /// One handler per session (or per stateless request); all share the server.
 #[derive(Clone)]
@@ -44,6 +49,84 @@ impl Handler {
             request_id: Some(uuid::Uuid::now_v7().to_string()),
             ..Default::default()
         }
+    }
+}
+
+/// How the questions of one request reach its client ([`crate::ask`]).
+struct Asking {
+    channel: Arc<dyn ClientChannel>,
+    /// 2026-07-28: the answers this round brought, and what the request state is bound to.
+    round_trip: Option<(Arc<RoundTrip>, Vec<u8>)>,
+}
+
+impl Handler {
+    /// The channel for a request named `name` with `arguments`: a session's own requests to
+    /// its client (2025-11-25), or the answers that came with this round (2026-07-28): its
+    /// `inputResponses` and, from its sealed `requestState`, those of the rounds before.
+    fn asking(
+        &self,
+        context: &RequestContext<RoleServer>,
+        ctx: &CallContext,
+        request: (&str, &str, &Value),
+        responses: Option<InputResponses>,
+        state: Option<&str>,
+    ) -> Result<Asking, McpError> {
+        let declared = context.client_capabilities().unwrap_or_default();
+        if context.meta.protocol_version().is_none() {
+            let channel = Arc::new(SessionChannel {
+                peer: context.peer.clone(),
+                declared,
+            });
+            return Ok(Asking {
+                channel,
+                round_trip: None,
+            });
+        }
+        let (method, name, arguments) = request;
+        let binding = input::binding(ctx.user().map(|u| u.as_str()), method, name, arguments);
+        let mut answers = match state {
+            Some(token) => self
+                .server
+                .inner
+                .sealer
+                .open(&binding, token)
+                .map_err(protocol_error)?,
+            None => Map::new(),
+        };
+        for (key, answer) in responses.unwrap_or_default() {
+            if !answer.is_object() {
+                return Err(McpError::invalid_params(
+                    format!(
+                        "inputResponses.{key} must be an object: the result of the request \
+                         asked under that key"
+                    ),
+                    None,
+                ));
+            }
+            answers.insert(key, answer);
+        }
+        let round_trip = Arc::new(RoundTrip::new(declared, answers));
+        Ok(Asking {
+            channel: round_trip.clone(),
+            round_trip: Some((round_trip, binding)),
+        })
+    }
+}
+
+impl Asking {
+    /// The input-required result of a request that failed with [`Error::InputRequired`].
+    fn input_required(&self, server: &McpServer) -> Result<InputRequiredResult, McpError> {
+        let result = match &self.round_trip {
+            Some((round_trip, binding)) => round_trip
+                .input_required(&server.inner.sealer, binding)
+                .map_err(protocol_error)?,
+            None => None,
+        };
+        result.ok_or_else(|| {
+            protocol_error(Error::internal(
+                "input required, but nothing was asked of a 2026-07-28 client",
+            ))
+        })
     }
 }
 
@@ -184,12 +267,31 @@ impl ServerHandler for Handler {
                 Some(LoggingLevel::Debug)
             },
         }));
-        let output = self
+        let arguments = Value::Object(request.arguments.clone().unwrap_or_default());
+        let asking = self.asking(
+            &context,
+            &ctx,
+            ("tools/call", &request.name, &arguments),
+            request.input_responses,
+            request.request_state.as_deref(),
+        )?;
+        if let Some(entry) = self.server.inner.registry.tool(&request.name) {
+            let declared = context.client_capabilities().unwrap_or_default();
+            let required = &entry.tool.spec().required_client_capabilities;
+            if let Some(missing) = input::missing(&declared, required) {
+                return Err(McpError::missing_required_client_capability(missing));
+            }
+        }
+        ctx.client = Some(asking.channel.clone());
+        match self
             .server
             .call_tool(&request.name, request.arguments, &ctx)
             .await
-            .map_err(protocol_error)?;
-        Ok(convert::tool_result(output).into())
+        {
+            Ok(output) => Ok(convert::tool_result(output).into()),
+            Err(Error::InputRequired) => Ok(asking.input_required(&self.server)?.into()),
+            Err(error) => Err(protocol_error(error)),
+        }
     }
 
     async fn list_prompts(
@@ -215,12 +317,28 @@ impl ServerHandler for Handler {
         request: GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, McpError> {
-        let ctx = self.call_context(&context);
-        let (description, messages) = self
-            .server
-            .get_prompt(&request.name, request.arguments.unwrap_or_default(), &ctx)
-            .await
-            .map_err(protocol_error)?;
+        let mut ctx = self.call_context(&context);
+        let arguments = request.arguments.unwrap_or_default();
+        let asking = self.asking(
+            &context,
+            &ctx,
+            (
+                "prompts/get",
+                &request.name,
+                &Value::Object(arguments.clone()),
+            ),
+            request.input_responses,
+            request.request_state.as_deref(),
+        )?;
+        ctx.client = Some(asking.channel.clone());
+        let (description, messages) =
+            match self.server.get_prompt(&request.name, arguments, &ctx).await {
+                Ok(prompt) => prompt,
+                Err(Error::InputRequired) => {
+                    return Ok(asking.input_required(&self.server)?.into());
+                }
+                Err(error) => return Err(protocol_error(error)),
+            };
         let mut result =
             GetPromptResult::new(messages.iter().map(convert::prompt_message).collect());
         if !description.is_empty() {
@@ -273,12 +391,21 @@ impl ServerHandler for Handler {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
-        let ctx = self.call_context(&context);
+        let mut ctx = self.call_context(&context);
+        let asking = self.asking(
+            &context,
+            &ctx,
+            ("resources/read", &request.uri, &Value::Null),
+            request.input_responses,
+            request.request_state.as_deref(),
+        )?;
+        ctx.client = Some(asking.channel.clone());
         match self.server.read_resource(&request.uri, &ctx).await {
             Ok(contents) => Ok(ReadResourceResult::new(
                 contents.iter().map(convert::resource_contents).collect(),
             )
             .into()),
+            Err(Error::InputRequired) => Ok(asking.input_required(&self.server)?.into()),
             Err(Error::NotFound(_)) => Err(McpError::resource_not_found(
                 format!("no resource at {}", request.uri),
                 Some(json!({"uri": request.uri})),

@@ -11,6 +11,7 @@
 mod convert;
 mod handler;
 mod http;
+mod input;
 mod registry;
 mod server;
 mod stats;
@@ -18,6 +19,7 @@ mod stats;
 use std::time::Duration;
 
 pub use http::RESTRICTED_TOOLS_LABEL;
+pub use input::StateKey;
 pub use registry::{ListChanged, ToolLimits};
 pub use server::{CALL_TOOL, DISCOVER_TOOLS, Discovered, McpServer, McpServerBuilder};
 
@@ -82,6 +84,11 @@ pub struct McpConfig {
     /// Requests worked on at once (MCP and the endpoints beside it, until each answer starts);
     /// more are refused at once with 503 and `Retry-After`.
     pub max_concurrent_requests: usize,
+    /// Seals the request state of input-required results (2026-07-28 calls that ask the
+    /// client). Random by default; every instance behind one load balancer needs the same.
+    pub state_key: StateKey,
+    /// How long a client has to answer a call's questions before its request state expires.
+    pub input_ttl: Duration,
 }
 
 impl Default for McpConfig {
@@ -100,6 +107,8 @@ impl Default for McpConfig {
             min_relevance: None,
             max_request_bytes: 4 * 1024 * 1024,
             max_concurrent_requests: crate::http::DEFAULT_CONCURRENCY,
+            state_key: StateKey::random(),
+            input_ttl: Duration::from_secs(15 * 60),
         }
     }
 }

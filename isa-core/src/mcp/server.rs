@@ -16,13 +16,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     McpConfig, ServerMode,
+    input::Sealer,
     registry::{ListChanged, Registry, ToolEntry, ToolLimits},
     stats::Stats,
 };
 use crate::{
-    CallContext, Embedder, Error, Event, EventSink, HealthCheck, IndexItem, ItemKind, JsonObject,
-    Prompt, PromptMessage, Resource, ResourceContent, Result, SelectionQuery, Tool, ToolOutput,
-    ToolSelector, ToolSpec, http::Health,
+    CallContext, ClientCapability, Confirmation, Embedder, Error, Event, EventSink, HealthCheck,
+    IndexItem, ItemKind, JsonObject, Prompt, PromptMessage, Resource, ResourceContent, Result,
+    SelectionQuery, Tool, ToolOutput, ToolSelector, ToolSpec, http::Health,
 };
 
 /// Name of the meta-tool that finds tools for a request.
@@ -62,6 +63,8 @@ pub(crate) struct Inner {
     pub events: Option<Arc<dyn EventSink>>,
     pub health: Health,
     pub stats: Stats,
+    /// Seals the request state of calls that ask their client (2026-07-28).
+    pub sealer: Sealer,
     /// Serialises registry changes so the selector and the registry change in the same order.
     writes: tokio::sync::Mutex<()>,
     pub shutdown: CancellationToken,
@@ -110,6 +113,7 @@ impl McpServerBuilder {
     pub fn build(self) -> McpServer {
         McpServer {
             inner: Arc::new(Inner {
+                sealer: Sealer::new(&self.config.state_key, self.config.input_ttl),
                 config: self.config,
                 registry: Registry::new(),
                 selector: self.selector,
@@ -344,7 +348,9 @@ impl McpServer {
         }
         let running = CallRunning::enter(self.inner.clone());
         let started = Instant::now();
-        let output = self.run_checked(&entry, args, ctx).await;
+        // A call waiting for its client's answers is not a call made yet: it is neither counted
+        // nor recorded until the round that finishes it.
+        let output = self.run_checked(&entry, args, ctx).await?;
         drop(running);
         self.inner.stats.record_call(&spec.name, output.is_error);
         if let Some(events) = &self.inner.events {
@@ -360,12 +366,14 @@ impl McpServer {
         Ok(output)
     }
 
+    /// Runs a tool after checking its arguments, its confirmation and its limits. Fails only
+    /// with [`Error::InputRequired`]: every other failure is an error result the model reads.
     async fn run_checked(
         &self,
         entry: &ToolEntry,
         args: JsonObject,
         ctx: &CallContext,
-    ) -> ToolOutput {
+    ) -> Result<ToolOutput> {
         let spec = entry.tool.spec();
         let args_value = Value::Object(args);
         let problems: Vec<String> = entry
@@ -375,20 +383,25 @@ impl McpServer {
             .map(|e| describe_schema_error(&e))
             .collect();
         if !problems.is_empty() {
-            return ToolOutput::error(format!(
+            return Ok(ToolOutput::error(format!(
                 "invalid arguments for {}: {}",
                 spec.name,
                 problems.join("; ")
-            ));
+            )));
+        }
+        if let Some(confirmation) = spec.confirmation
+            && let Some(refusal) = confirm(spec, confirmation, &args_value, ctx).await?
+        {
+            return Ok(refusal);
         }
         let Value::Object(args) = args_value else {
-            return ToolOutput::error("arguments must be an object");
+            return Ok(ToolOutput::error("arguments must be an object"));
         };
         let Ok(permit) = entry.permits.clone().try_acquire_owned() else {
-            return ToolOutput::error(format!(
+            return Ok(ToolOutput::error(format!(
                 "{} is busy ({} calls running); try again shortly",
                 spec.name, entry.limits.max_concurrent
-            ));
+            )));
         };
         // The call runs in its own task so that a panicking tool becomes an error result
         // instead of taking the request (or a session) down with it. The task holds the permit
@@ -402,20 +415,24 @@ impl McpServer {
         }));
         let output = match tokio::time::timeout(entry.limits.timeout, task).await {
             Err(_) => {
-                return ToolOutput::error(format!(
+                return Ok(ToolOutput::error(format!(
                     "{} did not finish within {:?}",
                     spec.name, entry.limits.timeout
-                ));
+                )));
             }
             Ok(Err(join_error)) => {
                 tracing::error!(tool = %spec.name, error = %join_error, "tool panicked");
-                return ToolOutput::error(format!("{} failed unexpectedly", spec.name));
+                return Ok(ToolOutput::error(format!(
+                    "{} failed unexpectedly",
+                    spec.name
+                )));
             }
-            Ok(Ok(Err(error))) => return tool_error_output(&spec.name, error),
+            Ok(Ok(Err(Error::InputRequired))) => return Err(Error::InputRequired),
+            Ok(Ok(Err(error))) => return Ok(tool_error_output(&spec.name, error)),
             Ok(Ok(Ok(output))) => output,
         };
         let Some(validator) = entry.output_validator.as_ref().filter(|_| !output.is_error) else {
-            return output;
+            return Ok(output);
         };
         let problem = match &output.structured_content {
             None => Some(
@@ -428,10 +445,10 @@ impl McpServer {
                 )
             }),
         };
-        match problem {
+        Ok(match problem {
             Some(problem) => ToolOutput::error(format!("{} {problem}", spec.name)),
             None => output,
-        }
+        })
     }
 
     async fn discover_tools_call(&self, args: JsonObject, ctx: &CallContext) -> ToolOutput {
@@ -714,6 +731,54 @@ impl Drop for RequestInFlight {
 /// A tool's `Err` as the result the model reads. Internal details stay in the log.
 /// A tool's error as its result: what the model may read ([`Error::public_message`]); the
 /// error itself goes to the log when it is ours rather than the caller's.
+/// The key under which a confirmation is asked (one per call).
+const CONFIRM_KEY: &str = "isa_confirm";
+
+/// Asks the user to confirm a call of `spec`; `Some` is the result to answer instead of running
+/// it (not confirmed, or no way to ask and the tool must not run unconfirmed).
+async fn confirm(
+    spec: &ToolSpec,
+    confirmation: Confirmation,
+    args: &Value,
+    ctx: &CallContext,
+) -> Result<Option<ToolOutput>> {
+    if !ctx.client_supports(ClientCapability::Elicitation) {
+        return Ok(match confirmation {
+            Confirmation::WhenPossible => None,
+            Confirmation::Required => Some(ToolOutput::error(format!(
+                "{} was not run: it needs the user's confirmation, and this client cannot ask \
+                 (it did not declare the elicitation capability)",
+                spec.name
+            ))),
+        });
+    }
+    let message = format!(
+        "Allow {} to run with {args}? {}",
+        spec.name, spec.description
+    );
+    let schema = json!({
+        "type": "object",
+        "properties": {"confirm": {
+            "type": "boolean",
+            "title": format!("Run {}", spec.name),
+            "description": "Whether to run it",
+        }},
+        "required": ["confirm"],
+    });
+    let answer = match ctx.elicit(CONFIRM_KEY, &message, schema).await {
+        Ok(answer) => answer,
+        Err(Error::InputRequired) => return Err(Error::InputRequired),
+        Err(error) => return Ok(Some(tool_error_output(&spec.name, error))),
+    };
+    Ok(match answer.field("confirm") {
+        Some(Value::Bool(true)) => None,
+        _ => Some(ToolOutput::error(format!(
+            "{} was not run: the user did not confirm it",
+            spec.name
+        ))),
+    })
+}
+
 fn tool_error_output(tool: &str, error: Error) -> ToolOutput {
     let message = error.public_message();
     if message != error.to_string() {

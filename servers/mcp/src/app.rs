@@ -15,7 +15,7 @@ use isa_core::{
     Embedder, Error, EventSink, EventStore, FileStore, HealthCheck, Result, TextKind, ToolSelector,
     UserStore,
     http::{ServiceSet, listen, name_service, no_route},
-    mcp::{McpConfig, McpServer, ServerMode, ToolLimits},
+    mcp::{McpConfig, McpServer, ServerMode, StateKey, ToolLimits},
 };
 use isa_files::{FilesConfig, Swept, UserFiles, tools::file_tools};
 use isa_models::OrtEmbedder;
@@ -343,6 +343,10 @@ fn mcp_config(settings: &Settings, dense: bool) -> McpConfig {
             max_concurrent: settings.tool_concurrency,
         },
         min_relevance: (dense && settings.min_relevance > 0.0).then_some(settings.min_relevance),
+        state_key: match &settings.state_secret {
+            Some(secret) => StateKey::from_secret(secret),
+            None => StateKey::random(),
+        },
         ..McpConfig::default()
     }
 }

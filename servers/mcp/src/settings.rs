@@ -71,6 +71,11 @@ pub struct Settings {
     /// Serve 2025-11-25 clients without sessions too, for load balancers without stickiness.
     #[arg(long, env = "ISA_MCP_STATELESS")]
     pub stateless: bool,
+    /// Secret that seals the request state of tool calls waiting for the client's answers
+    /// (2026-07-28). Every instance behind one load balancer needs the same one; without it a
+    /// random key is made at start, so answers pending at a restart must be given again.
+    #[arg(long, env = "ISA_MCP_STATE_SECRET", hide_env_values = true)]
+    pub state_secret: Option<String>,
     /// Directory of the server's data; catalogs imported with `isa-mcp tools import` live in
     /// its `catalog/` folder and are loaded at start.
     #[arg(long, env = "ISA_DATA_DIR", default_value_os_t = default_data_dir())]

@@ -314,6 +314,89 @@ async fn the_mcp_endpoint_requires_a_bearer_token_when_protected() {
     server.kill().await.unwrap();
 }
 
+/// `isa-mcp serve`'s file tools ask through the client: `file_summarize` asks its model and
+/// `file_delete` asks the user to confirm, in both revisions (server-to-client requests over a
+/// 2025-11-25 session, input-required results over 2026-07-28), and nothing is deleted until
+/// the user confirms.
+#[tokio::test(flavor = "multi_thread")]
+async fn file_tools_ask_the_user_and_the_clients_model_through_the_python_client() {
+    if !require("python3 with mcp==2.3.0", python_mcp_available()) || embedder().is_none() {
+        return;
+    }
+    let (mut server, port, _data) = serve_binary(&[
+        "--require-auth",
+        "always",
+        "--supabase-jwt-secret",
+        SUPABASE_SECRET,
+    ])
+    .await;
+    let url = format!("http://127.0.0.1:{port}/mcp/");
+    let token = supabase_token("authenticated");
+    for mode in ["legacy", "2026-07-28"] {
+        let text = format!("Minutes of the {mode} meeting: ship on Friday.");
+        let out = python_with_token(&url, mode, &["ask", &text], Some(&token)).await;
+        let asked = out["asked"].as_array().unwrap();
+        assert_eq!(asked.len(), 3, "{out}");
+        assert_eq!(asked[0]["method"], "sampling/createMessage");
+        assert!(
+            asked[0]["text"].as_str().unwrap().contains(&text),
+            "the model is given the file: {out}"
+        );
+        assert_eq!(out["summary"]["is_error"], false, "{out}");
+        assert_eq!(out["summary"]["structured"]["summary"], "A short summary.");
+        assert_eq!(out["summary"]["structured"]["model"], "client-model");
+
+        assert_eq!(asked[1]["method"], "elicitation/create");
+        assert!(
+            asked[1]["message"]
+                .as_str()
+                .unwrap()
+                .contains("file_delete"),
+            "{out}"
+        );
+        assert_eq!(out["declined"]["is_error"], true, "{out}");
+        assert!(
+            out["declined"]["text"]
+                .as_str()
+                .unwrap()
+                .contains("did not confirm")
+        );
+        assert_eq!(asked[2]["method"], "elicitation/create");
+        assert_eq!(out["deleted"]["is_error"], false, "{out}");
+        assert_eq!(out["listed"]["files"], json!([]), "{out}");
+    }
+
+    // A client that declared neither capability: summarizing is refused as the specification
+    // says (-32021, HTTP 400), and deleting is refused with the reason.
+    let refused = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&token)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "file_summarize")
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+                "name": "file_summarize", "arguments": {"file_id": "any"},
+                "_meta": {
+                    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities": {},
+                },
+            }}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32021, "{body}");
+    assert_eq!(
+        body["error"]["data"]["requiredCapabilities"],
+        json!({"sampling": {}})
+    );
+    server.kill().await.unwrap();
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

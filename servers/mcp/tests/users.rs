@@ -731,11 +731,55 @@ async fn the_mcp_file_tools_act_for_the_caller_only() {
             lying.is_error,
             "text declared as PNG by its name is refused"
         );
-        let deleted = call("file_delete", id.clone(), as_user(&alice)).await;
-        assert!(!deleted.is_error);
+        // Deleting needs the user's confirmation, asked through the client.
+        let unasked = call("file_delete", id.clone(), as_user(&alice)).await;
+        assert!(unasked.is_error);
+        assert!(
+            format!("{:?}", unasked.content).contains("confirmation"),
+            "{unasked:?}"
+        );
+        let declined = call(
+            "file_delete",
+            id.clone(),
+            answering(as_user(&alice), json!({"action": "decline"})),
+        )
+        .await;
+        assert!(declined.is_error, "{declined:?}");
+        let kept = call("file_download_url", id.clone(), as_user(&alice)).await;
+        assert!(
+            !kept.is_error,
+            "a file stays until its deletion is confirmed"
+        );
+        let confirmed = json!({"action": "accept", "content": {"confirm": true}});
+        let deleted = call(
+            "file_delete",
+            id.clone(),
+            answering(as_user(&alice), confirmed),
+        )
+        .await;
+        assert!(!deleted.is_error, "{deleted:?}");
         let gone = call("file_download_url", id, as_user(&alice)).await;
         assert!(gone.is_error);
     }
+}
+
+/// A client that can be asked and gives `answer` to every question.
+struct Answering(Value);
+
+#[isa_core::async_trait]
+impl isa_core::ClientChannel for Answering {
+    fn supports(&self, capability: isa_core::ClientCapability) -> bool {
+        capability == isa_core::ClientCapability::Elicitation
+    }
+
+    async fn ask(&self, _key: &str, _request: isa_core::ClientRequest) -> isa_core::Result<Value> {
+        Ok(self.0.clone())
+    }
+}
+
+fn answering(mut ctx: isa_core::CallContext, answer: Value) -> isa_core::CallContext {
+    ctx.client = Some(Arc::new(Answering(answer)));
+    ctx
 }
 
 /// An upload whose body trickles in: it holds a slot of the service until `rest` is sent and

@@ -5,9 +5,13 @@ usage: [MCP_BEARER=token] mcp_client.py URL MODE SCENARIO [ARGS_JSON]
   SCENARIO  list              -> {"protocol", "tools": [names of every page], "pages"}
             call NAME         -> {"is_error", "text", "structured"} for tools/call NAME ARGS_JSON
             discover QUERY    -> discover_tools(QUERY), then call_tool on the best tool with ARGS_JSON
+            ask TEXT          -> uploads TEXT as a file, summarizes it (the sampling callback answers),
+                                 deletes it twice: declined, then confirmed (the elicitation callback
+                                 answers); {"summary", "declined", "deleted", "listed", "asked"}
 """
 
 import asyncio
+import base64
 import json
 import sys
 
@@ -23,13 +27,34 @@ def result_json(result):
     return {"is_error": bool(result.is_error), "text": text, "structured": result.structured_content}
 
 
+class Answers:
+    """The user and the model on the client's side: they record what they were asked."""
+
+    def __init__(self):
+        self.asked = []
+        self.confirmations = ["decline", "accept"]
+
+    async def sample(self, context, params):
+        self.asked.append({"method": "sampling/createMessage", "text": params.messages[0].content.text,
+                           "max_tokens": params.max_tokens})
+        return mcp.types.CreateMessageResult(role="assistant", model="client-model", stop_reason="endTurn",
+                                             content=mcp.types.TextContent(type="text", text="A short summary."))
+
+    async def elicit(self, context, params):
+        self.asked.append({"method": "elicitation/create", "message": params.message})
+        action = self.confirmations.pop(0)
+        return mcp.types.ElicitResult(action=action, content={"confirm": True} if action == "accept" else None)
+
+
 async def main(url, mode, scenario, rest):
     server = url
     if os.environ.get("MCP_BEARER"):
         # A bearer token, as a client configured with an API token sends it.
         headers = {"Authorization": f"Bearer {os.environ['MCP_BEARER']}"}
         server = streamable_http_client(url, http_client=create_mcp_http_client(headers=headers))
-    async with mcp.Client(server, mode=mode) as client:
+    answers = Answers()
+    callbacks = {"sampling_callback": answers.sample, "elicitation_callback": answers.elicit} if scenario == "ask" else {}
+    async with mcp.Client(server, mode=mode, **callbacks) as client:
         out = {"protocol": str(client.protocol_version)}
         if scenario == "list":
             names, cursor, pages = [], None, 0
@@ -51,6 +76,15 @@ async def main(url, mode, scenario, rest):
             out["found"] = [t["name"] for t in tools]
             called = await client.call_tool("call_tool", {"name": tools[0]["name"], "arguments": args})
             out.update(result_json(called))
+        elif scenario == "ask":
+            content = base64.b64encode(rest[0].encode()).decode()
+            saved = await client.call_tool("file_upload", {"name": "notes.txt", "content_base64": content})
+            file_id = {"file_id": saved.structured_content["id"]}
+            out["summary"] = result_json(await client.call_tool("file_summarize", file_id))
+            out["declined"] = result_json(await client.call_tool("file_delete", file_id))
+            out["deleted"] = result_json(await client.call_tool("file_delete", file_id))
+            out["listed"] = result_json(await client.call_tool("file_list", {}))["structured"]
+            out["asked"] = answers.asked
         else:
             raise SystemExit(f"unknown scenario {scenario}")
         print(json.dumps(out))
