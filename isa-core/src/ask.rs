@@ -77,8 +77,15 @@ pub trait ClientChannel: Send + Sync {
 
     /// Asks the client and returns its answer (the JSON-RPC result). Over 2026-07-28, when the
     /// answer is not known yet, the question is recorded and this fails with
-    /// [`Error::InputRequired`], which the tool should return as it is.
+    /// [`Error::Suspended`], which the tool should return as it is.
     async fn ask(&self, key: &str, request: ClientRequest) -> Result<Value>;
+
+    /// Where the call goes on as a task when the client accepts tasks: fails with
+    /// [`Error::Suspended`] in the request, which then answers with the task, and returns at
+    /// once in the task (and wherever the call cannot become one).
+    async fn continue_as_task(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// What the user did with an elicitation.

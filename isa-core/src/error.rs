@@ -73,11 +73,12 @@ pub enum Error {
     /// Configuration is missing or contradictory; the message names the setting.
     #[error("configuration: {0}")]
     Config(String),
-    /// The call waits for the client's answers to its questions (see [`crate::ask`]): over
-    /// MCP 2026-07-28 the client is told what to answer and calls again. Only a tool that asked
-    /// through its [`CallContext`](crate::CallContext) sees it, and should return it as it is.
-    #[error("the call needs input from the client")]
-    InputRequired,
+    /// The call stops here and goes on later: it waits for the client's answers to its
+    /// questions (see [`crate::ask`]), or continues as a task
+    /// ([`CallContext::continue_as_task`](crate::CallContext::continue_as_task)). Only a tool
+    /// that asked or continued through its context sees it, and should return it as it is.
+    #[error("the call is suspended until the client answers or polls its task")]
+    Suspended,
     /// A bug or an unexpected state; details are logged, not shown to remote callers.
     #[error("internal error: {0}")]
     Internal(String),
@@ -151,7 +152,7 @@ impl Error {
             Error::Timeout(_) => "timeout",
             Error::Unavailable(_) => "unavailable",
             Error::Upstream { .. } => "upstream",
-            Error::InputRequired => "input_required",
+            Error::Suspended => "suspended",
             Error::Config(_) | Error::Internal(_) => "internal",
         }
     }

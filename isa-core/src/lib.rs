@@ -42,6 +42,7 @@ mod prompt;
 mod resource;
 mod selection;
 mod session;
+mod task;
 mod tool;
 
 pub use account::*;
@@ -63,4 +64,5 @@ pub use prompt::*;
 pub use resource::*;
 pub use selection::*;
 pub use session::*;
+pub use task::*;
 pub use tool::*;

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::{
     ClientCapability, ClientChannel, Elicited, Identity, Result, Root, Sampled, SamplingRequest,
-    UserId, ask,
+    TaskSupport, UserId, ask,
 };
 
 /// JSON object, as used for tool arguments and JSON Schemas.
@@ -70,6 +70,13 @@ pub struct ToolSpec {
     /// not declare one of them is refused before the tool starts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub required_client_capabilities: Vec<ClientCapability>,
+    /// Whether a call may run as a task (see [`CallContext::continue_as_task`]).
+    #[serde(default, skip_serializing_if = "is_forbidden")]
+    pub task_support: TaskSupport,
+}
+
+fn is_forbidden(support: &TaskSupport) -> bool {
+    *support == TaskSupport::Forbidden
 }
 
 /// How a tool that needs the user's confirmation treats a client that cannot ask the user
@@ -118,6 +125,7 @@ impl ToolSpec {
             required_scope: None,
             confirmation: None,
             required_client_capabilities: Vec::new(),
+            task_support: TaskSupport::Forbidden,
         }
     }
 
@@ -161,6 +169,12 @@ impl ToolSpec {
     /// Makes every call wait for the user's confirmation, asked through the client.
     pub fn with_confirmation(mut self, confirmation: Confirmation) -> Self {
         self.confirmation = Some(confirmation);
+        self
+    }
+
+    /// Lets calls run as tasks.
+    pub fn with_task_support(mut self, support: TaskSupport) -> Self {
+        self.task_support = support;
         self
     }
 
@@ -368,6 +382,19 @@ impl CallContext {
     pub async fn roots(&self, key: &str) -> Result<Vec<Root>> {
         let list: ask::RootList = ask::ask(self.client.as_deref(), key, ask::roots()).await?;
         Ok(list.roots)
+    }
+
+    /// Marks where a long call goes on as a task, for a tool with
+    /// [`TaskSupport`]: when the client accepts tasks the request answers here with a task
+    /// the client polls, and the call runs again from the start in the background, where this
+    /// returns at once (answers given before are reused, so questions asked before this are
+    /// asked in the request, and those after it while the task waits). Elsewhere it returns at
+    /// once and the call goes on in the request. Return its error as it is.
+    pub async fn continue_as_task(&self) -> Result<()> {
+        match &self.client {
+            Some(client) => client.continue_as_task().await,
+            None => Ok(()),
+        }
     }
 
     /// Sends a log message to the caller (levels as in syslog: `debug`, `info`, `warning`,

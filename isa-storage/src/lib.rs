@@ -9,7 +9,8 @@
 //!   ([`users`]), the [`KeyStore`](isa_auth::KeyStore) of API keys ([`keys`]), the
 //!   [`FileIndex`](isa_core::FileIndex) of users' files ([`file_index`]) and the
 //!   [`EventStore`](isa_core::EventStore) and [`EventSink`](isa_core::EventSink) of events
-//!   ([`events`]) and the agent's [`SessionStore`](isa_core::SessionStore) ([`sessions`]);
+//!   ([`events`]), the agent's [`SessionStore`](isa_core::SessionStore) ([`sessions`]) and
+//!   the MCP service's [`TaskStore`](isa_core::TaskStore) ([`tasks`]);
 //! - [`events`]: besides, event sinks that batch through a bounded channel, and the log;
 //! - with feature `http`, module `presigned`: the router serving a local store's presigned
 //!   URLs.
@@ -27,6 +28,7 @@ pub mod keys;
 pub mod presigned;
 pub mod sessions;
 mod sigv4;
+pub mod tasks;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod users;

@@ -10,6 +10,7 @@
 //! ```
 
 mod asking;
+mod tasks;
 
 use std::{sync::Arc, time::Duration};
 
@@ -125,6 +126,17 @@ async fn fixtures(server: &McpServer) -> Result<()> {
             },
         ),
         tool_fn(
+            ToolSpec::new("test_header_param", "Echoes a region also sent as the Mcp-Param-Region header")
+                .with_input_schema(json!({
+                    "type": "object",
+                    "properties": {"region": {"type": "string", "x-mcp-header": "Region"}},
+                    "required": ["region"],
+                })),
+            |args, _| async move {
+                Ok(ToolOutput::text(format!("region {}", args["region"])))
+            },
+        ),
+        tool_fn(
             ToolSpec::new("json_schema_2020_12_tool", "Tool with JSON Schema 2020-12 features").with_input_schema(json!({
                 "$schema": "https://json-schema.org/draft/2020-12/schema",
                 "type": "object",
@@ -151,6 +163,7 @@ async fn fixtures(server: &McpServer) -> Result<()> {
     }
     add_list_change_triggers(server).await?;
     asking::add(server).await?;
+    tasks::add(server).await?;
 
     server
         .add_resource(resource_fn(

@@ -8,14 +8,15 @@ use async_trait::async_trait;
 use rmcp::{
     ErrorData as McpError, RoleServer, ServerHandler,
     model::{
-        CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult,
-        GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation,
-        InputRequiredResult, InputResponses, ListPromptsResult, ListResourceTemplatesResult,
-        ListResourcesResult, ListToolsResult, LoggingLevel, LoggingMessageNotificationParam,
-        PaginatedRequestParams, ProgressNotificationParam, ProgressToken,
-        ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, ServerCapabilities,
-        ServerConfig, SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter,
-        UnsubscribeRequestParams,
+        CallToolRequestParams, CallToolResponse, CancelTaskParams, ClientCapabilities,
+        CompleteRequestParams, CompleteResult, GetPromptRequestParams, GetPromptResponse,
+        GetPromptResult, GetTaskParams, GetTaskResult, Implementation, InputRequiredResult,
+        InputResponses, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
+        ListToolsResult, LoggingLevel, LoggingMessageNotificationParam, PaginatedRequestParams,
+        ProgressNotificationParam, ProgressToken, ReadResourceRequestParams, ReadResourceResponse,
+        ReadResourceResult, ServerCapabilities, ServerConfig, SetLevelRequestParams,
+        SubscribeRequestParams, SubscriptionFilter, TASKS_EXTENSION_ID, UnsubscribeRequestParams,
+        UpdateTaskParams,
     },
     service::{NotificationContext, Peer, RequestContext, SubscriptionContext},
 };
@@ -24,10 +25,10 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::{
     ListChanged, McpServer, ServerMode, convert,
-    input::{self, RoundTrip, SessionChannel},
+    input::{self, RoundTrip, SessionChannel, TaskPhase},
     registry::page,
 };
-use crate::{CallContext, ClientChannel, Error, Identity, Reporter};
+use crate::{CallContext, ClientChannel, Error, Identity, Reporter, TaskSupport};
 
 /// One handler per session (or per stateless request); all share the server.
 #[derive(Clone)]
@@ -37,13 +38,8 @@ pub(crate) struct Handler {
 
 impl Handler {
     fn call_context(&self, context: &RequestContext<RoleServer>) -> CallContext {
-        let identity = context
-            .extensions
-            .get::<axum::http::request::Parts>()
-            .and_then(|parts| parts.extensions.get::<Identity>())
-            .cloned();
         CallContext {
-            identity,
+            identity: identity(context),
             // Not the client's JSON-RPC id: every client numbers its requests from 1, and a
             // tool that charges once per request id must never take two clients' calls as one.
             request_id: Some(uuid::Uuid::now_v7().to_string()),
@@ -70,9 +66,10 @@ impl Handler {
         request: (&str, &str, &Value),
         responses: Option<InputResponses>,
         state: Option<&str>,
+        phase: TaskPhase,
     ) -> Result<Asking, McpError> {
         let declared = context.client_capabilities().unwrap_or_default();
-        if context.meta.protocol_version().is_none() {
+        if !per_request(context) {
             let channel = Arc::new(SessionChannel {
                 peer: context.peer.clone(),
                 declared,
@@ -105,7 +102,7 @@ impl Handler {
             }
             answers.insert(key, answer);
         }
-        let round_trip = Arc::new(RoundTrip::new(declared, answers));
+        let round_trip = Arc::new(RoundTrip::new(declared, answers, phase));
         Ok(Asking {
             channel: round_trip.clone(),
             round_trip: Some((round_trip, binding)),
@@ -114,7 +111,7 @@ impl Handler {
 }
 
 impl Asking {
-    /// The input-required result of a request that failed with [`Error::InputRequired`].
+    /// The input-required result of a request that failed with [`Error::Suspended`].
     fn input_required(&self, server: &McpServer) -> Result<InputRequiredResult, McpError> {
         let result = match &self.round_trip {
             Some((round_trip, binding)) => round_trip
@@ -128,6 +125,20 @@ impl Asking {
             ))
         })
     }
+}
+
+/// Whether a request carries its own protocol metadata (2026-07-28) rather than belonging to a
+/// 2025-11-25 session.
+fn per_request(context: &RequestContext<RoleServer>) -> bool {
+    context.meta.protocol_version().is_some()
+}
+
+fn identity(context: &RequestContext<RoleServer>) -> Option<Identity> {
+    context
+        .extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<Identity>())
+        .cloned()
 }
 
 /// Maps a library error to the JSON-RPC error a client sees, without internal details.
@@ -216,6 +227,7 @@ impl ServerHandler for Handler {
             "resources": {"listChanged": true, "subscribe": true},
             "logging": {},
             "completions": {},
+            "extensions": {TASKS_EXTENSION_ID: {}},
         }))
         .unwrap_or_default();
         let info = ServerConfig::new(capabilities)
@@ -224,6 +236,13 @@ impl ServerHandler for Handler {
             Some(text) => info.with_instructions(text.clone()),
             None => info,
         }
+    }
+
+    /// The tool as clients see it: rmcp checks the `Mcp-Param-*` headers of a `tools/call`
+    /// against the parameters its input schema marks with `x-mcp-header` (SEP-2243).
+    fn get_tool(&self, name: &str) -> Option<rmcp::model::Tool> {
+        let entry = self.server.inner.registry.tool(name)?;
+        Some(convert::tool(entry.tool.spec()))
     }
 
     async fn list_tools(
@@ -267,21 +286,39 @@ impl ServerHandler for Handler {
                 Some(LoggingLevel::Debug)
             },
         }));
-        let arguments = Value::Object(request.arguments.clone().unwrap_or_default());
+        let arguments = request.arguments.clone().unwrap_or_default();
+        let declared = context.client_capabilities().unwrap_or_default();
+        let mut phase = TaskPhase::Never;
+        if let Some(entry) = self.server.inner.registry.tool(&request.name) {
+            let spec = entry.tool.spec();
+            if let Some(missing) = input::missing(&declared, &spec.required_client_capabilities) {
+                return Err(McpError::missing_required_client_capability(missing));
+            }
+            let tasks_accepted = declared.supports_tasks() && per_request(&context);
+            match spec.task_support {
+                TaskSupport::Required if !tasks_accepted => {
+                    return Err(McpError::missing_required_client_capability(
+                        ClientCapabilities::builder().enable_tasks().build(),
+                    ));
+                }
+                TaskSupport::Optional | TaskSupport::Required if tasks_accepted => {
+                    phase = TaskPhase::Request;
+                }
+                _ => {}
+            }
+        }
         let asking = self.asking(
             &context,
             &ctx,
-            ("tools/call", &request.name, &arguments),
+            (
+                "tools/call",
+                &request.name,
+                &Value::Object(arguments.clone()),
+            ),
             request.input_responses,
             request.request_state.as_deref(),
+            phase,
         )?;
-        if let Some(entry) = self.server.inner.registry.tool(&request.name) {
-            let declared = context.client_capabilities().unwrap_or_default();
-            let required = &entry.tool.spec().required_client_capabilities;
-            if let Some(missing) = input::missing(&declared, required) {
-                return Err(McpError::missing_required_client_capability(missing));
-            }
-        }
         ctx.client = Some(asking.channel.clone());
         match self
             .server
@@ -289,9 +326,47 @@ impl ServerHandler for Handler {
             .await
         {
             Ok(output) => Ok(convert::tool_result(output).into()),
-            Err(Error::InputRequired) => Ok(asking.input_required(&self.server)?.into()),
+            Err(Error::Suspended) => match &asking.round_trip {
+                Some((round_trip, _)) if round_trip.escalated() => Ok(self
+                    .server
+                    .create_task(&ctx, &request.name, arguments, &declared, round_trip.used())
+                    .await?
+                    .into()),
+                _ => Ok(asking.input_required(&self.server)?.into()),
+            },
             Err(error) => Err(protocol_error(error)),
         }
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, McpError> {
+        self.server
+            .get_task(&request.task_id, identity(&context).as_ref())
+            .await
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let responses = request.input_responses.into_iter().collect();
+        self.server
+            .update_task(&request.task_id, identity(&context).as_ref(), responses)
+            .await
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.server
+            .cancel_task(&request.task_id, identity(&context).as_ref())
+            .await
     }
 
     async fn list_prompts(
@@ -329,12 +404,13 @@ impl ServerHandler for Handler {
             ),
             request.input_responses,
             request.request_state.as_deref(),
+            TaskPhase::Never,
         )?;
         ctx.client = Some(asking.channel.clone());
         let (description, messages) =
             match self.server.get_prompt(&request.name, arguments, &ctx).await {
                 Ok(prompt) => prompt,
-                Err(Error::InputRequired) => {
+                Err(Error::Suspended) => {
                     return Ok(asking.input_required(&self.server)?.into());
                 }
                 Err(error) => return Err(protocol_error(error)),
@@ -398,6 +474,7 @@ impl ServerHandler for Handler {
             ("resources/read", &request.uri, &Value::Null),
             request.input_responses,
             request.request_state.as_deref(),
+            TaskPhase::Never,
         )?;
         ctx.client = Some(asking.channel.clone());
         match self.server.read_resource(&request.uri, &ctx).await {
@@ -405,7 +482,7 @@ impl ServerHandler for Handler {
                 contents.iter().map(convert::resource_contents).collect(),
             )
             .into()),
-            Err(Error::InputRequired) => Ok(asking.input_required(&self.server)?.into()),
+            Err(Error::Suspended) => Ok(asking.input_required(&self.server)?.into()),
             Err(Error::NotFound(_)) => Err(McpError::resource_not_found(
                 format!("no resource at {}", request.uri),
                 Some(json!({"uri": request.uri})),

@@ -9,6 +9,7 @@
 use std::{
     collections::BTreeMap,
     fmt,
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -229,22 +230,63 @@ impl ClientChannel for SessionChannel {
 /// 2026-07-28: the answers come with the request (this round's `inputResponses` and those of
 /// earlier rounds, from the request state); a question without an answer is recorded, and the
 /// call ends with an input-required result asking every recorded question.
+/// The same channel serves a call running as a task: its answers are the task's, and its
+/// open questions are the task's `inputRequests`.
 pub(crate) struct RoundTrip {
     declared: ClientCapabilities,
     answers: Map<String, Value>,
+    phase: TaskPhase,
     /// Answers the call used: carried to the next round.
     used: Mutex<Map<String, Value>>,
     pending: Mutex<BTreeMap<String, ClientRequest>>,
+    /// Whether the call reached `continue_as_task` in a request that may become a task.
+    escalated: AtomicBool,
+}
+
+/// Whether a call can go on as a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TaskPhase {
+    /// No: the tool does not support tasks, or the client does not accept them.
+    Never,
+    /// In a request that becomes a task where the tool continues as one.
+    Request,
+    /// Running as the task.
+    Task,
 }
 
 impl RoundTrip {
-    pub fn new(declared: ClientCapabilities, answers: Map<String, Value>) -> Self {
+    pub fn new(
+        declared: ClientCapabilities,
+        answers: Map<String, Value>,
+        phase: TaskPhase,
+    ) -> Self {
         RoundTrip {
             declared,
             answers,
+            phase,
             used: Mutex::new(Map::new()),
             pending: Mutex::new(BTreeMap::new()),
+            escalated: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the call stopped to go on as a task.
+    pub fn escalated(&self) -> bool {
+        self.escalated.load(Ordering::SeqCst)
+    }
+
+    /// The answers the call used.
+    pub fn used(&self) -> Map<String, Value> {
+        self.used.lock().clone()
+    }
+
+    /// The questions left open, in MCP's `inputRequests` shape.
+    pub fn pending(&self) -> Map<String, Value> {
+        self.pending
+            .lock()
+            .iter()
+            .map(|(key, request)| (key.clone(), request.to_json()))
+            .collect()
     }
 
     /// When the call asked what it was not told: the result that asks it, with the state
@@ -279,7 +321,15 @@ impl ClientChannel for RoundTrip {
             return Ok(answer.clone());
         }
         self.pending.lock().insert(key.to_owned(), request);
-        Err(Error::InputRequired)
+        Err(Error::Suspended)
+    }
+
+    async fn continue_as_task(&self) -> Result<()> {
+        if self.phase != TaskPhase::Request {
+            return Ok(());
+        }
+        self.escalated.store(true, Ordering::SeqCst);
+        Err(Error::Suspended)
     }
 }
 

@@ -15,6 +15,7 @@ mod input;
 mod registry;
 mod server;
 mod stats;
+mod tasks;
 
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ pub use http::RESTRICTED_TOOLS_LABEL;
 pub use input::StateKey;
 pub use registry::{ListChanged, ToolLimits};
 pub use server::{CALL_TOOL, DISCOVER_TOOLS, Discovered, McpServer, McpServerBuilder};
+pub use tasks::MemoryTaskStore;
 
 /// What `tools/list` shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -89,6 +91,8 @@ pub struct McpConfig {
     pub state_key: StateKey,
     /// How long a client has to answer a call's questions before its request state expires.
     pub input_ttl: Duration,
+    /// How long a task (a call that continued as one) is kept after it was created.
+    pub task_ttl: Duration,
 }
 
 impl Default for McpConfig {
@@ -109,6 +113,7 @@ impl Default for McpConfig {
             max_concurrent_requests: crate::http::DEFAULT_CONCURRENCY,
             state_key: StateKey::random(),
             input_ttl: Duration::from_secs(15 * 60),
+            task_ttl: Duration::from_secs(60 * 60),
         }
     }
 }

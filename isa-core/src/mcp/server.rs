@@ -19,11 +19,12 @@ use super::{
     input::Sealer,
     registry::{ListChanged, Registry, ToolEntry, ToolLimits},
     stats::Stats,
+    tasks::{MemoryTaskStore, Tasks},
 };
 use crate::{
     CallContext, ClientCapability, Confirmation, Embedder, Error, Event, EventSink, HealthCheck,
     IndexItem, ItemKind, JsonObject, Prompt, PromptMessage, Resource, ResourceContent, Result,
-    SelectionQuery, Tool, ToolOutput, ToolSelector, ToolSpec, http::Health,
+    SelectionQuery, TaskStore, Tool, ToolOutput, ToolSelector, ToolSpec, http::Health,
 };
 
 /// Name of the meta-tool that finds tools for a request.
@@ -63,6 +64,8 @@ pub(crate) struct Inner {
     pub events: Option<Arc<dyn EventSink>>,
     pub health: Health,
     pub stats: Stats,
+    /// Calls running as tasks, and where they are stored.
+    pub tasks: Tasks,
     /// Seals the request state of calls that ask their client (2026-07-28).
     pub sealer: Sealer,
     /// Serialises registry changes so the selector and the registry change in the same order.
@@ -81,6 +84,7 @@ pub struct McpServerBuilder {
     embedder: Option<Arc<dyn Embedder>>,
     events: Option<Arc<dyn EventSink>>,
     health: Vec<Arc<dyn HealthCheck>>,
+    tasks: Option<Arc<dyn TaskStore>>,
 }
 
 impl McpServerBuilder {
@@ -109,11 +113,22 @@ impl McpServerBuilder {
         self
     }
 
+    /// Where calls running as tasks are kept: a database's store lets every instance behind
+    /// a load balancer answer for every task. In memory when not set.
+    pub fn tasks(mut self, store: Arc<dyn TaskStore>) -> Self {
+        self.tasks = Some(store);
+        self
+    }
+
     /// Builds the server.
     pub fn build(self) -> McpServer {
         McpServer {
             inner: Arc::new(Inner {
                 sealer: Sealer::new(&self.config.state_key, self.config.input_ttl),
+                tasks: Tasks::new(
+                    self.tasks
+                        .unwrap_or_else(|| Arc::new(MemoryTaskStore::default())),
+                ),
                 config: self.config,
                 registry: Registry::new(),
                 selector: self.selector,
@@ -153,6 +168,7 @@ impl McpServer {
             embedder: None,
             events: None,
             health: Vec::new(),
+            tasks: None,
         }
     }
 
@@ -342,32 +358,67 @@ impl McpServer {
         args: JsonObject,
         ctx: &CallContext,
     ) -> Result<ToolOutput> {
+        match self.run_entry(entry, args, ctx).await {
+            Err(Error::Internal(message)) => Ok(ToolOutput::error(message)),
+            outcome => outcome,
+        }
+    }
+
+    /// A call of the tool `name` running as a task: as [`McpServer::call_tool`], except that a
+    /// tool that panics fails the call ([`Error::Internal`]) instead of answering an error
+    /// result, so the task is failed rather than completed.
+    pub(crate) async fn call_tool_as_task(
+        &self,
+        name: &str,
+        args: JsonObject,
+        ctx: &CallContext,
+    ) -> Result<ToolOutput> {
+        let entry = self
+            .inner
+            .registry
+            .tool(name)
+            .ok_or_else(|| Error::NotFound(format!("tool {name:?}")))?;
+        self.run_entry(entry, args, ctx).await
+    }
+
+    /// Runs a call, counts it and records it. A tool that panicked is [`Error::Internal`].
+    async fn run_entry(
+        &self,
+        entry: Arc<ToolEntry>,
+        args: JsonObject,
+        ctx: &CallContext,
+    ) -> Result<ToolOutput> {
         let spec = entry.tool.spec();
         if !ctx.may_use(spec.required_scope.as_deref()) {
             return Err(Error::NotFound(format!("tool {:?}", spec.name)));
         }
         let running = CallRunning::enter(self.inner.clone());
         let started = Instant::now();
-        // A call waiting for its client's answers is not a call made yet: it is neither counted
-        // nor recorded until the round that finishes it.
-        let output = self.run_checked(&entry, args, ctx).await?;
+        let outcome = self.run_checked(&entry, args, ctx).await;
         drop(running);
-        self.inner.stats.record_call(&spec.name, output.is_error);
+        // A call waiting for its client (its answers, or to poll its task) is not a call made
+        // yet: it is neither counted nor recorded until the round that finishes it.
+        if let Err(Error::Suspended) = outcome {
+            return outcome;
+        }
+        let is_error = outcome.as_ref().map_or(true, |output| output.is_error);
+        self.inner.stats.record_call(&spec.name, is_error);
         if let Some(events) = &self.inner.events {
             let payload = json!({
                 "tool": spec.name,
-                "is_error": output.is_error,
+                "is_error": is_error,
                 "duration_ms": started.elapsed().as_secs_f64() * 1e3,
             });
             events
                 .emit(Event::now("tool.called", ctx.user().cloned(), payload))
                 .await;
         }
-        Ok(output)
+        outcome
     }
 
     /// Runs a tool after checking its arguments, its confirmation and its limits. Fails only
-    /// with [`Error::InputRequired`]: every other failure is an error result the model reads.
+    /// with [`Error::Suspended`], or [`Error::Internal`] when the tool panicked: every other
+    /// failure is an error result the model reads.
     async fn run_checked(
         &self,
         entry: &ToolEntry,
@@ -422,12 +473,12 @@ impl McpServer {
             }
             Ok(Err(join_error)) => {
                 tracing::error!(tool = %spec.name, error = %join_error, "tool panicked");
-                return Ok(ToolOutput::error(format!(
+                return Err(Error::internal(format!(
                     "{} failed unexpectedly",
                     spec.name
                 )));
             }
-            Ok(Ok(Err(Error::InputRequired))) => return Err(Error::InputRequired),
+            Ok(Ok(Err(Error::Suspended))) => return Err(Error::Suspended),
             Ok(Ok(Err(error))) => return Ok(tool_error_output(&spec.name, error)),
             Ok(Ok(Ok(output))) => output,
         };
@@ -767,7 +818,7 @@ async fn confirm(
     });
     let answer = match ctx.elicit(CONFIRM_KEY, &message, schema).await {
         Ok(answer) => answer,
-        Err(Error::InputRequired) => return Err(Error::InputRequired),
+        Err(Error::Suspended) => return Err(Error::Suspended),
         Err(error) => return Ok(Some(tool_error_output(&spec.name, error))),
     };
     Ok(match answer.field("confirm") {

@@ -10,6 +10,7 @@
 //! | [`EventStore`](isa_core::EventStore) | [`events_are_stored_once_and_queried_by_user_kind_time_and_page`] |
 //! | [`FileStore`](isa_core::FileStore) | [`file_store_conforms`] |
 //! | [`SessionStore`](isa_core::SessionStore) | [`sessions_keep_their_messages_and_belong_to_their_user`] |
+//! | [`TaskStore`](isa_core::TaskStore) | [`tasks_are_stored_whole_and_updated_only_from_the_version_read`] |
 //!
 //! Each check panics, naming the backend, when the behaviour is missing. Users get fresh ids,
 //! so the checks can run against a database that outlives them.
@@ -22,6 +23,7 @@ mod file_index;
 mod file_store;
 mod keys;
 mod sessions;
+mod tasks;
 
 pub use accounts::*;
 pub use events::*;
@@ -29,6 +31,7 @@ pub use file_index::*;
 pub use file_store::*;
 pub use keys::*;
 pub use sessions::*;
+pub use tasks::*;
 
 use isa_core::UserId;
 

@@ -144,6 +144,7 @@ impl App {
             .events(event_sink.clone())
             .health_check(Arc::new(FileStoreHealth(files.clone())))
             .health_check(Arc::new(db.clone()))
+            .tasks(Arc::new(db.clone()))
             .selector(selector)
             .health_check(Arc::new(EmbedderHealth(embedder.clone(), embedder_error)));
         if let Some(e) = &embedder {
