@@ -722,3 +722,74 @@ async fn a_call_that_asks_resumes_only_with_its_own_unexpired_request_state() {
         "{late}"
     );
 }
+
+/// The server's configuration decides over a tool's spec whether its calls are confirmed.
+#[tokio::test]
+async fn the_configuration_makes_a_tool_ask_for_confirmation_or_stop_asking() {
+    let confirmed = |answer: Value| {
+        struct Answering(Value);
+        #[isa_core::async_trait]
+        impl isa_core::ClientChannel for Answering {
+            fn supports(&self, capability: isa_core::ClientCapability) -> bool {
+                capability == isa_core::ClientCapability::Elicitation
+            }
+            async fn ask(&self, _: &str, _: isa_core::ClientRequest) -> isa_core::Result<Value> {
+                Ok(self.0.clone())
+            }
+        }
+        CallContext {
+            client: Some(Arc::new(Answering(answer))),
+            ..Default::default()
+        }
+    };
+    let purge = tool_fn(
+        ToolSpec::new("purge", "Deletes everything")
+            .with_confirmation(isa_core::Confirmation::Required),
+        |_, _| async { Ok(ToolOutput::text("purged")) },
+    );
+    let args = args(json!({"w": 2, "h": 3}));
+    let server = McpServer::builder(McpConfig {
+        confirmations: [
+            ("area".to_owned(), Some(isa_core::Confirmation::Required)),
+            ("purge".to_owned(), None),
+        ]
+        .into(),
+        ..McpConfig::default()
+    })
+    .build();
+    server.add_tool(typed_tool()).await.unwrap();
+    server.add_tool(purge).await.unwrap();
+
+    let unasked = server
+        .call_tool("area", args.clone(), &CallContext::default())
+        .await
+        .unwrap();
+    assert!(text_of(&unasked).contains("confirmation"), "{unasked:?}");
+    let declined = server
+        .call_tool(
+            "area",
+            args.clone(),
+            &confirmed(json!({"action": "decline"})),
+        )
+        .await
+        .unwrap();
+    assert!(
+        text_of(&declined).contains("did not confirm"),
+        "{declined:?}"
+    );
+    let yes = json!({"action": "accept", "content": {"confirm": true}});
+    let done = server
+        .call_tool("area", args, &confirmed(yes))
+        .await
+        .unwrap();
+    assert_eq!(done.structured_content, Some(json!({"area": 6.0})));
+    let purged = server
+        .call_tool("purge", None, &CallContext::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        purged,
+        ToolOutput::text("purged"),
+        "its spec's confirmation is turned off"
+    );
+}

@@ -17,7 +17,9 @@ mod server;
 mod stats;
 mod tasks;
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
+
+use crate::Confirmation;
 
 pub use http::RESTRICTED_TOOLS_LABEL;
 pub use input::StateKey;
@@ -93,6 +95,9 @@ pub struct McpConfig {
     pub input_ttl: Duration,
     /// How long a task (a call that continued as one) is kept after it was created.
     pub task_ttl: Duration,
+    /// Confirmation of tools by name, over what each tool's spec says: `Some` makes the user
+    /// confirm every call (an upstream server's purchase tool, say), `None` never asks.
+    pub confirmations: BTreeMap<String, Option<Confirmation>>,
 }
 
 impl Default for McpConfig {
@@ -114,6 +119,7 @@ impl Default for McpConfig {
             state_key: StateKey::random(),
             input_ttl: Duration::from_secs(15 * 60),
             task_ttl: Duration::from_secs(60 * 60),
+            confirmations: BTreeMap::new(),
         }
     }
 }

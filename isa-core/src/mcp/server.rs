@@ -440,7 +440,11 @@ impl McpServer {
                 problems.join("; ")
             )));
         }
-        if let Some(confirmation) = spec.confirmation
+        let confirmation = match self.inner.config.confirmations.get(&spec.name) {
+            Some(configured) => *configured,
+            None => spec.confirmation,
+        };
+        if let Some(confirmation) = confirmation
             && let Some(refusal) = confirm(spec, confirmation, &args_value, ctx).await?
         {
             return Ok(refusal);

@@ -224,7 +224,23 @@ impl McpServer {
         let run = self.call_tool_as_task(&record.tool, record.arguments.clone(), &ctx);
         let outcome = tokio::select! {
             outcome = run => outcome,
-            _ = token.cancelled() => return Ok(()),
+            _ = token.cancelled() => {
+                if self.shutdown_token().is_cancelled() {
+                    // Stopped by the server's shutdown, not by the client: say so rather than
+                    // leave the task working forever.
+                    self.change_task(id, |task| {
+                        if task.status != TaskStatus::Working {
+                            return false;
+                        }
+                        task.status = TaskStatus::Failed;
+                        task.error = Some(json!({"code": -32603,
+                            "message": "the server stopped before the task finished; call again"}));
+                        true
+                    })
+                    .await?;
+                }
+                return Ok(());
+            }
             _ = cancelled_elsewhere(store.as_ref(), id) => return Ok(()),
         };
         let (status, result, error, input_requests) = match outcome {

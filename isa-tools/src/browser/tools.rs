@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use base64::Engine;
 use isa_core::{
     ActionOutput, BrowserAction, BrowserDriver, BrowserTask, CallContext, Content, Error,
-    JsonObject, Result, Tool, ToolAnnotations, ToolOutput, ToolSpec, async_trait,
+    JsonObject, Result, TaskSupport, Tool, ToolAnnotations, ToolOutput, ToolSpec, async_trait,
 };
 use serde_json::{Value, json};
 
@@ -58,7 +58,9 @@ pub fn browser_tools(driver: Arc<dyn BrowserDriver>) -> Vec<Arc<dyn Tool>> {
                     }, "required": ["action", "selector"]}},
                     "screenshot": {"type": "boolean", "default": false, "description": "Also return a screenshot at the end"}
                 }, "required": ["url", "steps"], "additionalProperties": false}),
-            ),
+            )
+            // Up to 20 steps in a real browser: long enough to be worth a task.
+            .with_task_support(TaskSupport::Optional),
         ),
     ]
     .into_iter()
@@ -116,7 +118,10 @@ impl Tool for BrowserTool {
         &self.spec
     }
 
-    async fn call(&self, args: JsonObject, _ctx: &CallContext) -> Result<ToolOutput> {
+    async fn call(&self, args: JsonObject, ctx: &CallContext) -> Result<ToolOutput> {
+        if let Kind::Interact = self.kind {
+            ctx.continue_as_task().await?;
+        }
         let url = args
             .get("url")
             .and_then(Value::as_str)

@@ -186,6 +186,17 @@ pub struct Ranking {
     pub relevance: f32,
 }
 
+impl Ranking {
+    /// The ranking as the query asks for it: no items when the request's relevance is below
+    /// the query's `min_relevance`.
+    pub(crate) fn floored(mut self, query: &SelectionQuery) -> Ranking {
+        if query.min_relevance.is_some_and(|min| self.relevance < min) {
+            self.items.clear();
+        }
+        self
+    }
+}
+
 /// Scores the whole request and each of its clauses, and keeps each item's best (clauses
 /// discounted), so a request that asks for two things finds tools for both. `texts[0]` is the
 /// whole request.
@@ -199,17 +210,11 @@ pub(crate) fn rank(
     if snapshot.items.is_empty() || query.top_k == 0 {
         return Ok(Ranking::default());
     }
-    let mut ranking = match (strategy, &snapshot.quantized) {
+    let ranking = match (strategy, &snapshot.quantized) {
         (Strategy::Dense, Some(quantized)) => dense_rank(snapshot, quantized, query, vectors),
         _ => fused_rank(snapshot, strategy, query, texts, vectors)?,
     };
-    if query
-        .min_relevance
-        .is_some_and(|min| ranking.relevance < min)
-    {
-        ranking.items.clear();
-    }
-    Ok(ranking)
+    Ok(ranking.floored(query))
 }
 
 /// The texts a request is scored by: the whole request, then each clause of `spans`.

@@ -342,20 +342,14 @@ impl PgVectorSelector {
             .embedder
             .embed_with_parts(&query.text, &spans, TextKind::Query)
             .await?;
-        let mut ranking = match self.strategy {
+        let ranking = match self.strategy {
             Strategy::Dense => self.dense_ranking(query, &vectors).await?,
             _ => {
                 let texts = request_texts(&query.text, &spans);
                 self.fused_ranking(query, &texts, &vectors).await?
             }
         };
-        if query
-            .min_relevance
-            .is_some_and(|min| ranking.relevance < min)
-        {
-            ranking.items.clear();
-        }
-        Ok(ranking)
+        Ok(ranking.floored(query))
     }
 
     /// Dense selection through the HNSW index: each text's nearest items, clauses discounted.

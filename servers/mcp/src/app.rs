@@ -344,6 +344,7 @@ fn mcp_config(settings: &Settings, dense: bool) -> McpConfig {
             max_concurrent: settings.tool_concurrency,
         },
         min_relevance: (dense && settings.min_relevance > 0.0).then_some(settings.min_relevance),
+        confirmations: settings.confirm_tools.iter().cloned().collect(),
         state_key: match &settings.state_secret {
             Some(secret) => StateKey::from_secret(secret),
             None => StateKey::random(),

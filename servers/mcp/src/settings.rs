@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, ValueEnum};
-use isa_core::http::DEFAULT_CONCURRENCY;
+use isa_core::{Confirmation, http::DEFAULT_CONCURRENCY};
 use isa_tools::{
     gateway::UpstreamConfig,
     select::{DEFAULT_DENSE_WEIGHT, DEFAULT_MIN_RELEVANCE},
@@ -87,6 +87,11 @@ pub struct Settings {
     /// `name=http://host:port/mcp`).
     #[arg(long = "upstream", env = "ISA_MCP_UPSTREAMS", value_delimiter = ',')]
     pub upstreams: Vec<UpstreamConfig>,
+    /// Tools whose calls the user confirms, or no longer confirms, over what each tool says
+    /// (comma-separated `name`, `name=when-possible` to run unconfirmed where the client
+    /// cannot ask, `name=never`): `--confirm-tools shop/purchase`.
+    #[arg(long, env = "ISA_MCP_CONFIRM_TOOLS", value_delimiter = ',', value_parser = parse_confirmation)]
+    pub confirm_tools: Vec<(String, Option<Confirmation>)>,
     /// Where the tool index lives.
     #[arg(long, env = "ISA_MCP_INDEX", value_enum, default_value = "memory")]
     pub index: IndexBackend,
@@ -171,6 +176,24 @@ pub struct Settings {
     pub shutdown_grace: u64,
 }
 
+fn parse_confirmation(text: &str) -> std::result::Result<(String, Option<Confirmation>), String> {
+    let (name, policy) = text.split_once('=').unwrap_or((text, "required"));
+    let policy = match policy {
+        "required" => Some(Confirmation::Required),
+        "when-possible" => Some(Confirmation::WhenPossible),
+        "never" => None,
+        other => {
+            return Err(format!(
+                "{other:?}: expected required, when-possible or never"
+            ));
+        }
+    };
+    if name.is_empty() {
+        return Err("a tool name is needed".into());
+    }
+    Ok((name.to_owned(), policy))
+}
+
 impl Settings {
     /// Settings from `isa-mcp serve`'s arguments (without the program and command name) and
     /// the environment, exactly as the command line reads them.
@@ -191,3 +214,33 @@ impl Settings {
 }
 
 pub use isa_storage::db::default_data_dir;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confirmations_are_read_per_tool_and_a_wrong_policy_is_named() {
+        let settings = Settings::parse_from([
+            "--confirm-tools",
+            "shop/purchase,notes/wipe=when-possible,file_delete=never",
+        ])
+        .unwrap();
+        assert_eq!(
+            settings.confirm_tools,
+            vec![
+                ("shop/purchase".to_owned(), Some(Confirmation::Required)),
+                ("notes/wipe".to_owned(), Some(Confirmation::WhenPossible)),
+                ("file_delete".to_owned(), None),
+            ]
+        );
+        let wrong = Settings::parse_from(["--confirm-tools", "file_delete=sometimes"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            wrong.contains("\"sometimes\": expected required, when-possible or never"),
+            "{wrong}"
+        );
+    }
+}
