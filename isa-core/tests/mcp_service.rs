@@ -234,12 +234,7 @@ async fn every_call_gets_its_own_request_id_whatever_its_json_rpc_id() {
         .text()
         .await
         .unwrap();
-        // A JSON answer, or the one event of an SSE answer.
-        let json = text
-            .lines()
-            .find_map(|line| line.strip_prefix("data:"))
-            .unwrap_or(&text);
-        let answer: Value = serde_json::from_str(json.trim()).unwrap();
+        let answer = answer_of(&text);
         let id = answer["result"]["content"][0]["text"]
             .as_str()
             .unwrap()

@@ -43,6 +43,28 @@ where
     tool_fn(ToolSpec::new(name, description), move |_, ctx| body(ctx))
 }
 
+/// `{"const", "title"}` choices of an enum with titles.
+fn titled(pairs: &[(&str, &str)]) -> Vec<Value> {
+    pairs
+        .iter()
+        .map(|(value, title)| json!({"const": value, "title": title}))
+        .collect()
+}
+
+/// A tool that asks for what `schema` describes and reports the answer.
+fn reported_elicitation(name: &str, description: &str, schema: Value) -> Arc<dyn Tool> {
+    asking_tool(name, description, move |ctx| {
+        let schema = schema.clone();
+        async move {
+            let answer = ctx.elicit("answer", "Your answer, please", schema).await?;
+            Ok(ToolOutput::text(format!(
+                "Elicitation completed: {}",
+                describe(&answer)
+            )))
+        }
+    })
+}
+
 pub async fn add(server: &McpServer) -> Result<()> {
     let tools: Vec<Arc<dyn Tool>> = vec![
         tool_fn(
@@ -82,56 +104,36 @@ pub async fn add(server: &McpServer) -> Result<()> {
                 )))
             },
         ),
-        asking_tool(
+        reported_elicitation(
             "test_elicitation_sep1034_defaults",
             "Asks with a default for every primitive type",
-            |ctx| async move {
-                let schema = json!({
-                    "type": "object",
-                    "properties": {
-                        "name": {"type": "string", "default": "John Doe"},
-                        "age": {"type": "integer", "default": 30},
-                        "score": {"type": "number", "default": 95.5},
-                        "status": {"type": "string", "enum": ["active", "inactive", "pending"], "default": "active"},
-                        "verified": {"type": "boolean", "default": true},
-                    },
-                });
-                let answer = ctx.elicit("defaults", "Your details", schema).await?;
-                Ok(ToolOutput::text(format!(
-                    "Elicitation completed: {}",
-                    describe(&answer)
-                )))
-            },
+            json!({
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "default": "John Doe"},
+                    "age": {"type": "integer", "default": 30},
+                    "score": {"type": "number", "default": 95.5},
+                    "status": {"type": "string", "enum": ["active", "inactive", "pending"], "default": "active"},
+                    "verified": {"type": "boolean", "default": true},
+                },
+            }),
         ),
-        asking_tool(
+        reported_elicitation(
             "test_elicitation_sep1330_enums",
             "Asks with every kind of enum",
-            |ctx| async move {
-                let titled = |pairs: &[(&str, &str)]| -> Vec<Value> {
-                    pairs
-                        .iter()
-                        .map(|(value, title)| json!({"const": value, "title": title}))
-                        .collect()
-                };
-                let schema = json!({
-                    "type": "object",
-                    "properties": {
-                        "untitledSingle": {"type": "string", "enum": ["option1", "option2", "option3"]},
-                        "titledSingle": {"type": "string", "oneOf": titled(&[
-                            ("value1", "First Option"), ("value2", "Second Option"), ("value3", "Third Option")])},
-                        "legacyEnum": {"type": "string", "enum": ["opt1", "opt2", "opt3"],
-                            "enumNames": ["Option One", "Option Two", "Option Three"]},
-                        "untitledMulti": {"type": "array", "items": {"type": "string", "enum": ["option1", "option2", "option3"]}},
-                        "titledMulti": {"type": "array", "items": {"anyOf": titled(&[
-                            ("value1", "First Choice"), ("value2", "Second Choice"), ("value3", "Third Choice")])}},
-                    },
-                });
-                let answer = ctx.elicit("choices", "Pick options", schema).await?;
-                Ok(ToolOutput::text(format!(
-                    "Elicitation completed: {}",
-                    describe(&answer)
-                )))
-            },
+            json!({
+                "type": "object",
+                "properties": {
+                    "untitledSingle": {"type": "string", "enum": ["option1", "option2", "option3"]},
+                    "titledSingle": {"type": "string", "oneOf": titled(&[
+                        ("value1", "First Option"), ("value2", "Second Option"), ("value3", "Third Option")])},
+                    "legacyEnum": {"type": "string", "enum": ["opt1", "opt2", "opt3"],
+                        "enumNames": ["Option One", "Option Two", "Option Three"]},
+                    "untitledMulti": {"type": "array", "items": {"type": "string", "enum": ["option1", "option2", "option3"]}},
+                    "titledMulti": {"type": "array", "items": {"anyOf": titled(&[
+                        ("value1", "First Choice"), ("value2", "Second Choice"), ("value3", "Third Choice")])}},
+                },
+            }),
         ),
         asking_tool(
             "test_input_required_result_elicitation",
