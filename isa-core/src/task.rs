@@ -129,4 +129,10 @@ pub trait TaskStore: Send + Sync {
 
     /// Removes the tasks whose time to live ended before `now`; returns how many.
     async fn remove_expired(&self, now: DateTime<Utc>) -> Result<u64>;
+
+    /// Whether other processes write to this store too, so that a task running here must
+    /// look in it for a cancellation they made.
+    fn shared(&self) -> bool {
+        true
+    }
 }

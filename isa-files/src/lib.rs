@@ -392,8 +392,14 @@ impl UserFiles {
         })
     }
 
-    /// The content of a text file of the user's (`text/*` or JSON) of at most `limit` bytes.
-    pub async fn read_text(&self, user: &UserId, id: &str, limit: u64) -> Result<String> {
+    /// A text file of the user's (`text/*` or JSON) of at most `limit` bytes: its record and
+    /// its content.
+    pub async fn read_text(
+        &self,
+        user: &UserId,
+        id: &str,
+        limit: u64,
+    ) -> Result<(FileRecord, String)> {
         let file = self.get(user, id).await?;
         let textual =
             file.content_type.starts_with("text/") || file.content_type == "application/json";
@@ -408,8 +414,9 @@ impl UserFiles {
         }
         let stream = self.store.get(&FileKey::parse(&file.key)?).await?;
         let bytes = isa_core::collect_bytes(stream, limit).await?;
-        String::from_utf8(bytes.to_vec())
-            .map_err(|_| Error::invalid(format!("{} is not UTF-8 text", file.name)))
+        let text = String::from_utf8(bytes.to_vec())
+            .map_err(|_| Error::invalid(format!("{} is not UTF-8 text", file.name)))?;
+        Ok((file, text))
     }
 
     /// Deletes a file of the user's: its bytes, then its metadata.

@@ -212,8 +212,7 @@ pub fn file_tools(
             async move {
                 let user = state.caller(&ctx).await?;
                 let r: Summarize = parse(args)?;
-                let file = state.files.get(&user, &r.file_id).await?;
-                let text = state
+                let (file, text) = state
                     .files
                     .read_text(&user, &r.file_id, SUMMARIZED_BYTES)
                     .await?;

@@ -28,7 +28,7 @@ use super::{
     input::{self, RoundTrip, SessionChannel, TaskPhase},
     registry::page,
 };
-use crate::{CallContext, ClientChannel, Error, Identity, Reporter, TaskSupport};
+use crate::{CallContext, Error, Identity, Reporter, TaskSupport};
 
 /// One handler per session (or per stateless request); all share the server.
 #[derive(Clone)]
@@ -48,36 +48,34 @@ impl Handler {
     }
 }
 
-/// How the questions of one request reach its client ([`crate::ask`]).
+/// What a request's answers are checked against once its call ends ([`crate::ask`]).
 struct Asking {
-    channel: Arc<dyn ClientChannel>,
     /// 2026-07-28: the answers this round brought, and what the request state is bound to.
     round_trip: Option<(Arc<RoundTrip>, Vec<u8>)>,
 }
 
 impl Handler {
-    /// The channel for a request named `name` with `arguments`: a session's own requests to
-    /// its client (2025-11-25), or the answers that came with this round (2026-07-28): its
-    /// `inputResponses` and, from its sealed `requestState`, those of the rounds before.
+    /// Gives `ctx` the channel for a request named `name` with `arguments` from a client that
+    /// `declared` its capabilities: a session's own requests to its client (2025-11-25), or the
+    /// answers that came with this round (2026-07-28): its `inputResponses` and, from its
+    /// sealed `requestState`, those of the rounds before.
+    /// `round` is what the client sent back: `inputResponses` and `requestState`.
     fn asking(
         &self,
         context: &RequestContext<RoleServer>,
-        ctx: &CallContext,
+        ctx: &mut CallContext,
+        declared: ClientCapabilities,
         request: (&str, &str, &Value),
-        responses: Option<InputResponses>,
-        state: Option<&str>,
+        round: (Option<InputResponses>, Option<&str>),
         phase: TaskPhase,
     ) -> Result<Asking, McpError> {
-        let declared = context.client_capabilities().unwrap_or_default();
+        let (responses, state) = round;
         if !per_request(context) {
-            let channel = Arc::new(SessionChannel {
+            ctx.client = Some(Arc::new(SessionChannel {
                 peer: context.peer.clone(),
                 declared,
-            });
-            return Ok(Asking {
-                channel,
-                round_trip: None,
-            });
+            }));
+            return Ok(Asking { round_trip: None });
         }
         let (method, name, arguments) = request;
         let binding = input::binding(ctx.user().map(|u| u.as_str()), method, name, arguments);
@@ -103,8 +101,8 @@ impl Handler {
             answers.insert(key, answer);
         }
         let round_trip = Arc::new(RoundTrip::new(declared, answers, phase));
+        ctx.client = Some(round_trip.clone());
         Ok(Asking {
-            channel: round_trip.clone(),
             round_trip: Some((round_trip, binding)),
         })
     }
@@ -309,17 +307,16 @@ impl ServerHandler for Handler {
         }
         let asking = self.asking(
             &context,
-            &ctx,
+            &mut ctx,
+            declared.clone(),
             (
                 "tools/call",
                 &request.name,
                 &Value::Object(arguments.clone()),
             ),
-            request.input_responses,
-            request.request_state.as_deref(),
+            (request.input_responses, request.request_state.as_deref()),
             phase,
         )?;
-        ctx.client = Some(asking.channel.clone());
         match self
             .server
             .call_tool(&request.name, request.arguments, &ctx)
@@ -396,17 +393,16 @@ impl ServerHandler for Handler {
         let arguments = request.arguments.unwrap_or_default();
         let asking = self.asking(
             &context,
-            &ctx,
+            &mut ctx,
+            context.client_capabilities().unwrap_or_default(),
             (
                 "prompts/get",
                 &request.name,
                 &Value::Object(arguments.clone()),
             ),
-            request.input_responses,
-            request.request_state.as_deref(),
+            (request.input_responses, request.request_state.as_deref()),
             TaskPhase::Never,
         )?;
-        ctx.client = Some(asking.channel.clone());
         let (description, messages) =
             match self.server.get_prompt(&request.name, arguments, &ctx).await {
                 Ok(prompt) => prompt,
@@ -470,13 +466,12 @@ impl ServerHandler for Handler {
         let mut ctx = self.call_context(&context);
         let asking = self.asking(
             &context,
-            &ctx,
+            &mut ctx,
+            context.client_capabilities().unwrap_or_default(),
             ("resources/read", &request.uri, &Value::Null),
-            request.input_responses,
-            request.request_state.as_deref(),
+            (request.input_responses, request.request_state.as_deref()),
             TaskPhase::Never,
         )?;
-        ctx.client = Some(asking.channel.clone());
         match self.server.read_resource(&request.uri, &ctx).await {
             Ok(contents) => Ok(ReadResourceResult::new(
                 contents.iter().map(convert::resource_contents).collect(),

@@ -77,6 +77,28 @@ impl TaskStore for MemoryTaskStore {
         tasks.retain(|_, task| !task.expired(now));
         Ok((before - tasks.len()) as u64)
     }
+
+    fn shared(&self) -> bool {
+        false
+    }
+}
+
+/// Who changes a task: the server running it, or a client, who may change only its own
+/// tasks while they live.
+#[derive(Clone, Copy)]
+enum Changer<'a> {
+    Server,
+    Client(Option<&'a Identity>),
+}
+
+/// What became of a change.
+enum Changed {
+    /// No such task, or not one the client may see.
+    Unknown,
+    /// The change left the task as it was.
+    Left,
+    /// The task was written, with this status.
+    Written(TaskStatus),
 }
 
 /// The tasks of one server: where they are stored and which of them run here.
@@ -228,7 +250,7 @@ impl McpServer {
                 if self.shutdown_token().is_cancelled() {
                     // Stopped by the server's shutdown, not by the client: say so rather than
                     // leave the task working forever.
-                    self.change_task(id, |task| {
+                    self.change_task(id, Changer::Server, |task| {
                         if task.status != TaskStatus::Working {
                             return false;
                         }
@@ -241,7 +263,7 @@ impl McpServer {
                 }
                 return Ok(());
             }
-            _ = cancelled_elsewhere(store.as_ref(), id) => return Ok(()),
+            _ = cancelled_elsewhere(store.as_ref(), id), if store.shared() => return Ok(()),
         };
         let (status, result, error, input_requests) = match outcome {
             Ok(output) => {
@@ -262,7 +284,7 @@ impl McpServer {
                 (TaskStatus::Failed, None, Some(error), Map::new())
             }
         };
-        self.change_task(id, |task| {
+        self.change_task(id, Changer::Server, |task| {
             if task.status != TaskStatus::Working {
                 return false; // cancelled meanwhile
             }
@@ -277,43 +299,32 @@ impl McpServer {
     }
 
     /// Reads the task, applies `change` (which says whether it changed anything) and writes
-    /// it back, again from a fresh read when another instance wrote in between. Returns the
-    /// task as written, or as read when `change` left it.
+    /// it back, again from a fresh read when another instance wrote in between.
     async fn change_task(
         &self,
         id: &str,
+        changer: Changer<'_>,
         mut change: impl FnMut(&mut TaskRecord) -> bool,
-    ) -> Result<Option<TaskRecord>> {
+    ) -> Result<Changed> {
         let store = &self.inner.tasks.store;
         for _ in 0..WRITE_ATTEMPTS {
-            let Some(mut task) = store.get(id).await? else {
-                return Ok(None);
+            let mut task = match (store.get(id).await?, changer) {
+                (Some(task), Changer::Server) => task,
+                (Some(task), Changer::Client(identity)) if visible(&task, identity) => task,
+                _ => return Ok(Changed::Unknown),
             };
             let read_version = task.version;
             if !change(&mut task) {
-                return Ok(Some(task));
+                return Ok(Changed::Left);
             }
             task.updated_at = Utc::now();
             if store.update(&task, read_version).await? {
-                task.version = read_version + 1;
-                return Ok(Some(task));
+                return Ok(Changed::Written(task.status));
             }
         }
         Err(Error::Unavailable(format!(
             "task {id} kept changing; try again"
         )))
-    }
-
-    /// The caller's task `id`, or the error a client gets for a task it may not see.
-    async fn caller_task(
-        &self,
-        id: &str,
-        identity: Option<&Identity>,
-    ) -> std::result::Result<TaskRecord, McpError> {
-        match self.inner.tasks.store.get(id).await.map_err(store_error)? {
-            Some(task) if task.belongs_to(identity) && !task.expired(Utc::now()) => Ok(task),
-            _ => Err(unknown(id)),
-        }
     }
 
     /// `tasks/get`.
@@ -322,8 +333,12 @@ impl McpServer {
         id: &str,
         identity: Option<&Identity>,
     ) -> std::result::Result<GetTaskResult, McpError> {
-        let task = self.caller_task(id, identity).await?;
-        Ok(GetTaskResult::new(detailed(&task).map_err(store_error)?))
+        match self.inner.tasks.store.get(id).await.map_err(store_error)? {
+            Some(task) if visible(&task, identity) => {
+                Ok(GetTaskResult::new(detailed(&task).map_err(store_error)?))
+            }
+            _ => Err(unknown(id)),
+        }
     }
 
     /// `tasks/update`: answers to a task's open questions; once none is left open the task
@@ -334,7 +349,6 @@ impl McpServer {
         identity: Option<&Identity>,
         responses: Map<String, Value>,
     ) -> std::result::Result<(), McpError> {
-        self.caller_task(id, identity).await?;
         if let Some((key, _)) = responses.iter().find(|(_, answer)| !answer.is_object()) {
             return Err(McpError::invalid_params(
                 format!("inputResponses.{key} must be an object"),
@@ -342,7 +356,7 @@ impl McpServer {
             ));
         }
         let changed = self
-            .change_task(id, |task| {
+            .change_task(id, Changer::Client(identity), |task| {
                 if task.status != TaskStatus::InputRequired {
                     return false;
                 }
@@ -360,10 +374,15 @@ impl McpServer {
             })
             .await
             .map_err(store_error)?;
-        if changed.is_some_and(|task| task.status == TaskStatus::Working) {
-            self.spawn_task(id.to_owned());
+        match changed {
+            Changed::Unknown => Err(unknown(id)),
+            // The last answer came: the task runs on here.
+            Changed::Written(TaskStatus::Working) => {
+                self.spawn_task(id.to_owned());
+                Ok(())
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// `tasks/cancel`: a task that is not over is cancelled (and stopped where it runs); one
@@ -373,22 +392,30 @@ impl McpServer {
         id: &str,
         identity: Option<&Identity>,
     ) -> std::result::Result<(), McpError> {
-        self.caller_task(id, identity).await?;
-        self.change_task(id, |task| {
-            if task.status.is_terminal() {
-                return false;
-            }
-            task.status = TaskStatus::Cancelled;
-            task.input_requests.clear();
-            true
-        })
-        .await
-        .map_err(store_error)?;
+        let changed = self
+            .change_task(id, Changer::Client(identity), |task| {
+                if task.status.is_terminal() {
+                    return false;
+                }
+                task.status = TaskStatus::Cancelled;
+                task.input_requests.clear();
+                true
+            })
+            .await
+            .map_err(store_error)?;
+        if let Changed::Unknown = changed {
+            return Err(unknown(id));
+        }
         if let Some(token) = self.inner.tasks.running.lock().get(id) {
             token.cancel();
         }
         Ok(())
     }
+}
+
+/// Whether the client with `identity` may see and change `task`.
+fn visible(task: &TaskRecord, identity: Option<&Identity>) -> bool {
+    task.belongs_to(identity) && !task.expired(Utc::now())
 }
 
 /// Returns once the task is found cancelled (or gone) in the store.

@@ -31,7 +31,7 @@ async fn send(router: &Router, request: Request<Body>) -> (StatusCode, Value) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tool_calls_uploads_api_key_use_and_charges_are_recorded_as_events() {
-    let (app, _dir) = app_with(&["--initial-credits", "10"]).await;
+    let (app, _dir) = app_with(None, &["--initial-credits", "10"]).await;
     let users = app.users.clone().unwrap();
     let alice = token("alice");
 

@@ -17,9 +17,9 @@ use axum::{
     body::Body,
     http::{Request, header},
 };
-use common::{SECRET, token};
+use common::{app_with, token};
 use isa_core::{TaskSupport, ToolOutput, ToolSpec, tool_fn};
-use isa_mcp_server::{app::App, settings::Settings};
+use isa_mcp_server::app::App;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -28,25 +28,7 @@ mod common;
 /// An app on the shared database, with a tool that works for `seconds` as a task and counts
 /// the calls that finished.
 async fn instance(database: &str, finished: Arc<AtomicUsize>) -> (App, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let settings = Settings::parse_from([
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--database-url",
-        database,
-        "--require-auth",
-        "always",
-        "--supabase-jwt-secret",
-        SECRET,
-        "--chromium",
-        "/nonexistent/chromium",
-        "--users-bind",
-        "off",
-        "--events-bind",
-        "off",
-    ])
-    .unwrap();
-    let app = App::build(settings).await.unwrap();
+    let (app, dir) = app_with(Some(database), &[]).await;
     let report = ToolSpec::new("long_report", "Writes a report over `seconds` seconds")
         .with_input_schema(json!({
             "type": "object",
@@ -147,6 +129,17 @@ async fn a_task_started_on_one_instance_is_read_and_cancelled_through_another() 
         "another user's task is unknown: {foreign}"
     );
 
+    // Answers to a task that asked nothing change nothing, and do not run it a second time.
+    let stray = rpc(
+        &b.mcp_router,
+        "alice",
+        "tasks/update",
+        &id,
+        json!({"taskId": id, "inputResponses": {"confirm": {"action": "accept"}}}),
+    )
+    .await;
+    assert!(stray.get("error").is_none(), "{stray}");
+
     let mut done = Value::Null;
     for _ in 0..100 {
         done = status(&b.mcp_router, "alice", &id).await;
@@ -161,7 +154,11 @@ async fn a_task_started_on_one_instance_is_read_and_cancelled_through_another() 
         "{done}"
     );
     assert_eq!(finished_a.load(Ordering::SeqCst), 1, "it ran on instance A");
-    assert_eq!(finished_b.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        finished_b.load(Ordering::SeqCst),
+        0,
+        "the stray answers did not run it again on instance B"
+    );
 
     // Cancelled through B, the task running on A stops and stays cancelled.
     let id = start(&a.mcp_router, 3.0).await;

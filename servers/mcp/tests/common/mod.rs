@@ -32,13 +32,17 @@ pub fn token(user: &str) -> String {
 /// The app `isa-mcp serve` would run with these settings: credentials required everywhere,
 /// one request at a time per side service, SQLite and files in a temporary data directory.
 pub async fn app() -> (App, tempfile::TempDir) {
-    app_with(&[]).await
+    app_with(None, &[]).await
 }
 
-/// [`app`] with more arguments (flags not set above).
-pub async fn app_with(extra: &[&str]) -> (App, tempfile::TempDir) {
+/// [`app`] on `database` when given (rather than a SQLite file of its own), with more
+/// arguments (flags not set above).
+pub async fn app_with(database: Option<&str>, extra: &[&str]) -> (App, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let database = format!("sqlite://{}", dir.path().join("isa.db").display());
+    let database = database.map_or_else(
+        || format!("sqlite://{}", dir.path().join("isa.db").display()),
+        str::to_owned,
+    );
     let mut args = vec![
         "--data-dir",
         dir.path().to_str().unwrap(),
