@@ -1,8 +1,10 @@
 //! The embedder's own int8 weight product, an ONNX Runtime custom operator.
 //!
-//! `ai.isa.Int8MatMul(x, codes, scales)` computes `x · (codes * scales)` for f32 activations `x`
-//! (`[..., K]`), int8 weight codes (`[K, N]`, an initializer) and one f32 scale per output column:
-//! the model's weights as stored. Like `MatMulNBits` at `accuracy_level` 4, it rounds each
+//! `ai.isa.Int8MatMul(x, codes, scales, bias?, residual?)` computes
+//! `x · (codes * scales) + bias + residual` for f32 activations `x` (`[..., K]`), int8 weight
+//! codes (`[K, N]`, an initializer), one f32 scale per output column (the model's weights as
+//! stored), and optionally a bias of N values and a residual of the output's shape, added as each
+//! tile is written (in that order, as the `Add`s the rewrite folds in did). Like `MatMulNBits` at `accuracy_level` 4, it rounds each
 //! activation row to int8 with one scale per 32 values and sums the integer products exactly.
 //! What differs is the loop: a tile is up to 12 rows by one register of columns, so the weights
 //! of a short query (11 tokens) pass through the core once, one load per register, fetched a few
@@ -193,12 +195,13 @@ impl PackedWeights {
         &self.codes()[panel * size..][..size]
     }
 
-    /// `output = input · weight` for `input` of whole rows of K values; `output` holds N values
-    /// per row. `parallel_for(tasks, task)` runs `task(0..tasks)`, each exactly once, possibly
-    /// on several threads at once: a task writes only its own tile of the output.
+    /// `output = input · weight + addends` for `input` of whole rows of K values; `output`
+    /// holds N values per row. `parallel_for(tasks, task)` runs `task(0..tasks)`, each exactly
+    /// once, possibly on several threads at once: a task writes only its own tile of the output.
     pub fn multiply(
         &self,
         input: &[f32],
+        addends: Addends<'_>,
         output: &mut [f32],
         parallel_for: impl FnOnce(usize, &(dyn Fn(usize) + Sync)),
     ) {
@@ -210,6 +213,11 @@ impl PackedWeights {
             output.len(),
             self.k,
             self.n
+        );
+        assert!(
+            addends.bias.is_none_or(|bias| bias.len() == self.n)
+                && addends.residual.is_none_or(|r| r.len() == output.len()),
+            "a bias of N values and a residual of the output's shape"
         );
         let vector = self.isa.runs_here();
         let activations = Activations::quantize(input, self.k, vector.then_some(self.isa));
@@ -236,8 +244,16 @@ impl PackedWeights {
                 } else {
                     self.tile_portable(&activations, row, tile_rows, panel, &mut sums);
                 }
-                for (r, sums) in sums.chunks_exact(width).take(tile_rows).enumerate() {
+                for (r, sums) in sums.chunks_exact_mut(width).take(tile_rows).enumerate() {
                     let at = (row + r) * self.n + panel * width;
+                    if let Some(bias) = addends.bias {
+                        let bias = &bias[panel * width..][..width];
+                        sums.iter_mut().zip(bias).for_each(|(sum, b)| *sum += b);
+                    }
+                    if let Some(residual) = addends.residual {
+                        let residual = &residual[at..][..width];
+                        sums.iter_mut().zip(residual).for_each(|(sum, r)| *sum += r);
+                    }
                     #[allow(unsafe_code)]
                     // SAFETY: `row + r < rows` and `(panel + 1) * width <= n`, so the `width`
                     // values written are inside `output` (`rows * n` long, asserted above);
@@ -689,6 +705,14 @@ impl Activations {
     }
 }
 
+/// What a product adds to each of its rows as it writes them: `bias` (N values) then the row of
+/// `residual` (the output's shape).
+#[derive(Clone, Copy, Default)]
+pub struct Addends<'a> {
+    pub bias: Option<&'a [f32]>,
+    pub residual: Option<&'a [f32]>,
+}
+
 /// The output buffer, shared by tasks that write disjoint columns of it.
 struct Output(*mut f32);
 
@@ -719,6 +743,8 @@ impl Operator for Int8MatMul {
             OperatorInput::required(TensorElementType::Float32),
             OperatorInput::required(TensorElementType::Int8),
             OperatorInput::required(TensorElementType::Float32),
+            OperatorInput::optional(TensorElementType::Float32),
+            OperatorInput::optional(TensorElementType::Float32),
         ]
     }
 
@@ -759,10 +785,36 @@ impl Kernel for PackedWeights {
         // The input's shape with its last dimension (K, checked above) replaced by N.
         let mut output_shape = shape[..shape.len() - 1].to_vec();
         output_shape.push(self.n as i64);
+        let bias = context.input(3)?;
+        let bias = match &bias {
+            Some(bias) => match bias.try_extract_tensor::<f32>()? {
+                (_, bias) if bias.len() == self.n => Some(bias),
+                (shape, _) => {
+                    return Err(ort::Error::new(format!(
+                        "{OPERATOR} over {} columns got a bias of shape {shape:?}",
+                        self.n
+                    )));
+                }
+            },
+            None => None,
+        };
+        let residual = context.input(4)?;
+        let residual = match &residual {
+            Some(residual) => match residual.try_extract_tensor::<f32>()? {
+                (shape, residual) if **shape == output_shape[..] => Some(residual),
+                (shape, _) => {
+                    return Err(ort::Error::new(format!(
+                        "{OPERATOR} with output of shape {output_shape:?} got a residual of \
+                         shape {shape:?}"
+                    )));
+                }
+            },
+            None => None,
+        };
         let mut output = context.output(0, output_shape)?.ok_or_else(missing)?;
         let (_, output) = output.try_extract_tensor_mut::<f32>()?;
         let mut result = Ok(());
-        self.multiply(input, output, |tasks, task| {
+        self.multiply(input, Addends { bias, residual }, output, |tasks, task| {
             result = context.par_for(tasks, 0, task);
         });
         result
@@ -836,7 +888,7 @@ mod tests {
                     input[2 * k..3 * k].fill(0.0);
                 }
                 let mut output = vec![f32::NAN; rows * n];
-                packed.multiply(&input, &mut output, sequential);
+                packed.multiply(&input, Addends::default(), &mut output, sequential);
                 let exact = exact_product(&input, &codes, &scales, k);
                 for (got, want) in output.iter().zip(&exact) {
                     // Each activation is off by at most half a step (|x| <= 1, so 0.5/127),
@@ -910,9 +962,9 @@ mod tests {
             for rows in [6, 200] {
                 let input: Vec<f32> = (0..rows * k).map(|i| (i % 17) as f32 - 8.0).collect();
                 let mut alone = vec![0f32; rows * n];
-                packed.multiply(&input, &mut alone, sequential);
+                packed.multiply(&input, Addends::default(), &mut alone, sequential);
                 let mut together = vec![0f32; rows * n];
-                packed.multiply(&input, &mut together, |tasks, task| {
+                packed.multiply(&input, Addends::default(), &mut together, |tasks, task| {
                     std::thread::scope(|scope| {
                         for t in 0..tasks {
                             scope.spawn(move || task(t));
@@ -922,10 +974,45 @@ mod tests {
                 assert_eq!(alone, together, "{isa:?}, {rows} rows");
                 let mut row_by_row = vec![f32::NAN; rows * n];
                 for (input, output) in input.chunks_exact(k).zip(row_by_row.chunks_exact_mut(n)) {
-                    packed.multiply(input, output, sequential);
+                    packed.multiply(input, Addends::default(), output, sequential);
                 }
                 assert_eq!(alone, row_by_row, "{isa:?}, {rows} rows");
             }
+        }
+    }
+
+    #[test]
+    fn the_bias_then_the_residual_are_added_as_the_rows_are_written() {
+        let (k, n) = (64, 32);
+        let (codes, scales) = weights(k, n);
+        let rows = 14;
+        let input: Vec<f32> = (0..rows * k).map(|i| (i % 13) as f32 / 4.0 - 1.5).collect();
+        let bias: Vec<f32> = (0..n).map(|c| c as f32 * 0.37 - 3.0).collect();
+        let residual: Vec<f32> = (0..rows * n).map(|i| (i % 7) as f32 * 1.9 - 5.0).collect();
+        for isa in ISAS {
+            let packed = PackedWeights::new(&codes, k, n, &scales, isa).expect("fits");
+            let mut product = vec![0f32; rows * n];
+            packed.multiply(&input, Addends::default(), &mut product, sequential);
+            let mut expected = product.clone();
+            for (row, expected) in expected.chunks_exact_mut(n).enumerate() {
+                for (c, value) in expected.iter_mut().enumerate() {
+                    *value = *value + bias[c] + residual[row * n + c];
+                }
+            }
+            let mut output = vec![f32::NAN; rows * n];
+            let both = Addends {
+                bias: Some(&bias),
+                residual: Some(&residual),
+            };
+            packed.multiply(&input, both, &mut output, sequential);
+            assert_eq!(output, expected, "{isa:?}: the sums the unfused Adds give");
+            let residual_only = Addends {
+                bias: None,
+                residual: Some(&residual),
+            };
+            packed.multiply(&input, residual_only, &mut output, sequential);
+            let unbiased: Vec<f32> = product.iter().zip(&residual).map(|(p, r)| p + r).collect();
+            assert_eq!(output, unbiased, "{isa:?}: a residual without a bias");
         }
     }
 

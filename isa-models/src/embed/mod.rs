@@ -311,6 +311,7 @@ fn choose_model(
                     attention = report.attention,
                     gelu = report.gelu,
                     int8_matmuls = report.int8_matmuls,
+                    folded_adds = report.folded_adds,
                     products = ?report.products,
                     nodes_before = report.nodes_before,
                     nodes_after = report.nodes_after,

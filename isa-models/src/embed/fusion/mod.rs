@@ -28,6 +28,11 @@
 //! after it: the same values, but ONNX Runtime no longer folds the whole table into f32 at load
 //! (all-MiniLM-L6-v2's word embeddings: 11 MiB of codes became 45 MiB of floats).
 //!
+//! The embedder's own products also take in the `Add`s after them: the bias, then the residual
+//! (the layer's input) before each layer norm, added as the product writes its tiles, which
+//! saves two passes over the activations and two kernel launches per product
+//! ([`graph::Graph::fold_adds_into_int8_products`]).
+//!
 //! Layer norms stay as they are, and ONNX Runtime's own fusion of them into
 //! `SkipLayerNormalization` is turned off for the rewritten model ([`DISABLED_OPTIMIZERS`]): on a
 //! short query that operator was measured slower than the two `Add`s and the
@@ -58,6 +63,9 @@ pub struct FusionReport {
     pub int8_matmuls: usize,
     /// How the weight products stored as int8 codes are multiplied.
     pub products: Products,
+    /// `Add`s of a bias or a residual after the embedder's own int8 products, now done by the
+    /// products as they write their results.
+    pub folded_adds: usize,
     /// Nodes in the graph before the rewrite.
     pub nodes_before: usize,
     /// Nodes in the graph after it (constant folding at load removes more).
@@ -105,6 +113,9 @@ pub fn fuse(
         report.products = products;
         report.int8_matmuls = graph.int8_matmuls(products);
         graph.remove_dead_nodes();
+        if products == Products::IsaInt8 {
+            report.folded_adds = graph.fold_adds_into_int8_products();
+        }
     }
     report.nodes_after = graph.nodes.len();
     let mut domains = vec![CONTRIB_DOMAIN];
@@ -220,14 +231,27 @@ mod tests {
 
     /// `y = x · (Cast(q) * s)` with q `[k, 3]` int8 codes and s one scale per column.
     fn int8_weight_graph(k: usize, codes: &[u8], scales: &[f32]) -> Vec<u8> {
+        int8_weight_graph_then(k, codes, scales, &[], &["y"])
+    }
+
+    /// [`int8_weight_graph`] with `later` nodes after the product, a bias `b` of N floats and
+    /// an input `r`, and `outputs` for the graph's.
+    fn int8_weight_graph_then(
+        k: usize,
+        codes: &[u8],
+        scales: &[f32],
+        later: &[Node],
+        outputs: &[&str],
+    ) -> Vec<u8> {
         let n = scales.len();
         let mut graph = Vec::new();
-        for node in [
+        let product = [
             Node::new("Cast", "cast".into(), &["q"], "q_float")
                 .with(int_attribute("to", TENSOR_FLOAT)),
             Node::new("Mul", "dequantise".into(), &["q_float", "s"], "w"),
             Node::new("MatMul", "product".into(), &["x", "w"], "y"),
-        ] {
+        ];
+        for node in product.iter().chain(later) {
             let mut encoded = Vec::new();
             node.encode(&mut encoded);
             put_bytes(&mut graph, GRAPH_NODE, &encoded);
@@ -237,7 +261,12 @@ mod tests {
         put_bytes(&mut graph, GRAPH_INITIALIZER, &q);
         let s = Tensor::encode("s", &[1, n], TENSOR_FLOAT, &scale_bytes);
         put_bytes(&mut graph, GRAPH_INITIALIZER, &s);
-        for (number, name) in [(GRAPH_INPUT, "x"), (GRAPH_OUTPUT, "y")] {
+        let b = Tensor::encode("b", &[n], TENSOR_FLOAT, &scale_bytes);
+        put_bytes(&mut graph, GRAPH_INITIALIZER, &b);
+        let values = [(GRAPH_INPUT, "x"), (GRAPH_INPUT, "r")]
+            .into_iter()
+            .chain(outputs.iter().map(|&o| (GRAPH_OUTPUT, o)));
+        for (number, name) in values {
             let mut value = Vec::new();
             put_bytes(&mut value, VALUE_INFO_NAME, name.as_bytes());
             put_bytes(&mut graph, number, &value);
@@ -363,6 +392,68 @@ mod tests {
         let mut graph = Graph::parse(&bytes).expect("well-formed");
         assert_eq!(graph.int8_matmuls(Products::IsaInt8), 0);
         assert_eq!(graph.int8_matmuls(Products::OnnxRuntimeInt8), 1);
+    }
+
+    #[test]
+    fn the_bias_and_residual_adds_after_an_int8_product_are_folded_into_it() {
+        let scales = [0.5f32; 16];
+        let codes = [3u8; 64 * 16];
+        let fold = |later: &[Node], outputs: &[&str]| {
+            let bytes = int8_weight_graph_then(64, &codes, &scales, later, outputs);
+            let mut graph = Graph::parse(&bytes).expect("well-formed");
+            assert_eq!(graph.int8_matmuls(Products::IsaInt8), 1);
+            graph.remove_dead_nodes();
+            let folded = graph.fold_adds_into_int8_products();
+            (folded, graph.nodes)
+        };
+        let bias = Node::new("Add", "bias".into(), &["y", "b"], "yb");
+        let residual = Node::new("Add", "residual".into(), &["r", "yb"], "z");
+        let norm = Node::new("LayerNormalization", "norm".into(), &["z"], "out");
+
+        let (folded, nodes) = fold(&[bias.clone(), residual.clone(), norm.clone()], &["out"]);
+        assert_eq!(folded, 2);
+        assert_eq!(
+            operators(&nodes),
+            [
+                (int8::OPERATOR, vec!["x", "q", "s", "b", "r"]),
+                ("LayerNormalization", vec!["z"]),
+            ]
+        );
+        assert_eq!(nodes[0].outputs, ["z"]);
+
+        // A bias alone; a residual alone (no bias: an empty name in its place).
+        let (_, nodes) = fold(std::slice::from_ref(&bias), &["yb"]);
+        assert_eq!(
+            operators(&nodes),
+            [(int8::OPERATOR, vec!["x", "q", "s", "b"])]
+        );
+        assert_eq!(nodes[0].outputs, ["yb"]);
+        let residual_of_y = Node::new("Add", "residual".into(), &["y", "r"], "z");
+        let (_, nodes) = fold(&[residual_of_y], &["z"]);
+        assert_eq!(
+            operators(&nodes),
+            [(int8::OPERATOR, vec!["x", "q", "s", "", "r"])]
+        );
+
+        // A sum something else reads too, or that the graph outputs, stays an Add of its own.
+        let also = Node::new("Relu", "also".into(), &["yb"], "other");
+        let (_, nodes) = fold(&[bias.clone(), residual.clone(), also], &["z", "other"]);
+        assert_eq!(
+            operators(&nodes)[0],
+            (int8::OPERATOR, vec!["x", "q", "s", "b"])
+        );
+        assert_eq!(nodes.iter().filter(|n| n.is("Add")).count(), 1);
+        let (folded, nodes) = fold(&[bias.clone(), residual], &["yb", "z"]);
+        assert_eq!(folded, 1);
+        assert_eq!(
+            nodes[0].outputs,
+            ["yb"],
+            "the bias is folded, the residual is not"
+        );
+        // An Add of a constant that is not N floats is no bias.
+        let codes_add = Node::new("Add", "bias".into(), &["y", "q"], "yb");
+        let (folded, _) = fold(&[codes_add], &["yb"]);
+        assert_eq!(folded, 0);
     }
 
     #[test]

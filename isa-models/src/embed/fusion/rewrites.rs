@@ -232,6 +232,83 @@ impl<'a> Graph<'a> {
         replaced
     }
 
+    /// Folds into each `ai.isa.Int8MatMul` the `Add` of a bias (an initializer of N floats)
+    /// that alone reads its result, then the `Add` of a value computed at run time (the
+    /// residual) that alone reads that: the product adds both as it writes its tiles. The
+    /// fused node takes the place of the last `Add`, where all its inputs have been computed.
+    /// A residual must have the product's shape, which the kernel checks when it runs. Returns
+    /// how many `Add`s were folded.
+    pub(super) fn fold_adds_into_int8_products(&mut self) -> usize {
+        let tensors = self.tensors();
+        let constants = self.constants();
+        let consumers = self.consumers();
+        // The one node that reads `value`, where the graph does not output it too.
+        let sole_reader = |value: &str| match consumers.get(value).map(Vec::as_slice) {
+            Some(&[reader]) if !self.outputs.iter().any(|o| o == value) => Some(reader),
+            _ => None,
+        };
+        let mut fused = HashMap::new();
+        let mut removed = HashSet::new();
+        let mut folded = 0;
+        for (index, node) in self.nodes.iter().enumerate() {
+            let is_product = node.op_type == int8::OPERATOR && node.domain == int8::DOMAIN;
+            if !is_product || node.inputs.len() != 3 {
+                continue;
+            }
+            let columns = tensors
+                .get(&node.inputs[1])
+                .and_then(|c| c.dims.get(1).copied());
+            let mut product = node.clone();
+            let mut last = None;
+            let mut bias = String::new();
+            if let Some(reader) = sole_reader(&product.outputs[0]) {
+                let add = &self.nodes[reader];
+                let is_bias = |b: &String| {
+                    tensors
+                        .get(b)
+                        .is_some_and(|t| t.holds(TENSOR_FLOAT, 4) && t.elements() == columns)
+                };
+                if let Some((_, b)) = self.bias_add(add, &constants).filter(|(_, b)| is_bias(b)) {
+                    bias = b;
+                    product.outputs = add.outputs.clone();
+                    last = Some(reader);
+                    folded += 1;
+                }
+            }
+            if let Some(reader) = sole_reader(&product.outputs[0]) {
+                let add = &self.nodes[reader];
+                let result = &product.outputs[0];
+                let residual = match add.inputs.as_slice() {
+                    [a, b] if a == result => Some(b),
+                    [a, b] if b == result => Some(a),
+                    _ => None,
+                };
+                if let Some(residual) =
+                    residual.filter(|r| add.is("Add") && !constants.contains(*r))
+                {
+                    product.inputs.extend([bias.clone(), residual.clone()]);
+                    product.outputs = add.outputs.clone();
+                    removed.extend(last);
+                    last = Some(reader);
+                    folded += 1;
+                }
+            }
+            if product.inputs.len() == 3 && !bias.is_empty() {
+                product.inputs.push(bias);
+            }
+            if let Some(last) = last {
+                removed.insert(index);
+                fused.insert(last, product);
+            }
+        }
+        let nodes = std::mem::take(&mut self.nodes).into_iter().enumerate();
+        self.nodes = nodes
+            .filter(|(index, _)| !removed.contains(index))
+            .map(|(index, node)| fused.remove(&index).unwrap_or(node))
+            .collect();
+        folded
+    }
+
     /// Adds initializers named after `name` holding a `[K, N]` weight's codes and scales as
     /// `MatMulNBits` reads them; returns their names.
     pub(super) fn repack_for_matmul_nbits(
