@@ -520,6 +520,10 @@ impl Activations {
     /// portable loop.
     fn quantize(input: &[f32], k: usize, isa: Option<Isa>) -> Self {
         assert!(k.is_multiple_of(BLOCK) && input.len().is_multiple_of(k));
+        assert!(
+            isa.is_none_or(Isa::runs_here),
+            "{isa:?} on a CPU without it"
+        );
         let rows = input.len() / k;
         let per_word = if isa == Some(Isa::Avx2) { 2 } else { 4 };
         let row_words = k / per_word;
@@ -530,24 +534,16 @@ impl Activations {
         let row_scales = scales.chunks_exact_mut(k / BLOCK);
         for (row, (values, scales)) in input.chunks_exact(k).zip(row_scales).enumerate() {
             match isa {
+                // SAFETY: the CPU runs `isa`, asserted above.
                 #[cfg(target_arch = "x86_64")]
-                Some(Isa::Avx2) => {
-                    assert!(Isa::Avx2.runs_here());
-                    #[allow(unsafe_code)]
-                    // SAFETY: the CPU supports AVX2, asserted just above.
-                    unsafe {
-                        Self::round_avx2(values, &mut row_codes, scales)
-                    };
-                }
+                #[allow(unsafe_code)]
+                Some(Isa::Avx2) => unsafe { Self::round_avx2(values, &mut row_codes, scales) },
+                // SAFETY: the CPU runs `isa`, asserted above.
                 #[cfg(target_arch = "x86_64")]
-                Some(Isa::Avx512Vnni) => {
-                    assert!(Isa::Avx512Vnni.runs_here());
-                    #[allow(unsafe_code)]
-                    // SAFETY: the CPU supports AVX-512 F, asserted just above.
-                    unsafe {
-                        Self::round_avx512(values, &mut row_codes, scales)
-                    };
-                }
+                #[allow(unsafe_code)]
+                Some(Isa::Avx512Vnni) => unsafe {
+                    Self::round_avx512(values, &mut row_codes, scales)
+                },
                 _ => Self::round_portable(values, &mut row_codes, scales),
             }
             // Word `w` of the row is word `w * tile_rows + row - first` of its tile.

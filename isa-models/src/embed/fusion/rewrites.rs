@@ -258,48 +258,53 @@ impl<'a> Graph<'a> {
             let columns = tensors
                 .get(&node.inputs[1])
                 .and_then(|c| c.dims.get(1).copied());
-            let mut product = node.clone();
-            let mut last = None;
-            let mut bias = String::new();
-            if let Some(reader) = sole_reader(&product.outputs[0]) {
+            let is_bias = |b: &String| {
+                tensors
+                    .get(b)
+                    .is_some_and(|t| t.holds(TENSOR_FLOAT, 4) && t.elements() == columns)
+            };
+            // The Adds taken in, in order, and the value the last of them computes.
+            let mut adds = Vec::new();
+            let mut result = &node.outputs[0];
+            let mut bias = None;
+            if let Some(reader) = sole_reader(result) {
                 let add = &self.nodes[reader];
-                let is_bias = |b: &String| {
-                    tensors
-                        .get(b)
-                        .is_some_and(|t| t.holds(TENSOR_FLOAT, 4) && t.elements() == columns)
-                };
                 if let Some((_, b)) = self.bias_add(add, &constants).filter(|(_, b)| is_bias(b)) {
-                    bias = b;
-                    product.outputs = add.outputs.clone();
-                    last = Some(reader);
-                    folded += 1;
+                    bias = Some(b);
+                    adds.push(reader);
+                    result = &add.outputs[0];
                 }
             }
-            if let Some(reader) = sole_reader(&product.outputs[0]) {
+            let mut residual = None;
+            if let Some(reader) = sole_reader(result) {
                 let add = &self.nodes[reader];
-                let result = &product.outputs[0];
-                let residual = match add.inputs.as_slice() {
+                let other = match add.inputs.as_slice() {
                     [a, b] if a == result => Some(b),
                     [a, b] if b == result => Some(a),
                     _ => None,
                 };
-                if let Some(residual) =
-                    residual.filter(|r| add.is("Add") && !constants.contains(*r))
-                {
-                    product.inputs.extend([bias.clone(), residual.clone()]);
-                    product.outputs = add.outputs.clone();
-                    removed.extend(last);
-                    last = Some(reader);
-                    folded += 1;
+                if let Some(other) = other.filter(|r| add.is("Add") && !constants.contains(*r)) {
+                    residual = Some(other.clone());
+                    adds.push(reader);
+                    result = &add.outputs[0];
                 }
             }
-            if product.inputs.len() == 3 && !bias.is_empty() {
-                product.inputs.push(bias);
+            let Some(&last) = adds.last() else {
+                continue;
+            };
+            let mut product = node.clone();
+            match (bias, residual) {
+                (bias, Some(residual)) => {
+                    product.inputs.extend([bias.unwrap_or_default(), residual])
+                }
+                (Some(bias), None) => product.inputs.push(bias),
+                (None, None) => {}
             }
-            if let Some(last) = last {
-                removed.insert(index);
-                fused.insert(last, product);
-            }
+            product.outputs = vec![result.clone()];
+            folded += adds.len();
+            removed.insert(index);
+            removed.extend(&adds[..adds.len() - 1]);
+            fused.insert(last, product);
         }
         let nodes = std::mem::take(&mut self.nodes).into_iter().enumerate();
         self.nodes = nodes
