@@ -394,6 +394,9 @@ pub struct EmbedderStats {
     pub cache_misses: u64,
     /// Requests refused because the queue was full.
     pub overloaded: u64,
+    /// Requests not embedded because their caller had gone (timed out or disconnected) before
+    /// a worker took them from the queue.
+    pub abandoned: u64,
     /// Texts embedded by the model.
     pub texts_embedded: u64,
     /// Requests waiting for a worker right now.

@@ -401,6 +401,73 @@ async fn graceful_shutdown_finishes_a_call_in_flight() {
         .unwrap();
 }
 
+/// A selector that never answers, and counts the selections dropped before they did.
+struct Stuck {
+    started: tokio::sync::mpsc::UnboundedSender<()>,
+    dropped: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[isa_core::async_trait]
+impl isa_core::ToolSelector for Stuck {
+    async fn upsert(&self, _: Vec<isa_core::IndexItem>) -> isa_core::Result<()> {
+        Ok(())
+    }
+    async fn remove(&self, _: &[String]) -> isa_core::Result<()> {
+        Ok(())
+    }
+    async fn select(
+        &self,
+        _: &isa_core::SelectionQuery,
+    ) -> isa_core::Result<Vec<isa_core::Scored>> {
+        struct Dropped(Arc<std::sync::atomic::AtomicUsize>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let _dropped = Dropped(self.dropped.clone());
+        let _ = self.started.send(());
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_discovery_stops_when_its_client_has_gone() {
+    let (started, mut on_start) = tokio::sync::mpsc::unbounded_channel();
+    let dropped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let server = McpServer::builder(McpConfig::default())
+        .selector(Arc::new(Stuck {
+            started,
+            dropped: dropped.clone(),
+        }))
+        .build();
+    let (base, _stop, _task) = listen(&server).await;
+    let client = reqwest::Client::new();
+    let call = post_mcp(
+        &client,
+        &format!("{base}/mcp/"),
+        "discover_tools",
+        &stateless_call("discover_tools", json!({"query": "book a table for two"})),
+    )
+    .send();
+    let call = tokio::spawn(call);
+    on_start.recv().await.unwrap();
+    // The client goes away: its connection closes with the request unanswered, and the
+    // selection (in a real selector, the query waiting for the embedder) is dropped.
+    call.abort();
+    until(|| dropped.load(std::sync::atomic::Ordering::SeqCst) == 1).await;
+
+    // The same through `POST /discover`.
+    let call = client
+        .post(format!("{base}/discover"))
+        .json(&json!({"request": "book a table for two"}))
+        .send();
+    let call = tokio::spawn(call);
+    on_start.recv().await.unwrap();
+    call.abort();
+    until(|| dropped.load(std::sync::atomic::Ordering::SeqCst) == 2).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn http_endpoints_answer_and_unknown_hosts_are_refused() {
     let server = McpServer::builder(McpConfig::default()).build();

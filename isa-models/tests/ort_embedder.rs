@@ -411,6 +411,38 @@ async fn a_full_queue_answers_overloaded_at_once() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[tokio::test]
+async fn a_request_whose_caller_has_gone_is_not_embedded() -> anyhow::Result<()> {
+    let Some(mut config) = common::installed_model() else {
+        return Ok(());
+    };
+    config.workers = 1;
+    config.cache_capacity = 0;
+    let embedder = OrtEmbedder::new(config)?;
+    let embedded_before = embedder.stats().texts_embedded;
+    // A long request the one worker is busy with while the next caller comes and goes.
+    let long = vec!["a long text that takes a while to embed ".repeat(20); 64];
+    let mut busy = Box::pin(embedder.embed(&long, TextKind::Document));
+    assert!(futures::poll!(&mut busy).is_pending());
+    while embedder.stats().queue_depth > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let mut gone = Box::pin(embedder.embed_one("a caller that gives up", TextKind::Query));
+    assert!(futures::poll!(&mut gone).is_pending());
+    assert_eq!(embedder.stats().queue_depth, 1);
+    drop(gone);
+    assert_eq!(busy.await?.len(), 64);
+    // Queued after the one that gave up, so answered after the worker has passed it.
+    let still_here = embedder
+        .embed_one("a caller that waits", TextKind::Query)
+        .await?;
+    assert_eq!(still_here.len(), 384);
+    let stats = embedder.stats();
+    assert_eq!(stats.abandoned, 1);
+    assert_eq!(stats.texts_embedded - embedded_before, 64 + 1);
+    Ok(())
+}
+
 #[test]
 fn missing_corrupt_and_mismatched_models_give_clear_errors() -> anyhow::Result<()> {
     let Some(config) = common::installed_model() else {

@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{
-    ListChanged, McpServer, ServerMode, convert,
+    DISCOVER_TOOLS, ListChanged, McpServer, ServerMode, convert,
     input::{self, RoundTrip, SessionChannel, TaskPhase},
     registry::page,
 };
@@ -287,7 +287,9 @@ impl ServerHandler for Handler {
         let arguments = request.arguments.clone().unwrap_or_default();
         let declared = context.client_capabilities().unwrap_or_default();
         let mut phase = TaskPhase::Never;
+        let mut registered = false;
         if let Some(entry) = self.server.inner.registry.tool(&request.name) {
+            registered = true;
             let spec = entry.tool.spec();
             if let Some(missing) = input::missing(&declared, &spec.required_client_capabilities) {
                 return Err(McpError::missing_required_client_capability(missing));
@@ -317,11 +319,23 @@ impl ServerHandler for Handler {
             (request.input_responses, request.request_state.as_deref()),
             phase,
         )?;
-        match self
+        let call = self
             .server
-            .call_tool(&request.name, request.arguments, &ctx)
-            .await
-        {
+            .call_tool(&request.name, request.arguments, &ctx);
+        // Discovery changes nothing, so a caller that has gone (disconnected, or cancelled the
+        // request) stops it: its request leaves the embedder's queue unembedded rather than
+        // holding up the callers still waiting.
+        let outcome = if request.name == DISCOVER_TOOLS && !registered {
+            tokio::select! {
+                outcome = call => outcome,
+                _ = context.ct.cancelled() => {
+                    return Err(McpError::internal_error("the request was cancelled", None));
+                }
+            }
+        } else {
+            call.await
+        };
+        match outcome {
             Ok(output) => Ok(convert::tool_result(output).into()),
             Err(Error::Suspended) => match &asking.round_trip {
                 Some((round_trip, _)) if round_trip.escalated() => Ok(self

@@ -315,8 +315,10 @@ async fn metrics(State(server): State<McpServer>) -> Response {
              # HELP isa_embedding_queue_depth Embedding requests waiting for a worker.\n\
              # TYPE isa_embedding_queue_depth gauge\nisa_embedding_queue_depth {}\n\
              # HELP isa_embedding_overloaded_total Embedding requests refused because the queue was full.\n\
-             # TYPE isa_embedding_overloaded_total counter\nisa_embedding_overloaded_total {}",
-            e.cache_hits, e.cache_misses, e.queue_depth, e.overloaded
+             # TYPE isa_embedding_overloaded_total counter\nisa_embedding_overloaded_total {}\n\
+             # HELP isa_embedding_abandoned_total Embedding requests dropped from the queue because their caller had gone.\n\
+             # TYPE isa_embedding_abandoned_total counter\nisa_embedding_abandoned_total {}",
+            e.cache_hits, e.cache_misses, e.queue_depth, e.overloaded, e.abandoned
         );
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()

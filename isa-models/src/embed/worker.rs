@@ -3,7 +3,10 @@
 //! Each worker owns one ONNX Runtime session. It takes a request from the bounded queue, gathers
 //! whatever else is already waiting (up to [`MAX_TEXTS_PER_ROUND`] texts), tokenizes everything,
 //! sorts by length and cuts batches by a token budget, so short texts are not padded to the
-//! length of long ones and one caller's long batch cannot change another's vectors.
+//! length of long ones and one caller's long batch cannot change another's vectors. A request
+//! whose caller has gone (timed out, disconnected) is dropped unembedded: under overload the
+//! queue would otherwise keep the model busy for callers nobody answers, while the ones still
+//! waiting time out in turn.
 
 use std::{
     borrow::Cow,
@@ -88,16 +91,22 @@ impl Encoder {
     /// Serves jobs until the queue's sender is dropped.
     pub fn serve(mut self, queue: Receiver<Job>) {
         while let Ok(first) = queue.recv() {
-            let mut jobs = vec![first];
-            let mut count = jobs[0].vectors();
-            while count < MAX_TEXTS_PER_ROUND {
-                match queue.try_recv() {
-                    Ok(job) => {
-                        count += job.vectors();
-                        jobs.push(job);
-                    }
-                    Err(_) => break,
+            let mut jobs = Vec::new();
+            let mut count = 0;
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                if job.reply.is_closed() {
+                    self.counters.abandoned.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    count += job.vectors();
+                    jobs.push(job);
                 }
+                if count < MAX_TEXTS_PER_ROUND {
+                    next = queue.try_recv().ok();
+                }
+            }
+            if jobs.is_empty() {
+                continue;
             }
             let started = Instant::now();
             for job in &jobs {
