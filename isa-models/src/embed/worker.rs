@@ -4,9 +4,8 @@
 //! whatever else is already waiting (up to [`MAX_TEXTS_PER_ROUND`] texts), tokenizes everything,
 //! sorts by length and cuts batches by a token budget, so short texts are not padded to the
 //! length of long ones and one caller's long batch cannot change another's vectors. A request
-//! whose caller has gone (timed out, disconnected) is dropped unembedded: under overload the
-//! queue would otherwise keep the model busy for callers nobody answers, while the ones still
-//! waiting time out in turn.
+//! whose caller has gone (timed out, disconnected) is dropped unembedded: otherwise it keeps the
+//! model busy for nobody and, while such requests fill the queue, live callers are refused.
 
 use std::{
     borrow::Cow,
