@@ -4,8 +4,9 @@
 //! `x · (codes * scales) + bias + residual` for f32 activations `x` (`[..., K]`), int8 weight
 //! codes (`[K, N]`, an initializer), one f32 scale per output column (the model's weights as
 //! stored), and optionally a bias of N values and a residual of the output's shape, added as each
-//! tile is written (in that order, as the `Add`s the rewrite folds in did). Like `MatMulNBits` at `accuracy_level` 4, it rounds each
-//! activation row to int8 with one scale per 32 values and sums the integer products exactly.
+//! tile is written (in that order, as the `Add`s the rewrite folds in did). Like `MatMulNBits` at
+//! `accuracy_level` 4, it rounds each activation row to int8 with one scale per 32 values and
+//! sums the integer products exactly.
 //! What differs is the loop: a tile is up to 12 rows by one register of columns, so the weights
 //! of a short query (11 tokens) pass through the core once, one load per register, fetched a few
 //! blocks ahead. A short query's products are mostly waiting for weights (about 13 MB for
