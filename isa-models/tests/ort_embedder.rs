@@ -6,6 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use isa_core::{Embedder, Error, TextKind};
 use isa_models::{EmbedderConfig, OrtEmbedder, Products};
 use serde::Deserialize;
@@ -373,6 +374,14 @@ async fn a_texts_parts_are_pooled_from_one_run_over_it() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// 64 distinct texts that keep a worker busy for a while (the same text twice in a round is
+/// embedded once).
+fn long_texts() -> Vec<String> {
+    (0..64)
+        .map(|n| format!("long text {n} that takes a while to embed ").repeat(20))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_queue_answers_overloaded_at_once() -> anyhow::Result<()> {
     let Some(mut config) = common::installed_model() else {
@@ -381,7 +390,7 @@ async fn a_full_queue_answers_overloaded_at_once() -> anyhow::Result<()> {
     config.queue_capacity = 1;
     config.cache_capacity = 0;
     let embedder = Arc::new(OrtEmbedder::new(config)?);
-    let long = vec!["a long text that takes a while to embed ".repeat(20); 64];
+    let long = long_texts();
     let mut tasks = Vec::new();
     for _ in 0..32 {
         let (embedder, long) = (embedder.clone(), long.clone());
@@ -411,22 +420,39 @@ async fn a_full_queue_answers_overloaded_at_once() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn a_request_whose_caller_has_gone_is_not_embedded() -> anyhow::Result<()> {
+/// An embedder with one worker and no query cache, when the model is installed.
+fn one_worker_without_cache() -> anyhow::Result<Option<OrtEmbedder>> {
     let Some(mut config) = common::installed_model() else {
-        return Ok(());
+        return Ok(None);
     };
     config.workers = 1;
     config.cache_capacity = 0;
-    let embedder = OrtEmbedder::new(config)?;
-    let embedded_before = embedder.stats().texts_embedded;
-    // A long request the one worker is busy with while the next caller comes and goes.
-    let long = vec!["a long text that takes a while to embed ".repeat(20); 64];
-    let mut busy = Box::pin(embedder.embed(&long, TextKind::Document));
+    Ok(Some(OrtEmbedder::new(config)?))
+}
+
+/// Starts embedding `texts` on `embedder` and returns the request once a worker has taken it,
+/// so that with one worker what is asked next waits in the queue until it is done.
+async fn keep_busy<'a>(
+    embedder: &'a OrtEmbedder,
+    texts: &'a [String],
+) -> BoxFuture<'a, isa_core::Result<Vec<Vec<f32>>>> {
+    let mut busy = embedder.embed(texts, TextKind::Document);
     assert!(futures::poll!(&mut busy).is_pending());
     while embedder.stats().queue_depth > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
+    busy
+}
+
+#[tokio::test]
+async fn a_request_whose_caller_has_gone_is_not_embedded() -> anyhow::Result<()> {
+    let Some(embedder) = one_worker_without_cache()? else {
+        return Ok(());
+    };
+    let embedded_before = embedder.stats().texts_embedded;
+    // A long request the one worker is busy with while the next caller comes and goes.
+    let long = long_texts();
+    let busy = keep_busy(&embedder, &long).await;
     let mut gone = Box::pin(embedder.embed_one("a caller that gives up", TextKind::Query));
     assert!(futures::poll!(&mut gone).is_pending());
     assert_eq!(embedder.stats().queue_depth, 1);
@@ -440,6 +466,38 @@ async fn a_request_whose_caller_has_gone_is_not_embedded() -> anyhow::Result<()>
     let stats = embedder.stats();
     assert_eq!(stats.abandoned, 1);
     assert_eq!(stats.texts_embedded - embedded_before, 64 + 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_same_text_asked_for_at_once_is_embedded_once() -> anyhow::Result<()> {
+    // No query cache, so that only the worker can share the work.
+    let Some(embedder) = one_worker_without_cache()? else {
+        return Ok(());
+    };
+    let alone = embedder
+        .embed_one("book a table for two tonight", TextKind::Query)
+        .await?;
+    let embedded_before = embedder.stats().texts_embedded;
+    // The one worker is busy while five callers ask for the same text and one for another.
+    let long = long_texts();
+    let busy = keep_busy(&embedder, &long).await;
+    let same = (0..5).map(|_| embedder.embed_one("book a table for two tonight", TextKind::Query));
+    let (busy, same, other) = tokio::join!(
+        busy,
+        futures::future::try_join_all(same),
+        embedder.embed_one("convert 20 euros to dollars", TextKind::Query)
+    );
+    assert_eq!(busy?.len(), 64);
+    for vector in same? {
+        let similarity = cosine(&vector, &alone);
+        assert!(
+            similarity > 0.9999,
+            "the shared vector is the text's own: {similarity}"
+        );
+    }
+    assert_eq!(other?.len(), 384);
+    assert_eq!(embedder.stats().texts_embedded - embedded_before, 64 + 2);
     Ok(())
 }
 

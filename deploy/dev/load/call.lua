@@ -3,9 +3,12 @@
 -- must run with --stateless, and answers as SSE). With QUERIES (a queries file, JSON lines with
 -- a "query" and a "gold"), each request calls TOOL with the next query of the file as its
 -- `query` argument (ARGS are then ignored), each thread starting at its own place in the file.
+-- REPEAT=n sends each query n times in a row before the next: with n near the connections of a
+-- thread, a thread's connections ask for the same new query at once (a popular request).
 local tool = os.getenv("TOOL") or "current_time"
 local args = os.getenv("ARGS") or "{}"
 local protocol = os.getenv("PROTOCOL") or "2026-07-28"
+local repeat_each = tonumber(os.getenv("REPEAT") or "1")
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Accept"] = "application/json, text/event-stream"
@@ -26,7 +29,7 @@ if protocol == "2026-07-28" then
 end
 wrk.body = body(args)
 
-local bodies, next_body = {}, 1
+local bodies, next_body, sent = {}, 1, 0
 function init()
   local queries = os.getenv("QUERIES")
   if not queries then
@@ -49,7 +52,10 @@ function request()
     return wrk.format()
   end
   local request_body = bodies[next_body]
-  next_body = next_body % #bodies + 1
+  sent = sent + 1
+  if sent % repeat_each == 0 then
+    next_body = next_body % #bodies + 1
+  end
   return wrk.format(nil, nil, nil, request_body)
 end
 

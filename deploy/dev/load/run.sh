@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Load run of isa-mcp serve with wrk, 50 concurrent clients: tools/call of a trivial tool
 # (current_time) statelessly in 2026-07-28, the same as a 2025-11-25 client without a session
-# (answered as SSE), then discover_tools over the MetaTool catalog, for one request repeated and
+# (answered as SSE), then discover_tools over the MetaTool catalog, for one request repeated,
 # for MetaTool's requests in turn (each embedded anew: the cache holds far fewer than there
-# are, and each is met again only after all the others). Prints requests/s, p50/p99
-# latency, answers and bad answers, and the server's resident memory after each run. First it
-# checks that bad answers are counted: a run calling a tool that does not exist must count
-# every answer as bad. ISA_MCP_BIN names another isa-mcp binary to load (an earlier build, to
-# compare side by side); by default this checkout's release build.
+# are, and each is met again only after all the others) and for the same requests each asked
+# for by many connections at once. Prints requests/s, p50/p99 latency, answers and bad
+# answers, and the server's resident memory after each run. First it checks that bad answers
+# are counted: a run calling a tool that does not exist must count every answer as bad.
+# ISA_MCP_BIN names another isa-mcp binary to load (an earlier build, to compare side by side);
+# by default this checkout's release build.
 set -euo pipefail
 DEV="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$DEV/lib.sh"
@@ -19,12 +20,16 @@ if [ -z "${ISA_MCP_BIN:-}" ]; then
   ISA_MCP_BIN=./target/release/isa-mcp
 fi
 port=18089
-ISA_LOG=warn "$ISA_MCP_BIN" serve --bind "127.0.0.1:$port" --stateless \
-  --catalog benches/data/metatool/catalog.json --data-dir "$(mktemp -d)" \
-  --users-bind off --events-bind off &
-server=$!
+# Starts the server afresh (its query cache empty) and waits until it answers.
+start_server() {
+  ISA_LOG=warn "$ISA_MCP_BIN" serve --bind "127.0.0.1:$port" --stateless \
+    --catalog benches/data/metatool/catalog.json --data-dir "$(mktemp -d)" \
+    --users-bind off --events-bind off &
+  server=$!
+  for _ in $(seq 300); do curl -sf -o /dev/null "http://127.0.0.1:$port/health" && break; sleep 0.1; done
+}
+start_server
 trap 'kill $server 2>/dev/null || true' EXIT
-for _ in $(seq 300); do curl -sf -o /dev/null "http://127.0.0.1:$port/health" && break; sleep 0.1; done
 rss() { awk '/VmRSS|VmHWM/ {printf "%s %d MiB  ", $1, $2/1024}' "/proc/$server/status"; echo; }
 url="http://127.0.0.1:$port/mcp/"
 
@@ -53,4 +58,9 @@ load "$DURATION" TOOL=discover_tools ARGS='{"query":"find a restaurant and book 
 note "$(rss)"
 step "discover_tools, MetaTool's 20,614 single-tool requests in turn, 50 connections, $DURATION"
 load "$DURATION" TOOL=discover_tools QUERIES=benches/data/metatool/queries-single.jsonl
+note "$(rss)"
+step "discover_tools, the same requests each sent 25 times in a row (25 connections asking for one new request at once), a fresh server, $DURATION"
+kill $server && wait $server || true
+start_server
+load "$DURATION" TOOL=discover_tools QUERIES=benches/data/metatool/queries-single.jsonl REPEAT=25
 note "$(rss)"

@@ -317,8 +317,15 @@ async fn metrics(State(server): State<McpServer>) -> Response {
              # HELP isa_embedding_overloaded_total Embedding requests refused because the queue was full.\n\
              # TYPE isa_embedding_overloaded_total counter\nisa_embedding_overloaded_total {}\n\
              # HELP isa_embedding_abandoned_total Embedding requests dropped from the queue because their caller had gone.\n\
-             # TYPE isa_embedding_abandoned_total counter\nisa_embedding_abandoned_total {}",
-            e.cache_hits, e.cache_misses, e.queue_depth, e.overloaded, e.abandoned
+             # TYPE isa_embedding_abandoned_total counter\nisa_embedding_abandoned_total {}\n\
+             # HELP isa_embedding_texts_total Texts the embedding model ran on (documents and queries).\n\
+             # TYPE isa_embedding_texts_total counter\nisa_embedding_texts_total {}",
+            e.cache_hits,
+            e.cache_misses,
+            e.queue_depth,
+            e.overloaded,
+            e.abandoned,
+            e.texts_embedded
         );
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()

@@ -28,7 +28,7 @@
 
 use ort::{
     operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorInput, OperatorOutput},
-    value::{TensorElementType, TensorValueType},
+    value::{TensorElementType, TensorValueType, ValueRef},
 };
 
 /// The custom operator domain of the rewritten model.
@@ -783,31 +783,19 @@ impl Kernel for PackedWeights {
         let mut output_shape = shape[..shape.len() - 1].to_vec();
         output_shape.push(self.n as i64);
         let bias = context.input(3)?;
-        let bias = match &bias {
-            Some(bias) => match bias.try_extract_tensor::<f32>()? {
-                (_, bias) if bias.len() == self.n => Some(bias),
-                (shape, _) => {
-                    return Err(ort::Error::new(format!(
-                        "{OPERATOR} over {} columns got a bias of shape {shape:?}",
-                        self.n
-                    )));
-                }
-            },
-            None => None,
-        };
+        let bias = optional_values(
+            &bias,
+            "bias",
+            |shape| shape.iter().product::<i64>() == self.n as i64,
+            format_args!("{} values", self.n),
+        )?;
         let residual = context.input(4)?;
-        let residual = match &residual {
-            Some(residual) => match residual.try_extract_tensor::<f32>()? {
-                (shape, residual) if **shape == output_shape[..] => Some(residual),
-                (shape, _) => {
-                    return Err(ort::Error::new(format!(
-                        "{OPERATOR} with output of shape {output_shape:?} got a residual of \
-                         shape {shape:?}"
-                    )));
-                }
-            },
-            None => None,
-        };
+        let residual = optional_values(
+            &residual,
+            "residual",
+            |shape| shape == output_shape,
+            format_args!("the output's shape {output_shape:?}"),
+        )?;
         let mut output = context.output(0, output_shape)?.ok_or_else(missing)?;
         let (_, output) = output.try_extract_tensor_mut::<f32>()?;
         let mut result = Ok(());
@@ -816,6 +804,26 @@ impl Kernel for PackedWeights {
         });
         result
     }
+}
+
+/// The values of an optional input, when given, refused unless `fits` its shape; `name` and
+/// `expected` say what it is and should be.
+fn optional_values<'v>(
+    value: &'v Option<ValueRef<'_>>,
+    name: &str,
+    fits: impl FnOnce(&[i64]) -> bool,
+    expected: std::fmt::Arguments<'_>,
+) -> ort::Result<Option<&'v [f32]>> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let (shape, values) = value.try_extract_tensor::<f32>()?;
+    if !fits(shape) {
+        return Err(ort::Error::new(format!(
+            "{OPERATOR} got a {name} of shape {shape:?}, expected {expected}"
+        )));
+    }
+    Ok(Some(values))
 }
 
 #[cfg(test)]

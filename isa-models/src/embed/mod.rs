@@ -15,7 +15,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::TrySendError;
 use isa_core::{Embedder, Error, Result, TextKind};
 use lru::LruCache;
 use ort::{
@@ -32,7 +32,7 @@ pub use config::{EmbedderConfig, Pooling, default_cache_dir};
 pub use fusion::{FusionReport, Products};
 pub use isa_core::EmbedderStats;
 use stats::Counters;
-use worker::{Encoder, Job, ModelInputs};
+use worker::{Encoder, Job, ModelInputs, Workers};
 
 /// How long an overloaded caller is told to wait before retrying.
 const RETRY_AFTER: Duration = Duration::from_millis(200);
@@ -54,7 +54,7 @@ const RETRY_AFTER: Duration = Duration::from_millis(200);
 /// # Ok(()) }
 /// ```
 pub struct OrtEmbedder {
-    queue: Sender<Job>,
+    workers: Workers<Job>,
     tokenizer: Arc<Tokenizer>,
     config: Arc<EmbedderConfig>,
     cache: Option<Mutex<LruCache<String, Arc<[f32]>>>>,
@@ -349,7 +349,7 @@ impl OrtEmbedder {
         let env = environment(&config.runtime_library)?;
         let tokenizer = Arc::new(load_tokenizer(&config)?);
         let counters = Arc::new(Counters::default());
-        let (queue, jobs) = crossbeam_channel::bounded(config.queue_capacity.max(1));
+        let (mut workers, jobs) = Workers::new(config.queue_capacity.max(1));
         let encoder = |model: &[u8], role: Role| -> Result<Encoder> {
             let session = load_session(&env, &config, model, role)?;
             Ok(Encoder {
@@ -377,14 +377,11 @@ impl OrtEmbedder {
             encoder.encode(&["warm up"])?;
             pools_parts = encoder.token_states && config.pooling == Pooling::Mean;
             let jobs = jobs.clone();
-            std::thread::Builder::new()
-                .name(format!("isa-embed-{n}"))
-                .spawn(move || encoder.serve(jobs))
-                .map_err(|e| Error::internal(format!("cannot start an embedding thread: {e}")))?;
+            workers.spawn(format!("isa-embed-{n}"), move || encoder.serve(jobs))?;
         }
         let cache = NonZeroUsize::new(config.cache_capacity).map(|n| Mutex::new(LruCache::new(n)));
         Ok(OrtEmbedder {
-            queue,
+            workers,
             tokenizer,
             config,
             cache,
@@ -421,7 +418,7 @@ impl OrtEmbedder {
 
     /// Counters since start.
     pub fn stats(&self) -> EmbedderStats {
-        self.counters.snapshot(self.queue.len())
+        self.counters.snapshot(self.workers.queue().len())
     }
 
     /// `text` with the configured prefix of its kind.
@@ -444,7 +441,7 @@ impl OrtEmbedder {
             reply,
             enqueued: Instant::now(),
         };
-        match self.queue.try_send(job) {
+        match self.workers.queue().try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.counters.overloaded.fetch_add(1, Ordering::Relaxed);

@@ -6,15 +6,18 @@
 //! length of long ones and one caller's long batch cannot change another's vectors. A request
 //! whose caller has gone (timed out, disconnected) is dropped unembedded: otherwise it keeps the
 //! model busy for nobody and, while such requests fill the queue, live callers are refused.
+//! The threads are joined when the embedder is dropped (see [`Workers`]).
 
 use std::{
     borrow::Cow,
+    collections::HashMap,
     ops::Range,
     sync::{Arc, atomic::Ordering},
+    thread::JoinHandle,
     time::Instant,
 };
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 use isa_core::{Error, Result};
 use ort::{
     session::{Session, SessionInputValue},
@@ -41,6 +44,57 @@ impl Job {
     /// How many vectors the reply holds.
     fn vectors(&self) -> usize {
         self.texts.iter().map(|(_, parts)| 1 + parts.len()).sum()
+    }
+}
+
+/// The worker threads and the sending end of their queue. Dropping it closes the queue and waits
+/// for each thread to finish the round it is running: a worker still running when the process
+/// exits runs ONNX Runtime while the library's static state is torn down, which printed errors
+/// when the server was stopped under load.
+pub(super) struct Workers<J> {
+    queue: Sender<J>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl<J> Workers<J> {
+    /// No threads yet, and the receiving end of a queue of `capacity` jobs for them.
+    pub fn new(capacity: usize) -> (Self, Receiver<J>) {
+        let (queue, jobs) = crossbeam_channel::bounded(capacity);
+        let workers = Workers {
+            queue,
+            threads: Vec::new(),
+        };
+        (workers, jobs)
+    }
+
+    /// Starts a thread named `name` running `work`, which should return once the queue is
+    /// closed.
+    pub fn spawn(&mut self, name: String, work: impl FnOnce() + Send + 'static) -> Result<()> {
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(work)
+            .map_err(|e| Error::internal(format!("cannot start an embedding thread: {e}")))?;
+        self.threads.push(thread);
+        Ok(())
+    }
+
+    /// Where jobs are sent.
+    pub fn queue(&self) -> &Sender<J> {
+        &self.queue
+    }
+}
+
+impl<J> Drop for Workers<J> {
+    fn drop(&mut self) {
+        // The workers see the queue closed once its last sender is gone: this one, swapped for
+        // the sender of a queue nobody reads.
+        let (unread, _) = crossbeam_channel::bounded(0);
+        drop(std::mem::replace(&mut self.queue, unread));
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                tracing::error!("an embedding thread panicked");
+            }
+        }
     }
 }
 
@@ -112,16 +166,30 @@ impl Encoder {
                 let waited = started.duration_since(job.enqueued).as_nanos() as u64;
                 self.counters.queue_ns.fetch_add(waited, Ordering::Relaxed);
             }
-            let texts: Vec<(&str, &[Range<usize>])> = jobs
+            // A text asked for by several callers in one round (many clients sending the same
+            // request at once, before the query cache holds it) is embedded once.
+            let mut texts: Vec<(&str, &[Range<usize>])> = Vec::new();
+            let mut first_asked: HashMap<(&str, &[Range<usize>]), usize> = HashMap::new();
+            let slots: Vec<usize> = jobs
                 .iter()
                 .flat_map(|j| j.texts.iter().map(|(t, p)| (t.as_str(), p.as_slice())))
+                .map(|text| {
+                    *first_asked.entry(text).or_insert_with(|| {
+                        texts.push(text);
+                        texts.len() - 1
+                    })
+                })
                 .collect();
             match self.encode_with_parts(&texts) {
-                Ok(mut vectors) => {
-                    // Hand each job its share, in order.
+                Ok(vectors) => {
+                    // Hand each job its texts' vectors, in order.
+                    let mut slots = slots.into_iter();
                     for job in jobs {
-                        let rest = vectors.split_off(job.vectors());
-                        let mine = std::mem::replace(&mut vectors, rest);
+                        let mine = slots
+                            .by_ref()
+                            .take(job.texts.len())
+                            .flat_map(|slot| vectors[slot].iter().cloned())
+                            .collect();
                         let _ = job.reply.send(Ok(mine));
                     }
                 }
@@ -138,16 +206,20 @@ impl Encoder {
     /// Embeds texts, batching them by length under the token budget.
     pub fn encode(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         let whole: Vec<(&str, &[Range<usize>])> = texts.iter().map(|t| (*t, &[][..])).collect();
-        self.encode_with_parts(&whole)
+        Ok(self
+            .encode_with_parts(&whole)?
+            .into_iter()
+            .flatten()
+            .collect())
     }
 
-    /// Embeds texts and their parts: for each text, its vector then one per part, each part
+    /// Embeds texts and their parts: for each text, its own vector then one per part, each part
     /// pooled from the tokens within its byte range in the same run (a part the tokenizer's
     /// truncation cut off entirely pools to a zero vector).
-    pub fn encode_with_parts(
+    fn encode_with_parts(
         &mut self,
         texts: &[(&str, &[Range<usize>])],
-    ) -> Result<Vec<Vec<f32>>> {
+    ) -> Result<Vec<Vec<Vec<f32>>>> {
         let started = Instant::now();
         let tokenized = texts
             .iter()
@@ -210,7 +282,7 @@ impl Encoder {
         self.counters
             .texts
             .fetch_add(texts.len() as u64, Ordering::Relaxed);
-        Ok(vectors.into_iter().flatten().collect())
+        Ok(vectors)
     }
 
     /// One inference call over texts padded to the longest among them: for each text, its
@@ -335,6 +407,34 @@ mod tests {
         let pooled = pool(&states, &[1, 1, 0], 2, Pooling::Mean);
         assert_eq!(pooled, vec![2.0, 3.0]);
         assert_eq!(pool(&states, &[1, 1, 0], 2, Pooling::Cls), vec![1.0, 2.0]);
+    }
+
+    #[test]
+    fn dropping_the_workers_waits_for_the_round_they_are_running() {
+        use std::{
+            sync::atomic::{AtomicUsize, Ordering},
+            time::Duration,
+        };
+        let finished = Arc::new(AtomicUsize::new(0));
+        let (mut workers, jobs) = Workers::new(4);
+        for n in 0..2 {
+            let (jobs, finished) = (jobs.clone(), finished.clone());
+            let work = move || {
+                while let Ok(()) = jobs.recv() {
+                    std::thread::sleep(Duration::from_millis(200));
+                    finished.fetch_add(1, Ordering::SeqCst);
+                }
+            };
+            workers.spawn(format!("test-worker-{n}"), work).unwrap();
+        }
+        workers.queue().send(()).unwrap();
+        workers.queue().send(()).unwrap();
+        drop(workers);
+        assert_eq!(
+            finished.load(Ordering::SeqCst),
+            2,
+            "both rounds ran to their end"
+        );
     }
 
     #[test]

@@ -740,6 +740,25 @@ async fn discovery_answers_nothing_when_no_tool_fits() {
     }
     let bad = discover_tools_with(port, json!({"query": "weather", "min_relevance": 2})).await;
     assert_eq!(bad["isError"], true, "{bad}");
+    // The model ran on every tool's document and on each request once (then cached).
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let texts: usize = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("isa_embedding_texts_total "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of texts embedded in {metrics}"));
+    let tools = index_stats(port).await["documents_embedded"]
+        .as_u64()
+        .unwrap() as usize;
+    assert!(
+        texts >= tools + RELEVANT.len() + IRRELEVANT.len(),
+        "{texts} texts embedded for {tools} tools"
+    );
 }
 
 async fn index_stats(port: u16) -> Value {
