@@ -8,7 +8,7 @@
 local tool = os.getenv("TOOL") or "current_time"
 local args = os.getenv("ARGS") or "{}"
 local protocol = os.getenv("PROTOCOL") or "2026-07-28"
-local repeat_each = tonumber(os.getenv("REPEAT") or "1")
+local repeat_each = math.max(1, tonumber(os.getenv("REPEAT") or "1"))
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Accept"] = "application/json, text/event-stream"
